@@ -1,0 +1,59 @@
+"""foveal.configs: typed settings for every Foveal component, loaded from TOML files and CLI overrides."""
+
+from foveal.configs.arguments import add_config_arguments, config_from_args
+from foveal.configs.command import ENTRY_POINT_GROUP, Command
+from foveal.configs.dumping import to_toml
+from foveal.configs.errors import ConfigError, IncompatibleSettings, Problem, UsageError
+from foveal.configs.inference import InferenceConfig
+from foveal.configs.jobs import EvalSection, RLSection, SFTSection
+from foveal.configs.loading import load_config
+from foveal.configs.logging import LoggingConfig
+from foveal.configs.model import ModelConfig
+from foveal.configs.multimodal import MultimodalConfig
+from foveal.configs.orchestrator import EnvironmentConfig, OrchestratorConfig
+from foveal.configs.renderer import RendererConfig
+from foveal.configs.runs import RUN_KINDS, EvalConfig, RLConfig, RunConfig, SFTConfig
+from foveal.configs.trainer import (
+    CheckpointConfig,
+    LossConfig,
+    OptimConfig,
+    RLLossConfig,
+    RLTrainerConfig,
+    ScheduleConfig,
+    TrainerConfig,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "RUN_KINDS",
+    "CheckpointConfig",
+    "Command",
+    "ConfigError",
+    "EnvironmentConfig",
+    "EvalConfig",
+    "EvalSection",
+    "IncompatibleSettings",
+    "InferenceConfig",
+    "LoggingConfig",
+    "LossConfig",
+    "ModelConfig",
+    "MultimodalConfig",
+    "OptimConfig",
+    "OrchestratorConfig",
+    "Problem",
+    "RLConfig",
+    "RLLossConfig",
+    "RLSection",
+    "RLTrainerConfig",
+    "RendererConfig",
+    "RunConfig",
+    "SFTConfig",
+    "SFTSection",
+    "ScheduleConfig",
+    "TrainerConfig",
+    "UsageError",
+    "add_config_arguments",
+    "config_from_args",
+    "load_config",
+    "to_toml",
+]

@@ -1,0 +1,27 @@
+"""The `[inference]` section: the OpenAI-compatible servers that sample rollouts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class InferenceConfig(BaseModel):
+    """Inference servers: backend, where they listen, how they are protected, and how large they are."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["transformers", "vllm"] = Field(
+        default="transformers", description="Engine behind the server; vllm needs CUDA."
+    )
+    host: str = Field(default="127.0.0.1", min_length=1, description="Address the server binds; loopback by default.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port of the first server; more servers count up.")
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token clients must send; required off loopback. Never printed."
+    )
+    tensor_parallel: int = Field(default=1, ge=1, description="GPUs per model replica (tensor parallel).")
+    data_parallel: int = Field(default=1, ge=1, description="Model replicas per server (data parallel).")
+    max_batch_size: int = Field(default=8, ge=1, description="Most sequences one server decodes at once.")
+    max_model_len: int = Field(default=2048, ge=1, description="Longest prompt + completion, in tokens.")
+    num_servers: int = Field(default=1, ge=1, description="Number of servers behind the router.")

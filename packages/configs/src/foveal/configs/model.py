@@ -1,0 +1,27 @@
+"""The `[model]` section: which weights to load and how."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Family = Literal["qwen2_vl", "qwen3_vl", "qwen3", "generic"]
+ModelFamily = Literal["auto", Family]
+TINY_MODEL = "tiny:qwen2_5_vl"
+
+
+class ModelConfig(BaseModel):
+    """The policy model: a hub name, a local folder, or a `tiny:` model built locally for demos and tests."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name_or_path: str = Field(
+        default=TINY_MODEL, min_length=1, description="Hub name, local folder, or `tiny:<family>` (built locally)."
+    )
+    family: ModelFamily = Field(default="auto", description="Layout/renderer family; auto detects it from the model.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="Weights dtype when loading; auto uses the checkpoint's."
+    )
+    attn_implementation: Literal["sdpa", "eager"] = Field(default="sdpa", description="Attention kernel.")
+    trust_remote_code: bool = Field(default=False, description="Allow running model code shipped with the checkpoint.")

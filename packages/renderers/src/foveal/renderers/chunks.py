@@ -1,0 +1,128 @@
+"""Model inputs in Tinker's shape: a list of token chunks and image chunks, JSON-safe both ways.
+
+Clients that already hold token ids (Tinker-style samplers and trainers) send `ModelInput`s instead of
+chat messages. Images ride inline as bytes (base64 in JSON) or as pointers to a location the store may
+read; either way the renderer stores the image, computes its layout and writes the placeholder run the
+family's template would (`<|vision_start|>` + placeholders + `<|vision_end|>`). If the text chunks around
+an image already carry those markers (Tinker cookbook style), they are not written twice.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+
+from foveal.renderers.errors import ImageRejected, PlaceholderMismatch
+
+if TYPE_CHECKING:
+    from foveal.renderers.rendering import RenderedConversation, RenderedImage, Renderer
+
+ChunkFormat = Literal["png", "jpeg"]
+_CHUNK_CONFIG = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+
+
+class EncodedTextChunk(BaseModel):
+    """Token ids, used verbatim."""
+
+    model_config = _CHUNK_CONFIG
+    type: Literal["encoded_text"] = "encoded_text"
+    tokens: tuple[int, ...]
+
+
+class ImageChunk(BaseModel):
+    """An encoded image inline; `expected_tokens`, if given, must equal the layout's placeholder count."""
+
+    model_config = _CHUNK_CONFIG
+    type: Literal["image"] = "image"
+    data: bytes
+    format: ChunkFormat
+    expected_tokens: int | None = Field(default=None, ge=0)
+
+
+class ImageAssetPointerChunk(BaseModel):
+    """An image by location (`file://` URI, path or `data:` URL), read under the store's location rules."""
+
+    model_config = _CHUNK_CONFIG
+    type: Literal["image_asset_pointer"] = "image_asset_pointer"
+    location: str
+    format: ChunkFormat
+    expected_tokens: int | None = Field(default=None, ge=0)
+
+
+ModelInputChunk = Annotated[EncodedTextChunk | ImageChunk | ImageAssetPointerChunk, Field(discriminator="type")]
+
+
+class ModelInput(BaseModel):
+    """A sequence of chunks; `model_dump_json()` / `model_validate_json()` are the wire format."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    chunks: tuple[ModelInputChunk, ...] = ()
+
+    @classmethod
+    def from_ints(cls, tokens: list[int]) -> ModelInput:
+        return cls(chunks=(EncodedTextChunk(tokens=tuple(tokens)),))
+
+
+def render_chunks(model_input: ModelInput, renderer: Renderer) -> tuple[list[int], list[RenderedImage]]:
+    """Token ids with placeholder runs expanded, and one RenderedImage per image chunk."""
+    from foveal.renderers.rendering import RenderedImage
+
+    ids: list[int] = []
+    images: list[RenderedImage] = []
+    markers = renderer.vision_marker_ids
+    for index, chunk in enumerate(model_input.chunks):
+        if isinstance(chunk, EncodedTextChunk):
+            ids.extend(chunk.tokens)
+            continue
+        field = f"chunks[{index}]"
+        source = _checked_data(chunk, field) if isinstance(chunk, ImageChunk) else chunk.location
+        resolved = renderer.images.resolve(source, field)
+        if chunk.expected_tokens is not None and chunk.expected_tokens != resolved.num_tokens:
+            expected = f"{resolved.num_tokens} (the layout of this image)"
+            raise PlaceholderMismatch(f"{field}.expected_tokens", chunk.expected_tokens, expected)
+        start, end = markers if markers is not None else (None, None)
+        frame = markers is not None and not (ids and ids[-1] == start and _opens_with(model_input, index + 1, end))
+        ids.extend([start] if frame else [])
+        images.append(RenderedImage(resolved.descriptor, len(ids), resolved.num_tokens))
+        ids.extend([renderer.image_token_id] * resolved.num_tokens)
+        ids.extend([end] if frame else [])
+    return ids, images
+
+
+def to_model_input(rendered: RenderedConversation) -> ModelInput:
+    """A rendered sequence as text chunks and asset pointers (markers stay in the text chunks)."""
+    chunks: list[EncodedTextChunk | ImageAssetPointerChunk] = []
+    position = 0
+    for image in rendered.images:
+        if image.offset > position:
+            chunks.append(EncodedTextChunk(tokens=rendered.token_ids[position : image.offset]))
+        chunks.append(
+            ImageAssetPointerChunk(location=image.descriptor.raw_image_uri, format="png", expected_tokens=image.length)
+        )
+        position = image.offset + image.length
+    if position < len(rendered.token_ids):
+        chunks.append(EncodedTextChunk(tokens=rendered.token_ids[position:]))
+    return ModelInput(chunks=tuple(chunks))
+
+
+def _opens_with(model_input: ModelInput, index: int, token: int | None) -> bool:
+    """Whether chunk `index` is a text chunk starting with `token`."""
+    if index >= len(model_input.chunks):
+        return False
+    chunk = model_input.chunks[index]
+    return isinstance(chunk, EncodedTextChunk) and bool(chunk.tokens) and chunk.tokens[0] == token
+
+
+def _checked_data(chunk: ImageChunk, field: str) -> bytes:
+    """The inline bytes, after checking the declared format against the file header (cheap, no decode)."""
+    try:
+        with Image.open(io.BytesIO(chunk.data)) as image:
+            actual = (image.format or "").lower()
+    except (UnidentifiedImageError, OSError):
+        raise ImageRejected(f"{field}.data", f"<{len(chunk.data)} bytes>", "an encoded PNG or JPEG image") from None
+    if {"jpeg": "jpeg", "mpo": "jpeg"}.get(actual, actual) != chunk.format:
+        raise ImageRejected(f"{field}.format", chunk.format, f"the data's format ({actual or 'unknown'})")
+    return chunk.data

@@ -1,0 +1,63 @@
+"""The shape of a family adapter: what one chat template writes, as pieces, plus its quirks.
+
+An adapter is small on purpose: `write` mirrors the Jinja template (order of turns, what each role
+prints), `check` refuses content the template would silently drop, and a few class attributes say how
+completions look and whether earlier turns survive later ones unchanged. Everything else (images,
+tokenization, masks, bridging) is shared by the `Renderer`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from foveal.renderers.families.chatml import IMAGE_PAD, STOP_TOKENS, VIDEO_PAD, ChatWriter
+from foveal.renderers.families.completion import CompletionFormat
+from foveal.renderers.messages import InvalidMessage, Message, ToolSpec, template_dicts
+
+
+class FamilyAdapter(ABC):
+    """One chat template, hand-written as pieces (or, for `generic`, driven through Jinja)."""
+
+    name: ClassVar[str]
+    layout_family: ClassVar[str | None]
+    """Layout family of its images (None: text-only)."""
+    completion: ClassVar[CompletionFormat]
+    prefix_stable: ClassVar[bool]
+    """True when rendering more turns never changes the tokens of earlier ones (at the message level)."""
+    prefix_note: ClassVar[str]
+    """Why (not): shown to users deciding between re-rendering and `Renderer.bridge`."""
+    image_token: ClassVar[str] = IMAGE_PAD
+    stop_tokens: ClassVar[tuple[str, ...]] = STOP_TOKENS
+    reserved_tokens: ClassVar[tuple[str, ...]] = (IMAGE_PAD, VIDEO_PAD)
+    """Added tokens that may never come out of message text (they would fake an image)."""
+    vision_markers: ClassVar[tuple[str, str] | None] = None
+    """Tokens that frame every placeholder run, checked around each span (None: not checked)."""
+
+    @abstractmethod
+    def write(self, messages: Sequence[Message], tools: Sequence[ToolSpec], add_generation_prompt: bool) -> ChatWriter:
+        """The pieces the template writes for this conversation."""
+
+    def check(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> None:
+        """Raise InvalidMessage for content this template cannot show the model; default: accept all."""
+
+    def template_messages(self, messages: Sequence[Message]) -> list[dict[str, Any]]:
+        """The dicts to give the real Jinja template for the same conversation (self-check and parity)."""
+        return template_dicts(messages)
+
+    def template_kwargs(self) -> dict[str, Any]:
+        """Extra variables this adapter assumes the template was rendered with."""
+        return {}
+
+
+def refuse(field: str, value: Any, family: str, why: str) -> InvalidMessage:
+    """The error for content a family's template would drop without a trace."""
+    return InvalidMessage(field, value, f"content the {family} chat template renders ({why})")
+
+
+def refuse_images(messages: Sequence[Message], family: str, roles: frozenset[str], where: str = "") -> None:
+    """Images are only rendered in `roles`; elsewhere the template drops them."""
+    for index, message in enumerate(messages):
+        if message.role not in roles and message.images():
+            raise refuse(f"messages[{index}].content", "<image>", family, where or f"images only in {sorted(roles)}")

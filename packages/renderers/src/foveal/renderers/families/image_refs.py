@@ -1,0 +1,104 @@
+"""Image part -> stored file + raw descriptor + placeholder count, the only place a renderer touches pixels.
+
+New images go through `ImageStore.put` (decode, checks, canonical PNG, de-duplication, location rules)
+and the family's pure layout math. Decoding and re-encoding dominate rendering cost, and the same image
+is rendered again and again (epochs, RL groups of rollouts per prompt), so results are cached by the
+xxh3-128 of the exact source bytes (or pixels): the location rules still run on every call, only the
+decode/encode of content already stored is skipped. An already-stored descriptor is trusted only as far
+as it can be checked cheaply: its file must verify against its hash, and the layout recomputed from the
+stored image's size under this renderer's spec must equal the descriptor's payload.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import xxhash
+from PIL import Image
+
+from foveal.renderers.contract import RawImageDescriptor
+from foveal.renderers.errors import FingerprintMismatch, PlaceholderMismatch, UnknownFamily
+from foveal.renderers.layout import LayoutSpec, compute_layout
+from foveal.renderers.locations import read_location
+from foveal.renderers.store import ImageStore, StoredImage
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedImage:
+    """A stored image's descriptor and how many placeholder tokens its layout needs."""
+
+    descriptor: RawImageDescriptor
+    num_tokens: int
+
+
+class ImageResolver:
+    """Stores images and computes their layout under one spec; `spec=None` means a text-only renderer."""
+
+    def __init__(self, store: ImageStore | None, spec: LayoutSpec | None, cache_size: int = 4096) -> None:
+        self.store = store
+        self.spec = spec
+        self._stored: OrderedDict[str, StoredImage] = OrderedDict()
+        self._cache_size = cache_size
+
+    def resolve(self, source: Any, field: str) -> ResolvedImage:
+        """The descriptor for any accepted image source; `field` names it in errors."""
+        store, spec = self._require(field)
+        if isinstance(source, RawImageDescriptor):
+            return self._check_stored(source, store, spec, field)
+        stored = self._put(store, source)
+        layout = compute_layout(spec, stored.width, stored.height)
+        descriptor = RawImageDescriptor(
+            raw_image_uri=stored.uri,
+            hash=stored.hash,
+            family=spec.family,
+            layout_fingerprint=spec.fingerprint,
+            payload=layout.payload(),
+        )
+        return ResolvedImage(descriptor, layout.num_placeholder_tokens)
+
+    def _put(self, store: ImageStore, source: Any) -> StoredImage:
+        """`store.put`, skipped when these exact bytes (or pixels) were stored before and are still there."""
+        raw = read_location(source, store.locations)  # the location rules run on every call
+        key = _content_key(raw)
+        stored = self._stored.get(key)
+        if stored is None or not stored.path.is_file():
+            stored = store.put(raw)
+            self._stored[key] = stored
+            if len(self._stored) > self._cache_size:
+                self._stored.popitem(last=False)
+        return stored
+
+    def _require(self, field: str) -> tuple[ImageStore, LayoutSpec]:
+        if self.spec is None:
+            raise UnknownFamily(field, "<image>", "a renderer with an image layout (this one is text-only)")
+        if self.store is None:
+            raise UnknownFamily(field, "<image>", "a renderer built with an ImageStore")
+        return self.store, self.spec
+
+    def _check_stored(
+        self, descriptor: RawImageDescriptor, store: ImageStore, spec: LayoutSpec, field: str
+    ) -> ResolvedImage:
+        if descriptor.family != spec.family or descriptor.layout_fingerprint != spec.fingerprint:
+            raise FingerprintMismatch(
+                f"{field}.layout_fingerprint",
+                f"{descriptor.family}:{descriptor.layout_fingerprint}",
+                f"{spec.family}:{spec.fingerprint} (this renderer's layout)",
+            )
+        data = store.read_verified(descriptor.raw_image_uri, descriptor.hash)
+        with Image.open(io.BytesIO(data)) as image:  # header only: the size decides the layout
+            width, height = image.size
+        layout = compute_layout(spec, width, height)
+        if layout.payload() != descriptor.payload:
+            raise PlaceholderMismatch(f"{field}.payload", descriptor.payload, f"{layout.payload()} for {width}x{height}")
+        return ResolvedImage(descriptor, layout.num_placeholder_tokens)
+
+
+def _content_key(raw: bytes | Image.Image) -> str:
+    """xxh3-128 of encoded bytes, or of everything about a PIL image that its normalized pixels depend on."""
+    if isinstance(raw, Image.Image):
+        facts = (raw.mode, raw.size, raw.getexif().get(0x0112, 1), raw.info.get("transparency"), raw.getpalette())
+        return "pil:" + xxhash.xxh3_128_hexdigest(repr(facts).encode() + raw.tobytes())
+    return "raw:" + xxhash.xxh3_128_hexdigest(raw)

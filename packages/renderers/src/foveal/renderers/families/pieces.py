@@ -1,0 +1,55 @@
+"""What a family adapter writes: text, added tokens by id, and image slots, each tagged with its message.
+
+Adapters describe a conversation the way its chat template would print it, but as typed pieces instead of
+one string. That keeps three facts the string loses: which pieces the assistant wrote (the loss mask),
+which message wrote them (bridging appends only new messages), and where images go (the placeholder run
+is expanded from the layout, never by searching the text). `template_text` joins the pieces back into the
+exact string the Jinja template renders, which is what the load-time self-check compares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """Plain text, tokenized together with the text pieces around it up to the next added token."""
+
+    text: str
+    message: int
+    trained: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An added token written by id (`<|im_start|>`, `<|vision_start|>`, ...), never re-tokenized."""
+
+    token: str
+    message: int
+    trained: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSlot:
+    """Where image number `image` (conversation order) puts its placeholder run."""
+
+    image: int
+    message: int
+
+
+Piece = Text | Token | ImageSlot
+
+
+def template_text(pieces: Iterable[Piece], image_token: str) -> str:
+    """The string the chat template renders for these pieces: one `image_token` per image slot."""
+    return "".join(_piece_text(piece, image_token) for piece in pieces)
+
+
+def _piece_text(piece: Piece, image_token: str) -> str:
+    if isinstance(piece, Text):
+        return piece.text
+    if isinstance(piece, Token):
+        return piece.token
+    return image_token

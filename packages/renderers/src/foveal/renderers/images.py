@@ -1,0 +1,166 @@
+"""Decode an untrusted image once, check it, and re-encode it as the store's canonical PNG (CONTRACT.md 1).
+
+Checks run cheapest first: the byte size before any parsing, the format and pixel count from the header
+before the pixel data is decoded (a tiny file can claim gigapixels), and only then the full decode. The
+policy comes from `MultimodalConfig`; Pillow's process-wide `Image.MAX_IMAGE_PIXELS` is neither read nor
+changed, though its bomb warning/error, if it fires, is turned into `ImageRejected` too.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import xxhash
+from PIL import Image, ImageOps
+
+from foveal.configs.multimodal import MultimodalConfig
+from foveal.renderers.errors import ImageRejected
+
+PNG_COMPRESS_LEVEL = 1
+"""zlib level for stored PNGs: level 1 encodes ~3x faster than the default 6 for ~30% more bytes, and
+`put` sits on the rendering hot path. Readers verify the stored bytes, never re-encode, so the level
+can change without invalidating anything already stored."""
+
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # includes UnidentifiedImageError and "image file is truncated"
+    SyntaxError,
+    ValueError,  # includes "Decompressed Data Too Large" from PNG text chunks
+    EOFError,
+    IndexError,
+    TypeError,
+    KeyError,
+    struct.error,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+"""What Pillow raises on corrupt, truncated or hostile input; anything else is a bug and propagates."""
+
+_FORMAT_ALIASES = {"MPO": "JPEG"}
+"""Pillow reports multi-picture JPEGs (common from phones) as MPO; for the allow-list they are JPEG."""
+
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
+_CONVERTIBLE_MODES = frozenset({"1", "L", "P", "RGB", "CMYK", "YCbCr", "LAB", "HSV"})
+_WARNINGS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class NormalizedImage:
+    """An image as the store keeps it: RGB pixels as metadata-free PNG bytes, and their xxh3-128."""
+
+    width: int
+    height: int
+    png: bytes
+    hash: str
+
+
+def xxh3_128_hex(data: bytes) -> str:
+    """The store's content hash: 32 lowercase hex characters of xxh3-128 over the exact bytes."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def load_image_bytes(data: bytes, policy: MultimodalConfig) -> NormalizedImage:
+    """Check, decode once, orient, convert to RGB and re-encode untrusted encoded image bytes."""
+    if len(data) > policy.max_image_bytes:
+        raise ImageRejected("image.bytes", len(data), f"at most {policy.max_image_bytes} bytes")
+    image = decode_checked(data, policy, policy.allowed_image_formats)
+    return normalize_image(image, policy)
+
+
+def normalize_image(image: Image.Image, policy: MultimodalConfig) -> NormalizedImage:
+    """Orient, convert to RGB and encode a decoded image; the caller's image is never modified."""
+    check_pixels(image.size, policy)
+    try:
+        oriented = ImageOps.exif_transpose(image)
+    except _DECODE_ERRORS as exc:
+        raise ImageRejected("image.exif", type(exc).__name__, "readable EXIF metadata") from None
+    rgb = to_rgb(oriented)
+    png = encode_png(rgb)
+    return NormalizedImage(width=rgb.width, height=rgb.height, png=png, hash=xxh3_128_hex(png))
+
+
+def check_pixels(size: tuple[int, int], policy: MultimodalConfig) -> None:
+    """Refuse empty images and images over the pixel cap (the decompression-bomb guard)."""
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageRejected("image.size", size, "a positive width and height")
+    if width * height > policy.max_image_pixels:
+        raise ImageRejected("image.pixels", width * height, f"at most {policy.max_image_pixels} pixels")
+
+
+def decode_checked(data: bytes, policy: MultimodalConfig, formats: Sequence[str]) -> Image.Image:
+    """Open with only the allowed format plugins, check the header, then decode the first frame."""
+    with _bomb_warnings_as_errors():
+        image = _open_header(data, formats)
+    fmt = _FORMAT_ALIASES.get(image.format or "", image.format)
+    if fmt not in formats:
+        raise ImageRejected("image.format", image.format, f"one of {list(formats)}")
+    check_pixels(image.size, policy)
+    try:
+        image.load()
+    except _DECODE_ERRORS as exc:
+        raise ImageRejected("image.data", str(exc), "a complete, decodable image") from None
+    check_pixels(image.size, policy)  # a GIF frame may grow the canvas while loading
+    return image
+
+
+def _open_header(data: bytes, formats: Sequence[str]) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(data), formats=list(formats))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected("image.pixels", str(exc), "an image under the pixel cap") from None
+    except _DECODE_ERRORS as exc:
+        raise ImageRejected("image.format", type(exc).__name__, f"a decodable image in {list(formats)}") from None
+
+
+@contextmanager
+def _bomb_warnings_as_errors() -> Iterator[None]:
+    """Raise Pillow's DecompressionBombWarning instead of printing it, only while opening a header.
+
+    `warnings.catch_warnings` swaps process-global filters; the lock keeps our own concurrent opens from
+    restoring each other's filters out of order. It covers the header parse only, never the decode.
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB with transparency composited over white (as the Qwen-VL processors do), 16-bit scaled to 8."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        image = _sixteen_bit_to_l(image)
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if image.mode == "RGB":
+        return image
+    if image.mode not in _CONVERTIBLE_MODES:
+        raise ImageRejected("image.mode", image.mode, f"one of {sorted(_CONVERTIBLE_MODES | _ALPHA_MODES)}")
+    return image.convert("RGB")
+
+
+def _sixteen_bit_to_l(image: Image.Image) -> Image.Image:
+    """Scale 16-bit samples to 8 bits (v // 256, clipped to 0..255); Pillow's plain convert to L would
+    clip every value above 255 to white instead."""
+    return image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
+
+
+def encode_png(rgb: Image.Image) -> bytes:
+    """Deterministic PNG: a fresh image carries no info dict, so no ICC, EXIF, text, time or dpi chunks."""
+    clean = Image.new("RGB", rgb.size)
+    clean.paste(rgb)
+    buffer = io.BytesIO()
+    clean.save(buffer, format="PNG", optimize=False, compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def decode_stored_png(data: bytes, policy: MultimodalConfig) -> Image.Image:
+    """Decode bytes already verified against their hash; still pixel-capped, since refs are untrusted."""
+    return decode_checked(data, policy, ("PNG",))

@@ -1,0 +1,54 @@
+"""Family name -> layout adapter, and the two entry points the renderer and readers call."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any
+
+from foveal.renderers.errors import ContractError, UnknownFamily
+from foveal.renderers.layout.family import LayoutFamily
+from foveal.renderers.layout.image_layout import ImageLayout, image_side
+from foveal.renderers.layout.qwen_vl import QWEN2_VL, QWEN3_VL
+from foveal.renderers.layout.spec import LayoutSpec
+
+_FAMILIES = MappingProxyType({family.name: family for family in (QWEN2_VL, QWEN3_VL)})
+
+
+def family_names() -> tuple[str, ...]:
+    """The layout families Foveal has adapters for, sorted."""
+    return tuple(sorted(_FAMILIES))
+
+
+def layout_family(name: str) -> LayoutFamily:
+    """The adapter for `name`; UnknownFamily for anything unregistered."""
+    family = _FAMILIES.get(name) if isinstance(name, str) else None
+    if family is None:
+        raise UnknownFamily("family", name, f"one of {list(family_names())}")
+    return family
+
+
+def spec_from_image_processor(image_processor: Any, family: str) -> LayoutSpec:
+    """Read a real HF image processor's layout settings for `family`.
+
+    The processor class is checked by name along its MRO (no transformers import, so no torch): a
+    CLIP-style processor also has a `size`, and reading it as pixel bounds would be silently wrong.
+    """
+    adapter = layout_family(family)
+    class_names = {cls.__name__ for cls in type(image_processor).__mro__}
+    if class_names.isdisjoint(adapter.processor_classes):
+        raise ContractError(
+            "image_processor", type(image_processor).__name__, f"one of {sorted(adapter.processor_classes)}"
+        )
+    return adapter.read_spec(image_processor, adapter.name)
+
+
+def compute_layout(spec: LayoutSpec, width: int, height: int) -> ImageLayout:
+    """The layout of one width x height image under `spec`; ImageRejected for sizes the family refuses."""
+    return _cached_layout(spec, image_side("width", width), image_side("height", height))
+
+
+@lru_cache(maxsize=16384)
+def _cached_layout(spec: LayoutSpec, width: int, height: int) -> ImageLayout:
+    """Datasets repeat a few image sizes; the result is immutable, so sharing it is safe."""
+    return layout_family(spec.family).compute(spec, width, height)

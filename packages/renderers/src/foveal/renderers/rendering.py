@@ -1,0 +1,307 @@
+"""The Renderer: typed messages -> exact token ids, loss mask and image refs, for one chat family.
+
+Hand-written families describe their template as pieces (families/*.py); the renderer resolves images
+through the store and the layout math, tokenizes text between added tokens with cached encodings, and
+writes placeholder runs by id, so no chat template or HF processor runs at render time. The same
+machinery extends conversations for RL (`append_completion`, `bridge`) without re-tokenizing what the
+model sampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from foveal.renderers.contract import RawImageDescriptor
+from foveal.renderers.families.assembly import Assembled, assemble
+from foveal.renderers.families.base import FamilyAdapter
+from foveal.renderers.families.completion import parse_assistant_text
+from foveal.renderers.families.encoding import SegmentEncoder
+from foveal.renderers.families.image_refs import ImageResolver
+from foveal.renderers.families.pieces import ImageSlot, Piece, Token, template_text
+from foveal.renderers.families.spans import check_spans
+from foveal.renderers.messages import AssistantMessage, InvalidMessage, Message, ToolSpec, parse_messages, parse_tools
+
+if TYPE_CHECKING:
+    from foveal.renderers.chunks import ModelInput
+    from foveal.renderers.store import ImageStore
+
+LossOn = Literal["assistant", "all", "last_assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedImage:
+    """One image of a rendered sequence: its descriptor and its placeholder run `[offset, offset+length)`."""
+
+    descriptor: RawImageDescriptor
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class RenderedConversation:
+    """Token ids, a 0/1 loss mask of the same length, the images with their spans, and what produced them.
+
+    `messages`/`tools` are kept so `bridge` can extend the conversation; `awaiting_completion` is True
+    when the ids end with a generation prompt (the next tokens are the model's).
+    """
+
+    token_ids: tuple[int, ...]
+    loss_mask: tuple[int, ...]
+    images: tuple[RenderedImage, ...] = ()
+    messages: tuple[Message, ...] = ()
+    tools: tuple[ToolSpec, ...] = ()
+    family: str = ""
+    awaiting_completion: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.token_ids) != len(self.loss_mask):
+            raise InvalidMessage("loss_mask", len(self.loss_mask), f"{len(self.token_ids)} entries, one per token")
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass
+class _Rendered:
+    """An assembled stretch plus the descriptors of the images in it, before it is joined to a prefix."""
+
+    ids: list[int]
+    mask: list[int]
+    images: list[RenderedImage] = field(default_factory=list)
+
+
+class Renderer:
+    """Renders conversations for one family; build it with `Renderer.from_pretrained`."""
+
+    def __init__(
+        self,
+        adapter: FamilyAdapter,
+        tokenizer: Any,
+        images: ImageResolver,
+        *,
+        loss_on: LossOn = "assistant",
+        max_images: int | None = None,
+    ) -> None:
+        """`tokenizer` is the HF tokenizer users load (AutoTokenizer); only its fast backend is used."""
+        self.adapter = adapter
+        self.tokenizer = tokenizer
+        self.images = images
+        self.loss_on = loss_on
+        self.max_images = max_images
+        self._encoder = SegmentEncoder(tokenizer.backend_tokenizer)
+        self._image_token_id = self._optional_id(adapter.image_token)
+        self._reserved = frozenset(i for t in adapter.reserved_tokens if (i := self._optional_id(t)) is not None)
+        self.stop_token_ids: tuple[int, ...] = tuple(
+            i for t in adapter.stop_tokens if (i := self._optional_id(t)) is not None
+        )
+        markers = adapter.vision_markers
+        self._markers = None if markers is None else (self._encoder.token_id(markers[0]), self._encoder.token_id(markers[1]))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, *, store: ImageStore | None = None, **options: Any) -> Renderer:
+        """Load the tokenizer (and image processor) the way users do and pick the family; see `factory`."""
+        from foveal.renderers.factory import load_renderer
+
+        return load_renderer(name_or_path, store=store, **options)
+
+    @property
+    def family(self) -> str:
+        return self.adapter.name
+
+    @property
+    def image_token_id(self) -> int | None:
+        """The placeholder token each image is expanded into (None for text-only tokenizers)."""
+        return self._image_token_id
+
+    @property
+    def vision_marker_ids(self) -> tuple[int, int] | None:
+        """The ids framing every placeholder run, for families whose template writes them."""
+        return self._markers
+
+    @property
+    def prefix_stable(self) -> bool:
+        """Whether a longer conversation always renders the shorter one's text first (see `prefix_note`)."""
+        return self.adapter.prefix_stable
+
+    @property
+    def prefix_note(self) -> str:
+        return self.adapter.prefix_note
+
+    def render(
+        self,
+        messages: Sequence[Message | Mapping[str, Any]],
+        tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
+        add_generation_prompt: bool = False,
+        *,
+        loss_on: LossOn | None = None,
+    ) -> RenderedConversation:
+        """Token ids as `apply_chat_template` + the HF processor would give, plus loss mask and image spans."""
+        typed, specs = self._validated(messages, tools)
+        pieces, parts = self._write(typed, specs, add_generation_prompt)
+        rule = _mask_rule(loss_on or self.loss_on, typed)
+        out = self._assemble(pieces, parts, rule, offset=0)
+        return self._finish(out.ids, out.mask, out.images, typed, specs, add_generation_prompt)
+
+    def template_text(
+        self,
+        messages: Sequence[Message | Mapping[str, Any]],
+        tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
+        add_generation_prompt: bool = False,
+    ) -> str:
+        """The string the family's chat template renders (one image token per image), without tokenizing."""
+        typed, specs = self._validated(messages, tools)
+        pieces, _ = self._write(typed, specs, add_generation_prompt)
+        return template_text(pieces, self.adapter.image_token)
+
+    def parse_completion(self, token_ids: Sequence[int]) -> AssistantMessage:
+        """The assistant message in sampled ids: cut at the first stop token (if any), then parsed."""
+        ids = list(token_ids)
+        stops = [ids.index(s) for s in self.stop_token_ids if s in ids]
+        text = self._encoder.decode(ids[: min(stops)] if stops else ids)
+        return parse_assistant_text(text, self.adapter.completion)
+
+    def append_completion(
+        self, prompt: RenderedConversation, completion_ids: Sequence[int], message: AssistantMessage | None = None
+    ) -> RenderedConversation:
+        """The prompt followed by the sampled ids verbatim (all trained); `message` defaults to their parse."""
+        if not prompt.awaiting_completion:
+            raise InvalidMessage("prompt.awaiting_completion", False, "a prompt rendered with add_generation_prompt")
+        reply = message if message is not None else self.parse_completion(completion_ids)
+        ids, mask = list(completion_ids), [1] * len(completion_ids)
+        return self._extend(prompt, ids, mask, [], (reply,), awaiting=False)
+
+    def bridge(
+        self,
+        previous: RenderedConversation,
+        new_messages: Sequence[Message | Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        *,
+        loss_on: LossOn | None = None,
+    ) -> RenderedConversation:
+        """`previous` verbatim, then the tokens the template writes for `new_messages` (exact prefix).
+
+        The last previous turn is closed the way the template closes it: after a sampled stop token only
+        the separator follows; a completion cut off without one gets `<|im_end|>` (untrained) first.
+        """
+        if previous.awaiting_completion:
+            raise InvalidMessage("previous.awaiting_completion", True, "a finished turn: call append_completion first")
+        new, _ = self._validated(new_messages, None)
+        if not new:
+            raise InvalidMessage("new_messages", [], "at least one message")
+        typed = previous.messages + new
+        pieces, parts = self._write(typed, previous.tools, add_generation_prompt)
+        first_new = len(previous.messages)
+        joint = self._joint(previous, [p for p in pieces if p.message == first_new - 1])
+        fresh = [p for p in pieces if p.message >= first_new]
+        offset = len(previous.token_ids) + len(joint)
+        out = self._assemble(fresh, parts, _mask_rule(loss_on or self.loss_on, typed), offset)
+        return self._extend(previous, joint + out.ids, [0] * len(joint) + out.mask, out.images, new, add_generation_prompt)
+
+    def render_model_input(self, model_input: ModelInput) -> RenderedConversation:
+        """Token ids, descriptors and spans for a Tinker-shaped ModelInput (loss mask all zero)."""
+        from foveal.renderers.chunks import render_chunks
+
+        ids, images = render_chunks(model_input, self)
+        return self._finish(ids, [0] * len(ids), images, (), (), False)
+
+    def to_model_input(self, rendered: RenderedConversation) -> ModelInput:
+        """`rendered` as Tinker-shaped chunks: text chunks and asset pointers to the stored images."""
+        from foveal.renderers.chunks import to_model_input
+
+        return to_model_input(rendered)
+
+    # -- shared steps -------------------------------------------------------------------------------
+
+    def _validated(
+        self, messages: Sequence[Any], tools: Sequence[Any] | None
+    ) -> tuple[tuple[Message, ...], tuple[ToolSpec, ...]]:
+        return parse_messages(messages), parse_tools(tools)
+
+    def _write(
+        self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...], add_generation_prompt: bool
+    ) -> tuple[list[Piece], list[Any]]:
+        if not messages:
+            raise InvalidMessage("messages", [], "at least one message")
+        self.adapter.check(messages, tools)
+        writer = self.adapter.write(messages, tools, add_generation_prompt)
+        if self.max_images is not None and len(writer.images) > self.max_images:
+            raise InvalidMessage("messages", f"<{len(writer.images)} images>", f"at most {self.max_images} images")
+        return writer.pieces, writer.images
+
+    def _assemble(self, pieces: list[Piece], parts: list[Any], rule: Any, offset: int) -> _Rendered:
+        """Resolve the images these pieces show, then encode; spans are shifted by `offset`."""
+        slots = [p.image for p in pieces if isinstance(p, ImageSlot)]
+        resolved = {slot: self.images.resolve(parts[slot].image, f"images[{slot}]") for slot in slots}
+        lengths = {slot: r.num_tokens for slot, r in resolved.items()}
+        out: Assembled = assemble(pieces, self._encoder, lengths, self._image_token_id or -1, rule, self._reserved)
+        images = [RenderedImage(resolved[slot].descriptor, offset + start, n) for slot, (start, n) in zip(slots, out.spans)]
+        return _Rendered(out.token_ids, out.loss_mask, images)
+
+    def _joint(self, previous: RenderedConversation, last_pieces: list[Piece]) -> list[int]:
+        """Tokens that close the previous conversation's last turn as the template would."""
+        stop_tokens = set(self.adapter.stop_tokens)
+        ends = [i for i, p in enumerate(last_pieces) if isinstance(p, Token) and p.token in stop_tokens]
+        if not ends:
+            raise InvalidMessage("new_messages[0]", "<continues the previous turn>", "a message that starts a new turn")
+        tail = assemble(last_pieces[ends[-1] + 1 :], self._encoder, {}, -1, lambda p: False).token_ids
+        ids = previous.token_ids
+        if ids and ids[-1] in self.stop_token_ids:
+            return tail
+        if len(ids) > len(tail) and ids[-len(tail) - 1] in self.stop_token_ids and list(ids[len(ids) - len(tail) :]) == tail:
+            return []
+        return [self._encoder.token_id(self.adapter.stop_tokens[0]), *tail]
+
+    def _extend(
+        self,
+        previous: RenderedConversation,
+        ids: list[int],
+        mask: list[int],
+        images: list[RenderedImage],
+        messages: tuple[Message, ...],
+        awaiting: bool,
+    ) -> RenderedConversation:
+        old_mask = list(previous.loss_mask)
+        if self.loss_on == "last_assistant" and any(mask):
+            old_mask = [0] * len(old_mask)  # a newer assistant turn takes over the loss
+        return self._finish(
+            [*previous.token_ids, *ids],
+            old_mask + mask,
+            [*previous.images, *images],
+            previous.messages + messages,
+            previous.tools,
+            awaiting,
+        )
+
+    def _finish(
+        self,
+        ids: Sequence[int],
+        mask: Sequence[int],
+        images: Sequence[RenderedImage],
+        messages: tuple[Message, ...],
+        tools: tuple[ToolSpec, ...],
+        awaiting: bool,
+    ) -> RenderedConversation:
+        rendered = RenderedConversation(
+            tuple(ids), tuple(mask), tuple(images), messages, tools, self.family, awaiting
+        )
+        check_spans(rendered.token_ids, rendered.images, self._image_token_id, self._markers)
+        return rendered
+
+    def _optional_id(self, token: str) -> int | None:
+        return self._encoder.token_id(token) if self._encoder.has_token(token) else None
+
+
+def _mask_rule(loss_on: LossOn, messages: Sequence[Message]) -> Any:
+    """Which pieces carry loss: assistant-written ones, all, or only the last assistant message's."""
+    if loss_on == "all":
+        return lambda piece: True
+    if loss_on == "assistant":
+        return lambda piece: piece.trained
+    if loss_on != "last_assistant":
+        raise InvalidMessage("loss_on", loss_on, "one of 'assistant', 'all', 'last_assistant'")
+    last = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+    return lambda piece: piece.trained and piece.message == last
+

@@ -1,0 +1,155 @@
+"""The content-addressed image store (CONTRACT.md section 1).
+
+`put` normalizes an image and writes it to `<root>/<hash[0:2]>/<hash>.png` through a temporary file in
+the same folder and `os.replace`, so a reader sees either no file or the whole file, and concurrent
+writers of one image each replace it with identical bytes. `read_verified` is the only way back in: it
+stays inside the root and checks the hash, because the URI and hash arrive in untrusted refs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from foveal.configs.multimodal import MultimodalConfig
+from foveal.renderers.contract import file_uri_to_path, path_to_file_uri
+from foveal.renderers.errors import BadEnvelope, HashMismatch
+from foveal.renderers.images import NormalizedImage, decode_stored_png, load_image_bytes, normalize_image, xxh3_128_hex
+from foveal.renderers.locations import ImageSource, LocationPolicy, read_location, read_regular_file, require_inside
+from foveal.renderers.security.networks import DEFAULT_BLOCKED_NETWORKS, IPNetwork
+
+_HASH = re.compile(r"[0-9a-f]{32}")
+_MAX_STORED_BYTES = 1 << 31
+"""Ceiling on one stored file read back (a 40-Mpixel PNG is well under it); bounds memory on bad refs."""
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """Where `put` stored an image and what it is; `uri` and `hash` go into the raw descriptor."""
+
+    hash: str
+    uri: str
+    path: Path
+    width: int
+    height: int
+    size_bytes: int
+
+
+class ImageStore:
+    """Writes checked images once, by content hash, and reads them back only after verifying the hash."""
+
+    def __init__(
+        self,
+        root: Path,
+        config: MultimodalConfig,
+        *,
+        blocked_networks: tuple[IPNetwork, ...] = DEFAULT_BLOCKED_NETWORKS,
+        durable: bool = True,
+    ) -> None:
+        """`durable` fsyncs each new file and its folder before `put` returns: a descriptor handed out
+        must not outlive its image in a crash. Turn it off only for scratch stores."""
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.durable = durable
+        self.locations = LocationPolicy.from_config(config, self.root, blocked_networks)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: MultimodalConfig,
+        run_dir: Path,
+        *,
+        blocked_networks: tuple[IPNetwork, ...] = DEFAULT_BLOCKED_NETWORKS,
+        durable: bool = True,
+    ) -> ImageStore:
+        """The run's store: `[multimodal].offload_dir`, else `<run dir>/assets` (never an env var)."""
+        return cls(config.store_dir(run_dir), config, blocked_networks=blocked_networks, durable=durable)
+
+    def path_for(self, hash_hex: str) -> Path:
+        return self.root / hash_hex[:2] / f"{hash_hex}.png"
+
+    def put(self, source: ImageSource) -> StoredImage:
+        """Check, normalize and store an image; a second put of the same pixels rewrites nothing."""
+        raw = read_location(source, self.locations)
+        if isinstance(raw, Image.Image):
+            image = normalize_image(raw, self.config)
+        else:
+            image = load_image_bytes(raw, self.config)
+        path = self.path_for(image.hash)
+        if not _holds(path, image.hash):
+            self._write_atomically(path, image.png)
+        return _stored(image, path)
+
+    def read_verified(self, uri: str, expected_hash: str) -> bytes:
+        """The stored bytes behind a descriptor's URI, only from inside the root and only if they hash right."""
+        _check_hash_format(expected_hash)
+        resolved = Path(file_uri_to_path(uri, "raw_image_uri")).resolve()
+        require_inside(resolved, (self.root,), uri, "raw_image_uri")
+        data = read_regular_file(resolved, _MAX_STORED_BYTES, (self.root,), "raw_image_uri")
+        actual = xxh3_128_hex(data)
+        if actual != expected_hash:
+            raise HashMismatch("hash", expected_hash, f"stored bytes hashing to it (they hash to {actual})")
+        return data
+
+    def open_verified(self, uri: str, expected_hash: str) -> Image.Image:
+        """The verified stored image, decoded (pixel-capped: the ref that named it is untrusted)."""
+        return decode_stored_png(self.read_verified(uri, expected_hash), self.config)
+
+    def _write_atomically(self, path: Path, data: bytes) -> None:
+        """Temp file in the target folder (same filesystem, so the rename is atomic), then os.replace."""
+        path.parent.mkdir(exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; servers may run as another user
+                if self.durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        if self.durable:
+            _fsync_folder(path.parent)
+
+
+def _holds(path: Path, hash_hex: str) -> bool:
+    """True when the final file exists with the right bytes; a corrupt one (or a planted symlink, which
+    `read_verified` would refuse) is rewritten, not trusted."""
+    if path.is_symlink():
+        return False
+    try:
+        return xxh3_128_hex(path.read_bytes()) == hash_hex
+    except FileNotFoundError:
+        return False
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_hash_format(expected_hash: str) -> None:
+    if not (isinstance(expected_hash, str) and _HASH.fullmatch(expected_hash)):
+        raise BadEnvelope("hash", expected_hash, "32 lowercase hex characters (xxh3-128)")
+
+
+def _stored(image: NormalizedImage, path: Path) -> StoredImage:
+    return StoredImage(
+        hash=image.hash,
+        uri=path_to_file_uri(path),
+        path=path,
+        width=image.width,
+        height=image.height,
+        size_bytes=len(image.png),
+    )

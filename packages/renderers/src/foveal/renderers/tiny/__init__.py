@@ -1,0 +1,29 @@
+"""Tiny local Qwen-family tokenizers and processors for tests and demos (no torch, no model hub).
+
+`build_tiny_processor(family)` returns a cached folder loadable with `AutoTokenizer.from_pretrained` and the
+PIL image processor; `foveal.trainer.tiny_models.build_tiny_model` adds random-weight models on top.
+"""
+
+from foveal.renderers.tiny.cache import DEFAULT_CACHE_ROOT, materialize, recipe_digest
+from foveal.renderers.tiny.chat_templates import TEMPLATE_NAMES, chat_template
+from foveal.renderers.tiny.families import FAMILIES, FAMILY_SPECS, VLM_FAMILIES, FamilySpec, VisionSpec, family_spec
+from foveal.renderers.tiny.processor import build_tiny_processor, processor_recipe, write_processor_files
+from foveal.renderers.tiny.token_ids import TinyTokenIds
+
+__all__ = [
+    "DEFAULT_CACHE_ROOT",
+    "FAMILIES",
+    "FAMILY_SPECS",
+    "TEMPLATE_NAMES",
+    "VLM_FAMILIES",
+    "FamilySpec",
+    "TinyTokenIds",
+    "VisionSpec",
+    "build_tiny_processor",
+    "chat_template",
+    "family_spec",
+    "materialize",
+    "processor_recipe",
+    "recipe_digest",
+    "write_processor_files",
+]

@@ -1,0 +1,57 @@
+"""Chat templates of the tiny families, written for Foveal to give the same output as the real ones.
+
+The templates are our own Jinja (shared macros in templates/media.jinja and templates/tools.jinja, one body
+per format), checked against hand-written expected strings in tests/test_tiny_chat_templates.py. Facts come
+from the real files: Qwen2-VL-7B-Instruct / Qwen2.5-VL-7B-Instruct chat_template.json, the Qwen3-VL-8B-Instruct
+chat template, and the Qwen3 tokenizer_config.json chat_template (current revision, as copied in llama.cpp's
+models/templates and many public repositories).
+
+qwen2_vl (used by qwen2_vl and qwen2_5_vl; the real processor template has no tools, so neither has this):
+  - "<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n" first unless messages[0] is a system message;
+  - every message, any role (system, user, assistant, tool), as "<|im_start|>{role}\\n{content}<|im_end|>\\n";
+  - content is a string or parts: image parts (type "image", or an "image"/"image_url" key) become
+    "<|vision_start|><|image_pad|><|vision_end|>", video parts the <|video_pad|> block, text parts their text,
+    with "Picture N: " / "Video N: " before each when add_vision_id (counted over the conversation);
+  - tool_calls and reasoning_content are not rendered; add_generation_prompt appends "<|im_start|>assistant\\n".
+qwen3_vl (Qwen3-VL Instruct):
+  - no default system turn; a leading system message (string or text parts) opens the conversation, every
+    later system message is dropped;
+  - with tools: one system turn "{system}\\n\\n# Tools ... <tools>\\n{json per tool}\\n</tools> ... <|im_end|>\\n";
+  - user turns render images/videos/text as above; assistant turns render text only, then each tool call as
+    "<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>", newline-separated (and after any text);
+  - consecutive tool messages form one user turn of "\\n<tool_response>\\n...\\n</tool_response>" blocks,
+    which may hold images; reasoning_content is ignored; add_generation_prompt as above.
+qwen3 (Qwen3 text):
+  - system/tools header as qwen3_vl, but content must be a string: other content renders as "";
+  - later system messages are kept; user turns as plain text;
+  - the "last query" is the last user message not wholly "<tool_response>...</tool_response>"; assistant turns
+    after it render "<think>\\n{reasoning}\\n</think>\\n\\n{content}" when they are the last message or have
+    reasoning; earlier turns drop their reasoning. reasoning_content wins; otherwise a "...</think>" prefix of
+    the content is split off as the reasoning;
+  - tool calls and grouped tool responses as qwen3_vl (text only);
+  - add_generation_prompt appends "<|im_start|>assistant\\n", plus "<think>\\n\\n</think>\\n\\n" when
+    enable_thinking is False.
+Not reproduced: video timestamps and the Qwen3-VL "Thinking" variants.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from foveal.renderers.errors import UnknownFamily
+
+# Fragments of each template, in order: shared macros first, then the body.
+_PARTS = {
+    "qwen2_vl": ("media", "qwen2_vl"),
+    "qwen3_vl": ("media", "tools", "qwen3_vl"),
+    "qwen3": ("tools", "qwen3"),
+}
+TEMPLATE_NAMES = tuple(_PARTS)
+
+
+def chat_template(name: str) -> str:
+    """The full Jinja source of one template, as written to chat_template.jinja."""
+    if name not in _PARTS:
+        raise UnknownFamily("chat_template", name, f"one of {', '.join(TEMPLATE_NAMES)}")
+    folder = resources.files("foveal.renderers.tiny") / "templates"
+    return "\n".join((folder / f"{part}.jinja").read_text(encoding="utf-8").strip() for part in _PARTS[name]) + "\n"

@@ -1,0 +1,179 @@
+"""What each tiny family copies from its real counterpart: added tokens, chat template, processor settings.
+
+The tiny models exist so tests and the demo exercise the real transformers classes offline. Everything a
+renderer or the layout math can observe (token order, which added tokens are `special`, eos/pad, the
+preprocessor_config.json keys, patch/merge sizes) follows the real hub files; only the sizes shrink
+(a ~2k-token BPE instead of 151k, at most 256 merged image tokens instead of 16k).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from foveal.renderers.errors import UnknownFamily
+
+# Added tokens in the order (and so the relative ids) of the real Qwen tokenizers: Qwen2-VL stops at
+# <|video_pad|>, Qwen2.5 appends tool-call and fill-in-the-middle tokens, Qwen3 appends tool responses and
+# thinking. The real tokenizers mark the tokens below as `special: false`, so decoding with
+# skip_special_tokens keeps them; every other added token is special.
+_QWEN2_VL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+_QWEN2_5_TOKENS = (
+    *_QWEN2_VL_TOKENS,
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+)
+_QWEN3_TOKENS = (*_QWEN2_5_TOKENS, "<tool_response>", "</tool_response>", "<think>", "</think>")
+_NOT_SPECIAL = frozenset(
+    {
+        "<tool_call>",
+        "</tool_call>",
+        "<|fim_prefix|>",
+        "<|fim_middle|>",
+        "<|fim_suffix|>",
+        "<|fim_pad|>",
+        "<|repo_name|>",
+        "<|file_sep|>",
+        "<tool_response>",
+        "</tool_response>",
+        "<think>",
+        "</think>",
+    }
+)
+EOS_TOKEN = "<|im_end|>"
+PAD_TOKEN = "<|endoftext|>"
+
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    """Image processor settings; `preprocessor_config()` writes them with the real family's keys."""
+
+    processor_class: str
+    image_processor_type: str
+    patch_size: int
+    merge_size: int
+    temporal_patch_size: int
+    min_pixels: int
+    max_pixels: int
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+    size_keys: bool
+    """Qwen3-VL writes the pixel bounds as `size: {shortest_edge, longest_edge}`; Qwen2-VL as min/max_pixels."""
+
+    @property
+    def factor(self) -> int:
+        """Side length in pixels of one merged placeholder token."""
+        return self.patch_size * self.merge_size
+
+    def preprocessor_config(self) -> dict[str, Any]:
+        bounds: dict[str, Any] = (
+            {"size": {"longest_edge": self.max_pixels, "shortest_edge": self.min_pixels}}
+            if self.size_keys
+            else {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
+        )
+        return {
+            **bounds,
+            "patch_size": self.patch_size,
+            "temporal_patch_size": self.temporal_patch_size,
+            "merge_size": self.merge_size,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+            "image_processor_type": self.image_processor_type,
+            "processor_class": self.processor_class,
+        }
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """One tiny family: its tokenizer's added tokens, chat template and (for VLMs) image settings."""
+
+    name: str
+    added_tokens: tuple[str, ...]
+    chat_template: str
+    """Name of the chat template in `foveal.renderers.tiny.chat_templates`."""
+    model_max_length: int
+    vision: VisionSpec | None
+
+    @property
+    def is_vlm(self) -> bool:
+        return self.vision is not None
+
+    def is_special(self, token: str) -> bool:
+        """Whether the real tokenizer marks this added token `special` (skipped by skip_special_tokens)."""
+        return token not in _NOT_SPECIAL
+
+    @property
+    def extra_special_tokens(self) -> list[str]:
+        """The real tokenizer_config's additional special tokens: every special added token but <|endoftext|>."""
+        return [t for t in self.added_tokens if self.is_special(t) and t != PAD_TOKEN]
+
+
+def _qwen2_vision(processor_class: str) -> VisionSpec:
+    # 56*56 is the real min_pixels; 256 merged tokens (16x16 after the 2x2 merge) caps a tiny CPU model.
+    return VisionSpec(
+        processor_class=processor_class,
+        image_processor_type="Qwen2VLImageProcessor",
+        patch_size=14,
+        merge_size=2,
+        temporal_patch_size=2,
+        min_pixels=56 * 56,
+        max_pixels=256 * 28 * 28,
+        image_mean=_CLIP_MEAN,
+        image_std=_CLIP_STD,
+        size_keys=False,
+    )
+
+
+_QWEN3_VL_VISION = VisionSpec(
+    processor_class="Qwen3VLProcessor",
+    image_processor_type="Qwen2VLImageProcessorFast",
+    patch_size=16,
+    merge_size=2,
+    temporal_patch_size=2,
+    min_pixels=4 * 32 * 32,
+    max_pixels=256 * 32 * 32,
+    image_mean=(0.5, 0.5, 0.5),
+    image_std=(0.5, 0.5, 0.5),
+    size_keys=True,
+)
+
+FAMILY_SPECS: dict[str, FamilySpec] = {
+    "qwen2_vl": FamilySpec("qwen2_vl", _QWEN2_VL_TOKENS, "qwen2_vl", 32768, _qwen2_vision("Qwen2VLProcessor")),
+    "qwen2_5_vl": FamilySpec("qwen2_5_vl", _QWEN2_5_TOKENS, "qwen2_vl", 131072, _qwen2_vision("Qwen2_5_VLProcessor")),
+    "qwen3_vl": FamilySpec("qwen3_vl", _QWEN3_TOKENS, "qwen3_vl", 262144, _QWEN3_VL_VISION),
+    "qwen3": FamilySpec("qwen3", _QWEN3_TOKENS, "qwen3", 131072, None),
+}
+FAMILIES = tuple(FAMILY_SPECS)
+VLM_FAMILIES = tuple(name for name, spec in FAMILY_SPECS.items() if spec.is_vlm)
+
+
+def family_spec(family: str) -> FamilySpec:
+    """The spec of a tiny family, or `UnknownFamily` naming the ones that exist."""
+    try:
+        return FAMILY_SPECS[family]
+    except KeyError:
+        raise UnknownFamily("family", family, f"one of {', '.join(FAMILIES)}") from None

@@ -1,0 +1,74 @@
+"""`build_tiny_processor`: a family's tokenizer, chat template and image processor config in one folder.
+
+The folder has the files of a real hub repository (tokenizer.json, tokenizer_config.json,
+chat_template.jinja, and preprocessor_config.json for VLMs), so `AutoTokenizer.from_pretrained` and the PIL
+image processor's `from_pretrained` load it without torch, and `AutoProcessor` does on the trainer side.
+The JSON files are written here, not by transformers' save_pretrained, so their bytes depend only on the
+recipe and the `tokenizers` version.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from foveal.renderers.tiny.bpe import bpe_recipe, family_tokenizer
+from foveal.renderers.tiny.cache import materialize
+from foveal.renderers.tiny.chat_templates import chat_template
+from foveal.renderers.tiny.families import EOS_TOKEN, PAD_TOKEN, FamilySpec, family_spec
+
+
+def build_tiny_processor(family: str, cache_root: Path | None = None) -> Path:
+    """Build (once) and return the processor folder of `family` under `cache_root` (default ~/.cache/foveal/tiny)."""
+    spec = family_spec(family)
+    return materialize(spec.name, processor_recipe(spec), lambda folder: write_processor_files(spec, folder), cache_root)
+
+
+def processor_recipe(spec: FamilySpec) -> dict[str, Any]:
+    """Everything that decides the processor files; its hash names the folder."""
+    return {
+        "kind": "processor",
+        "family": spec.name,
+        "bpe": bpe_recipe(),
+        "added_tokens": [[token, spec.is_special(token)] for token in spec.added_tokens],
+        "tokenizer_config": tokenizer_config(spec),
+        "chat_template": chat_template(spec.chat_template),
+        "preprocessor_config": spec.vision.preprocessor_config() if spec.vision else None,
+        "tokenizers_version": version("tokenizers"),
+    }
+
+
+def tokenizer_config(spec: FamilySpec) -> dict[str, Any]:
+    """tokenizer_config.json as transformers 5 reads it: Qwen2Tokenizer, eos <|im_end|>, pad <|endoftext|>, no bos."""
+    config: dict[str, Any] = {
+        "tokenizer_class": "Qwen2Tokenizer",
+        "bos_token": None,
+        "eos_token": EOS_TOKEN,
+        "pad_token": PAD_TOKEN,
+        "unk_token": None,
+        "add_prefix_space": False,
+        "clean_up_tokenization_spaces": False,
+        "split_special_tokens": False,
+        "extra_special_tokens": spec.extra_special_tokens,
+        "model_max_length": spec.model_max_length,
+    }
+    if spec.vision:
+        config["processor_class"] = spec.vision.processor_class
+    return config
+
+
+def write_processor_files(spec: FamilySpec, folder: Path) -> None:
+    """Write the processor files of `spec` into an existing `folder`."""
+    folder = Path(folder)
+    (folder / "tokenizer.json").write_text(family_tokenizer(spec).to_str(pretty=True), encoding="utf-8")
+    _write_json(folder / "tokenizer_config.json", tokenizer_config(spec))
+    (folder / "chat_template.jinja").write_text(chat_template(spec.chat_template), encoding="utf-8")
+    if spec.vision:
+        _write_json(folder / "preprocessor_config.json", spec.vision.preprocessor_config())
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")

@@ -1,0 +1,162 @@
+"""Shared helpers of the rendering tests: tiny renderers, the HF reference, cached images, strategies.
+
+Everything expensive is built once per process and cached: the tiny tokenizer folders, the renderers and
+reference renderers, a pool of small real images (28..300 px) in every source form a message accepts, and
+the HF image processor's grid per pool image (it costs ~15 ms an image, and the parity tests show the same
+pool images thousands of times).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from foveal.configs.multimodal import MultimodalConfig
+from foveal.renderers.factory import load_renderer
+from foveal.renderers.families.reference import ReferenceRenderer
+from foveal.renderers.rendering import Renderer
+from foveal.renderers.store import ImageStore
+from foveal.renderers.tiny import build_tiny_processor
+
+PARITY = settings(
+    max_examples=300,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+IMAGE_SIZES = ((28, 28), (29, 300), (300, 29), (64, 48), (100, 100), (123, 77), (224, 224), (300, 300), (37, 211))
+SOURCE_KINDS = ("pil", "png_bytes", "jpeg_bytes", "data_url", "path", "file_uri")
+
+
+@functools.cache
+def scratch_dir() -> Path:
+    """One temporary folder per test process: the image store and the image files live under it."""
+    return Path(tempfile.mkdtemp(prefix="foveal-render-tests-"))
+
+
+@functools.cache
+def store() -> ImageStore:
+    files = scratch_dir() / "files"
+    files.mkdir(exist_ok=True)
+    config = MultimodalConfig(allowed_image_roots=[files])
+    return ImageStore(scratch_dir() / "assets", config, durable=False)
+
+
+@functools.cache
+def renderer(source: str, family: str | None = None, **options: Any) -> Renderer:
+    """A renderer for a tiny family (`source` like "qwen2_5_vl"), loaded the way users load one."""
+    return load_renderer(build_tiny_processor(source), store=store(), family=family, **options)
+
+
+@functools.cache
+def reference(source: str, family: str | None = None, **options: Any) -> ReferenceRenderer:
+    """The apply_chat_template + HF image processor oracle, with its own tokenizer instance."""
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    folder = build_tiny_processor(source)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    adapter = renderer(source, family, **options).adapter
+    processor = AutoImageProcessor.from_pretrained(folder, backend="pil") if adapter.layout_family else None
+    return ReferenceRenderer(tokenizer, None if processor is None else CachedImageProcessor(processor), adapter)
+
+
+class CachedImageProcessor:
+    """The real HF image processor, run once per distinct image (keyed by its pixels)."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+        self.merge_size = processor.merge_size
+        self._grids: dict[tuple[tuple[int, int], bytes], np.ndarray] = {}
+
+    def __call__(self, images: list[Image.Image], return_tensors: str) -> dict[str, np.ndarray]:
+        grids = [self._grid(image, return_tensors) for image in images]
+        return {"image_grid_thw": np.stack(grids)}
+
+    def _grid(self, image: Image.Image, return_tensors: str) -> np.ndarray:
+        key = (image.size, image.tobytes())
+        if key not in self._grids:
+            self._grids[key] = self.processor(images=[image], return_tensors=return_tensors)["image_grid_thw"][0]
+        return self._grids[key]
+
+
+@functools.cache
+def pool_image(index: int) -> Image.Image:
+    """Pool image `index`: seeded noise over a gradient, so every image hashes differently."""
+    width, height = IMAGE_SIZES[index]
+    rng = np.random.default_rng(index)
+    gradient = np.linspace(0, 255, width * height * 3).reshape(height, width, 3)
+    pixels = (gradient * 0.5 + rng.integers(0, 128, (height, width, 3))).astype(np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+@functools.cache
+def encoded(index: int, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    pool_image(index).save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def image_source(index: int, kind: str) -> Any:
+    """Pool image `index` in one of the source forms of SOURCE_KINDS."""
+    if kind == "pil":
+        return pool_image(index)
+    if kind in ("png_bytes", "jpeg_bytes"):
+        return encoded(index, "PNG" if kind == "png_bytes" else "JPEG")
+    if kind == "data_url":
+        return "data:image/png;base64," + base64.b64encode(encoded(index, "PNG")).decode("ascii")
+    path = _image_file(index)
+    return str(path) if kind == "path" else path.as_uri()
+
+
+@functools.cache
+def _image_file(index: int) -> Path:
+    path = scratch_dir() / "files" / f"pool-{index}.png"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(encoded(index, "PNG"))
+    return path
+
+
+def image_parts() -> st.SearchStrategy[dict[str, Any]]:
+    """An image part: any pool image, in any accepted source form."""
+    return st.builds(
+        lambda i, kind: {"type": "image", "image": image_source(i, kind)},
+        st.integers(0, len(IMAGE_SIZES) - 1),
+        st.sampled_from(SOURCE_KINDS),
+    )
+
+
+EDGE_TEXTS = (
+    "",
+    " ",
+    "\n",
+    "\n\n",
+    "  two leading spaces",
+    "trailing newline\n",
+    "\nleading newline",
+    "emoji 😀👍🏽 and flags 🇫🇷",
+    "中文字符与日本語のテキスト",
+    "tab\tcarriage\r\nreturn",
+    "combining e\u0301 vs \u00e9",
+    "zero\u200bwidth",
+    "مرحبا بالعالم",
+    "{\"json\": [1, 2.5, null]}",
+    "<b>markup</b> & entities &amp;",
+    "   ",
+    "a" * 120,
+)
+
+
+def texts() -> st.SearchStrategy[str]:
+    """Edge-case strings half the time, arbitrary unicode text otherwise."""
+    alphabet = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
+    return st.one_of(st.sampled_from(EDGE_TEXTS), st.text(alphabet=alphabet, max_size=40))

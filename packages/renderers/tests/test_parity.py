@@ -1,0 +1,203 @@
+"""Token-for-token parity with `apply_chat_template` + the HF image processor, and the loss mask, per family.
+
+Conversations are generated with hypothesis (300 per family, derandomized): text, images of 28..300 px
+in every source form, several images, multi-turn, system prompts, tools and tool calls, grouped tool
+responses, reasoning for qwen3, unicode/emoji/whitespace edge cases and empty content. The expected ids
+come only from the tiny tokenizers' real Jinja templates and the real image processor; the expected
+mask only from the template string and the HF tokenizer's offsets.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).parent))
+import rendering_fixtures as rf  # noqa: E402
+
+ASSISTANT_OPEN, TURN_END = "<|im_start|>assistant\n", "<|im_end|>"
+TOOL_NAMES = ("lookup", "get_weather", "search_web")
+TOOLS = tuple(
+    {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": f"{name.replace('_', ' ')} — ünïcode ok",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+        },
+    }
+    for name in TOOL_NAMES
+)
+LOSS_MODES = ("assistant", "assistant", "last_assistant", "all")
+
+
+def text_part() -> st.SearchStrategy[dict[str, Any]]:
+    return st.builds(lambda text: {"type": "text", "text": text}, rf.texts())
+
+
+def content(images: bool, max_parts: int = 3) -> st.SearchStrategy[Any]:
+    """A string, or a list of parts (images at most one part in three)."""
+    part = st.one_of(text_part(), text_part(), rf.image_parts()) if images else text_part()
+    return st.one_of(rf.texts(), st.lists(part, max_size=max_parts))
+
+
+def arguments() -> st.SearchStrategy[Any]:
+    values = st.one_of(st.integers(-5, 10**6), st.booleans(), st.none(), rf.texts(), st.lists(st.integers(), max_size=3))
+    as_dict = st.dictionaries(st.sampled_from(("q", "city", "n", "ünï")), values, max_size=3)
+    return st.one_of(as_dict, as_dict, st.just('{"q": "verbatim"}'))
+
+
+def tool_calls() -> st.SearchStrategy[list[dict[str, Any]]]:
+    call = st.builds(lambda n, a: {"name": n, "arguments": a}, st.sampled_from(TOOL_NAMES), arguments())
+    wrapped = call.map(lambda c: {"type": "function", "function": c})
+    return st.lists(st.one_of(call, wrapped), max_size=2)
+
+
+@st.composite
+def qwen2_vl_conversations(draw: st.DrawFn) -> tuple[list[dict[str, Any]], None, bool, str]:
+    """Any roles in any order the template accepts; images anywhere, including system turns."""
+    messages: list[dict[str, Any]] = []
+    if draw(st.booleans()):
+        messages.append({"role": "system", "content": draw(content(images=True))})
+    for turn in range(draw(st.integers(1, 4))):
+        messages.append({"role": "user", "content": draw(content(images=True))})
+        if draw(st.integers(0, 3)) > 0 or turn < 1:
+            messages.append({"role": "assistant", "content": draw(content(images=False))})
+        if draw(st.integers(0, 5)) == 0:
+            messages.append({"role": "tool", "content": draw(rf.texts())})
+    return messages, None, draw(st.booleans()), draw(st.sampled_from(LOSS_MODES))
+
+
+@st.composite
+def qwen3_conversations(draw: st.DrawFn, vision: bool) -> tuple[list[dict[str, Any]], Any, bool, str]:
+    """Qwen3 / Qwen3-VL: tools, tool calls, runs of tool responses; reasoning and later systems for qwen3."""
+    messages: list[dict[str, Any]] = []
+    if draw(st.booleans()):
+        messages.append({"role": "system", "content": draw(content(images=False) if vision else rf.texts())})
+    for _ in range(draw(st.integers(1, 3))):
+        if not vision and draw(st.integers(0, 6)) == 0:
+            messages.append({"role": "system", "content": draw(rf.texts())})
+        user = draw(content(images=True)) if vision else draw(st.one_of(rf.texts(), st.just(_TOOL_ECHO)))
+        messages.append({"role": "user", "content": user})
+        for _ in range(draw(st.integers(0, 2))):
+            messages.append(_assistant(draw, vision))
+            runs = draw(st.integers(0, 2))
+            for _ in range(runs):
+                response = draw(content(images=True, max_parts=2)) if vision else draw(rf.texts())
+                messages.append({"role": "tool", "content": response})
+    tools = draw(st.one_of(st.none(), st.lists(st.sampled_from(TOOLS), min_size=1, max_size=2, unique_by=str)))
+    return messages, tools, draw(st.booleans()), draw(st.sampled_from(LOSS_MODES))
+
+
+_TOOL_ECHO = "<tool_response>\nresult\n</tool_response>"
+_THINKING_CONTENT = ("<think>\nhidden plan\n</think>\n\nvisible", "pre</think>post", "\n\nleading newlines")
+
+
+def _assistant(draw: st.DrawFn, vision: bool) -> dict[str, Any]:
+    texts = st.one_of(rf.texts(), st.sampled_from(_THINKING_CONTENT)) if not vision else rf.texts()
+    message: dict[str, Any] = {"role": "assistant", "content": draw(st.one_of(texts, st.lists(text_part(), max_size=2)))}
+    if not vision and isinstance(message["content"], list):
+        message["content"] = "".join(part["text"] for part in message["content"])
+    calls = draw(tool_calls())
+    if calls:
+        message["tool_calls"] = calls
+    if not vision and draw(st.booleans()):
+        message["reasoning_content"] = draw(rf.texts())
+    return message
+
+
+def expected_mask(source: str, family: str | None, text: str, loss_on: str, counts: list[int]) -> list[int]:
+    """The loss mask from the template string alone: tokens ending inside `assistant\\n` ... `<|im_end|>`."""
+    tokenizer = rf.reference(source, family).tokenizer
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = []
+    for match in re.finditer(re.escape(ASSISTANT_OPEN), text):
+        end = text.find(TURN_END, match.end())
+        if end != -1:  # the generation prompt has no end
+            spans.append((match.end(), end + len(TURN_END)))
+    spans = spans[-1:] if loss_on == "last_assistant" else spans
+    image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    mask: list[int] = []
+    pending = iter(counts)
+    for token, (_, token_end) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
+        if token == image_id:  # placeholders are inputs, never targets, whatever the mode
+            mask.extend([0] * next(pending))
+            continue
+        mask.append(int(loss_on == "all" or any(start < token_end <= end for start, end in spans)))
+    return mask
+
+
+def check_parity(source: str, conversation: tuple[Any, ...], family: str | None = None) -> None:
+    messages, tools, add_generation_prompt, loss_on = conversation
+    ours = rf.renderer(source, family).render(messages, tools, add_generation_prompt, loss_on=loss_on)
+    reference = rf.reference(source, family)
+    assert list(ours.token_ids) == reference.render_ids(messages, tools, add_generation_prompt)
+    typed = rf.renderer(source, family).adapter.template_messages(ours.messages)
+    text = reference.tokenizer.apply_chat_template(
+        typed, tools=tools, add_generation_prompt=add_generation_prompt, tokenize=False
+    )
+    counts = reference.placeholder_counts(ours.messages)
+    assert [image.length for image in ours.images] == counts
+    assert list(ours.loss_mask) == expected_mask(source, family, text, loss_on, counts)
+
+
+@rf.PARITY
+@given(conversation=qwen2_vl_conversations())
+def test_qwen2_vl_matches_template_and_processor(conversation: tuple[Any, ...]) -> None:
+    check_parity("qwen2_vl", conversation)
+
+
+@rf.PARITY
+@given(conversation=qwen2_vl_conversations())
+def test_qwen2_5_vl_matches_template_and_processor(conversation: tuple[Any, ...]) -> None:
+    check_parity("qwen2_5_vl", conversation)
+
+
+@rf.PARITY
+@given(conversation=qwen3_conversations(vision=True))
+def test_qwen3_vl_matches_template_and_processor(conversation: tuple[Any, ...]) -> None:
+    check_parity("qwen3_vl", conversation)
+
+
+@rf.PARITY
+@given(conversation=qwen3_conversations(vision=False))
+def test_qwen3_matches_template(conversation: tuple[Any, ...]) -> None:
+    check_parity("qwen3", conversation)
+
+
+@rf.PARITY
+@given(conversation=qwen2_vl_conversations())
+def test_generic_expands_images_like_the_processor(conversation: tuple[Any, ...]) -> None:
+    check_parity("qwen2_5_vl", conversation, family="generic")
+
+
+@pytest.mark.parametrize("source", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3"])
+@pytest.mark.parametrize("case", range(6))
+def test_hand_written_edge_cases_match(source: str, case: int) -> None:
+    image = {"type": "image", "image": rf.image_source(0, "pil")}
+    vision = source != "qwen3"
+    cases = [
+        ([{"role": "user", "content": ""}], None, True),
+        ([{"role": "user", "content": []}, {"role": "assistant", "content": ""}], None, False),
+        ([{"role": "system", "content": "\n"}, {"role": "user", "content": "\n\n"}, {"role": "assistant", "content": "\n"}], None, True),
+        ([{"role": "user", "content": [image, image, image] if vision else "x"}, {"role": "assistant", "content": " "}], None, False),
+        ([{"role": "user", "content": [{"type": "text", "text": "a"}, image, {"type": "text", "text": "b"}] if vision else "ab"}], None, True),
+        ([{"role": "user", "content": "🙂" * 30}, {"role": "assistant", "content": "\u00a0\u2003 \t"}], None, True),
+    ]
+    messages, tools, add_generation_prompt = cases[case]
+    check_parity(source, (messages, tools, add_generation_prompt, "assistant"))
+
+
+@pytest.mark.parametrize("enable_thinking", [True, False])
+def test_qwen3_generation_prompt_follows_enable_thinking(enable_thinking: bool) -> None:
+    renderer = rf.renderer("qwen3", enable_thinking=enable_thinking)
+    messages = [{"role": "user", "content": "hi"}]
+    reference = rf.reference("qwen3", enable_thinking=enable_thinking)
+    assert list(renderer.render(messages, add_generation_prompt=True).token_ids) == reference.render_ids(messages, None, True)
+    assert ("<think>" in renderer.template_text(messages, add_generation_prompt=True)) is not enable_thinking

@@ -1,0 +1,274 @@
+"""The tiny chat templates render exactly what the real Qwen templates render (expected strings by hand)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+DEFAULT_SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+WEATHER_JSON = (
+    '{"type": "function", "function": {"name": "get_weather", "description": "Current weather.", '
+    '"parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}'
+)
+
+
+def tools_system(system: str | None, *tool_lines: str) -> str:
+    """The Qwen3 tools system turn, as the real template writes it."""
+    return (
+        "<|im_start|>system\n"
+        + (f"{system}\n\n" if system is not None else "")
+        + "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+        + "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+        + "".join(f"\n{line}" for line in tool_lines)
+        + "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+        + "<tool_call></tool_call> XML tags:\n<tool_call>\n"
+        + '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n'
+    )
+
+
+def call(name: str, arguments: object) -> dict:
+    return {"type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+@pytest.fixture(params=["qwen2_vl", "qwen2_5_vl"])
+def qwen2_render(request, tiny_tokenizer):
+    tokenizer = tiny_tokenizer(request.param)
+    return lambda messages, **kwargs: tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+
+
+@pytest.fixture
+def qwen3_vl_render(tiny_tokenizer):
+    tokenizer = tiny_tokenizer("qwen3_vl")
+    return lambda messages, **kwargs: tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+
+
+@pytest.fixture
+def qwen3_render(tiny_tokenizer):
+    tokenizer = tiny_tokenizer("qwen3")
+    return lambda messages, **kwargs: tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+
+
+def test_qwen2_vl_adds_the_default_system_prompt_when_none_is_given(qwen2_render):
+    rendered = qwen2_render([{"role": "user", "content": "Hello"}], add_generation_prompt=True)
+    assert rendered == DEFAULT_SYSTEM + "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_qwen2_vl_keeps_a_given_system_prompt_and_renders_images_in_order(qwen2_render):
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]},
+        {"role": "assistant", "content": "A cat."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "And these?"},
+                {"type": "image_url", "image_url": {"url": "file:///a.png"}},
+                {"image": "b.png"},
+            ],
+        },
+    ]
+    assert qwen2_render(messages, add_generation_prompt=True) == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n"
+        f"<|im_start|>user\n{IMAGE}What is this?<|im_end|>\n"
+        "<|im_start|>assistant\nA cat.<|im_end|>\n"
+        f"<|im_start|>user\nAnd these?{IMAGE}{IMAGE}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+def test_qwen2_vl_numbers_pictures_and_videos_with_add_vision_id(qwen2_render):
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "video"}, {"type": "text", "text": "Compare."}]},
+        {"role": "assistant", "content": "Done."},
+        {"role": "user", "content": [{"type": "image"}]},
+    ]
+    assert qwen2_render(messages, add_vision_id=True) == (
+        DEFAULT_SYSTEM
+        + f"<|im_start|>user\nPicture 1: {IMAGE}Video 1: {VIDEO}Compare.<|im_end|>\n"
+        + "<|im_start|>assistant\nDone.<|im_end|>\n"
+        + f"<|im_start|>user\nPicture 2: {IMAGE}<|im_end|>\n"
+    )
+
+
+def test_qwen2_vl_ignores_tools_and_renders_tool_messages_under_their_own_role(qwen2_render):
+    messages = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [call("get_weather", {"city": "Paris"})]},
+        {"role": "tool", "content": "sunny"},
+    ]
+    assert qwen2_render(messages, tools=[WEATHER]) == (
+        DEFAULT_SYSTEM
+        + "<|im_start|>user\nWeather?<|im_end|>\n"
+        + "<|im_start|>assistant\n<|im_end|>\n"
+        + "<|im_start|>tool\nsunny<|im_end|>\n"
+    )
+
+
+def test_qwen3_vl_has_no_default_system_prompt(qwen3_vl_render):
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]}]
+    assert qwen3_vl_render(messages, add_generation_prompt=True) == (
+        f"<|im_start|>user\n{IMAGE}Describe.<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_qwen3_vl_keeps_only_the_leading_system_message_and_ignores_reasoning(qwen3_vl_render):
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": "You see well."}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Left:"}, {"type": "image"}, {"type": "text", "text": " right:"}, {"type": "image"}],
+        },
+        {"role": "assistant", "content": [{"type": "text", "text": "Both are cats."}], "reasoning_content": "Look."},
+        {"role": "system", "content": "Dropped."},
+        {"role": "user", "content": "Sure?"},
+    ]
+    assert qwen3_vl_render(messages, add_generation_prompt=True) == (
+        "<|im_start|>system\nYou see well.<|im_end|>\n"
+        f"<|im_start|>user\nLeft:{IMAGE} right:{IMAGE}<|im_end|>\n"
+        "<|im_start|>assistant\nBoth are cats.<|im_end|>\n"
+        "<|im_start|>user\nSure?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+def test_qwen3_vl_renders_tools_calls_and_grouped_tool_responses_with_images(qwen3_vl_render):
+    messages = [
+        {"role": "system", "content": "Use tools."},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Read the sign."}]},
+        {
+            "role": "assistant",
+            "content": "Zooming.",
+            "tool_calls": [call("zoom", {"box": [0, 0, 10, 10]}), call("zoom", '{"box": [5, 5, 9, 9]}')],
+        },
+        {"role": "tool", "content": [{"type": "image"}, {"type": "text", "text": "crop 1"}]},
+        {"role": "tool", "content": "crop 2 failed"},
+        {"role": "assistant", "content": "It says STOP."},
+    ]
+    assert qwen3_vl_render(messages, tools=[WEATHER]) == (
+        tools_system("Use tools.", WEATHER_JSON)
+        + f"<|im_start|>user\n{IMAGE}Read the sign.<|im_end|>\n"
+        + "<|im_start|>assistant\nZooming.\n"
+        + '<tool_call>\n{"name": "zoom", "arguments": {"box": [0, 0, 10, 10]}}\n</tool_call>\n'
+        + '<tool_call>\n{"name": "zoom", "arguments": {"box": [5, 5, 9, 9]}}\n</tool_call><|im_end|>\n'
+        + f"<|im_start|>user\n<tool_response>\n{IMAGE}crop 1\n</tool_response>\n"
+        + "<tool_response>\ncrop 2 failed\n</tool_response><|im_end|>\n"
+        + "<|im_start|>assistant\nIt says STOP.<|im_end|>\n"
+    )
+
+
+def test_qwen3_vl_tool_call_without_text_has_no_leading_newline(qwen3_vl_render):
+    messages = [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]},
+    ]
+    assert qwen3_vl_render(messages, tools=[WEATHER]) == (
+        tools_system(None, WEATHER_JSON)
+        + "<|im_start|>user\nWeather in Oslo?<|im_end|>\n"
+        + '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>\n'
+    )
+
+
+def test_qwen3_generation_prompt_and_enable_thinking_false(qwen3_render):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    head = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    assert qwen3_render(messages, add_generation_prompt=True) == head
+    assert qwen3_render(messages, add_generation_prompt=True, enable_thinking=True) == head
+    assert qwen3_render(messages, add_generation_prompt=True, enable_thinking=False) == head + "<think>\n\n</think>\n\n"
+
+
+def test_qwen3_keeps_reasoning_only_after_the_last_user_query(qwen3_render):
+    messages = [
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4", "reasoning_content": "Two plus two."},
+        {"role": "user", "content": "Times 3?"},
+        {"role": "assistant", "content": "12", "reasoning_content": "\nFour times three.\n"},
+    ]
+    assert qwen3_render(messages) == (
+        "<|im_start|>user\n2+2?<|im_end|>\n"
+        "<|im_start|>assistant\n4<|im_end|>\n"
+        "<|im_start|>user\nTimes 3?<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\nFour times three.\n</think>\n\n12<|im_end|>\n"
+    )
+
+
+def test_qwen3_splits_inline_thinking_and_gives_the_final_turn_an_empty_block(qwen3_render):
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "<think>\ngreet\n</think>\n\nHello!"},
+        {"role": "user", "content": "Bye"},
+        {"role": "assistant", "content": "Bye!"},
+    ]
+    assert qwen3_render(messages) == (
+        "<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello!<|im_end|>\n"
+        "<|im_start|>user\nBye<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\n\n</think>\n\nBye!<|im_end|>\n"
+    )
+
+
+def test_qwen3_multi_step_tool_turns_keep_reasoning_and_group_tool_responses(qwen3_render):
+    messages = [
+        {"role": "system", "content": "You help."},
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "reasoning_content": "Call the tool twice.",
+            "tool_calls": [call("get_weather", {"city": "Paris"}), call("get_weather", {"city": "Rome"})],
+        },
+        {"role": "tool", "content": "sunny"},
+        {"role": "tool", "content": "rainy"},
+        {"role": "assistant", "content": "Paris is sunny, Rome is rainy.", "reasoning_content": "Summarize."},
+    ]
+    assert qwen3_render(messages, tools=[WEATHER]) == (
+        tools_system("You help.", WEATHER_JSON)
+        + "<|im_start|>user\nWeather in Paris and Rome?<|im_end|>\n"
+        + "<|im_start|>assistant\n<think>\nCall the tool twice.\n</think>\n\n"
+        + '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+        + '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call><|im_end|>\n'
+        + "<|im_start|>user\n<tool_response>\nsunny\n</tool_response>\n<tool_response>\nrainy\n</tool_response><|im_end|>\n"
+        + "<|im_start|>assistant\n<think>\nSummarize.\n</think>\n\nParis is sunny, Rome is rainy.<|im_end|>\n"
+    )
+
+
+def test_qwen3_a_user_turn_holding_only_a_tool_response_is_not_a_query(qwen3_render):
+    messages = [
+        {"role": "user", "content": "Q"},
+        {"role": "assistant", "content": "A1", "reasoning_content": "r1"},
+        {"role": "user", "content": "<tool_response>\nok\n</tool_response>"},
+        {"role": "assistant", "content": "A2", "reasoning_content": "r2"},
+    ]
+    assert qwen3_render(messages) == (
+        "<|im_start|>user\nQ<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\nr1\n</think>\n\nA1<|im_end|>\n"
+        "<|im_start|>user\n<tool_response>\nok\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\n<think>\nr2\n</think>\n\nA2<|im_end|>\n"
+    )
+
+
+def test_qwen3_drops_non_string_content_and_keeps_later_system_messages(qwen3_render):
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "dropped"}]},
+        {"role": "system", "content": "late rule"},
+        {"role": "user", "content": "Go"},
+    ]
+    assert qwen3_render(messages) == (
+        "<|im_start|>user\n<|im_end|>\n<|im_start|>system\nlate rule<|im_end|>\n<|im_start|>user\nGo<|im_end|>\n"
+    )
+
+
+def test_tool_schemas_are_written_as_compact_unsorted_json(qwen3_render):
+    tool = {"type": "function", "function": {"name": "z", "description": "é ü", "parameters": {"b": 1, "a": 2}}}
+    rendered = qwen3_render([{"role": "user", "content": "x"}], tools=[tool])
+    assert f"<tools>\n{json.dumps(tool, ensure_ascii=False)}\n</tools>" in rendered

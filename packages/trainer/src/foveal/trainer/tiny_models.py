@@ -1,0 +1,157 @@
+"""Tiny random-weight models of the real transformers classes, cached beside their processor files.
+
+`build_tiny_model(family)` writes one folder with the family's processor files (from
+`foveal.renderers.tiny`) plus config.json, generation_config.json and model.safetensors, so
+`AutoProcessor` and `AutoModelForImageTextToText` / `AutoModelForCausalLM` load it offline. The shapes keep
+what the training code depends on (mrope sections summing to head_dim/2, GQA, the 2x2 patch merge, Qwen3-VL
+deepstack, Qwen2.5-VL window attention) at a size that builds and runs a step in well under a second on CPU.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    GenerationConfig,
+    PreTrainedConfig,
+    PreTrainedModel,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+)
+
+from foveal.renderers.tiny import (
+    FamilySpec,
+    TinyTokenIds,
+    family_spec,
+    materialize,
+    processor_recipe,
+    write_processor_files,
+)
+
+SEED = 0
+# Text decoder shared by all families: 4 query heads of 16 over 2 KV heads (GQA, as the real models).
+TEXT = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+}
+HEAD_DIM = TEXT["hidden_size"] // TEXT["num_attention_heads"]
+# mrope sections (temporal, height, width) sum to HEAD_DIM // 2 = 8, in the real proportions: Qwen2-VL's
+# [16, 24, 24] -> [2, 3, 3]; Qwen3-VL interleaves its [24, 20, 20] as t,h,w,t,h,w,... -> [3, 3, 2].
+# Vision towers: depth 2, width 32, 2 heads; output width = the text hidden size.
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "qwen2_vl": {
+        "rope": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
+        "vision": {"depth": 2, "embed_dim": 32, "hidden_size": 64, "mlp_ratio": 2, "num_heads": 2, "patch_size": 14},
+    },
+    "qwen2_5_vl": {
+        "rope": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
+        "vision": {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "patch_size": 14,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+        },
+    },
+    "qwen3_vl": {
+        "rope": {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [3, 3, 2], "mrope_interleaved": True},
+        "vision": {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "patch_size": 16,
+            "num_position_embeddings": 256,
+            "deepstack_visual_indexes": [0],
+        },
+    },
+    "qwen3": {"rope": {"rope_type": "default", "rope_theta": 1000000.0}, "vision": None},
+}
+_CLASSES: dict[str, tuple[type[PreTrainedConfig], type[PreTrainedModel]]] = {
+    "qwen2_vl": (Qwen2VLConfig, Qwen2VLForConditionalGeneration),
+    "qwen2_5_vl": (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration),
+    "qwen3_vl": (Qwen3VLConfig, Qwen3VLForConditionalGeneration),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+}
+
+
+def build_tiny_model(family: str, cache_root: Path | None = None) -> Path:
+    """Build (once) and return the model folder of `family` under `cache_root` (default ~/.cache/foveal/tiny)."""
+    spec = family_spec(family)
+    return materialize(spec.name, model_recipe(spec), lambda folder: _write_model(spec, folder), cache_root)
+
+
+def model_recipe(spec: FamilySpec) -> dict[str, Any]:
+    """The processor recipe plus the architecture, seed and the libraries that write the weights."""
+    return {
+        "kind": "model",
+        "processor": processor_recipe(spec),
+        "text": TEXT,
+        "architecture": ARCHITECTURES[spec.name],
+        "seed": SEED,
+        "versions": {name: version(name) for name in ("torch", "transformers", "safetensors")},
+    }
+
+
+def tiny_config(spec: FamilySpec, ids: TinyTokenIds) -> PreTrainedConfig:
+    """The family's real config class at tiny size, with every token id taken from the built tokenizer."""
+    config_class, _ = _CLASSES[spec.name]
+    architecture = ARCHITECTURES[spec.name]
+    text = {**TEXT, "vocab_size": ids.vocab_size, "rope_parameters": dict(architecture["rope"]), **_special_ids(ids)}
+    if spec.vision is None:
+        return config_class(**text, head_dim=HEAD_DIM, tie_word_embeddings=True)
+    if spec.name == "qwen3_vl":
+        text["head_dim"] = HEAD_DIM
+    vision = {
+        **architecture["vision"],
+        "spatial_merge_size": spec.vision.merge_size,
+        "temporal_patch_size": spec.vision.temporal_patch_size,
+    }
+    return config_class(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids.image_pad_id,
+        video_token_id=ids.video_pad_id,
+        vision_start_token_id=ids.vision_start_id,
+        vision_end_token_id=ids.vision_end_id,
+        tie_word_embeddings=False,
+    )
+
+
+def _special_ids(ids: TinyTokenIds) -> dict[str, int]:
+    # As the real configs: bos = pad = <|endoftext|>, eos = <|im_end|>.
+    return {"bos_token_id": ids.pad_id, "eos_token_id": ids.eos_id, "pad_token_id": ids.pad_id}
+
+
+def init_tiny_model(spec: FamilySpec, ids: TinyTokenIds) -> PreTrainedModel:
+    """The seeded random-weight model that `build_tiny_model` saves (same seed, same weights)."""
+    _, model_class = _CLASSES[spec.name]
+    torch.manual_seed(SEED)
+    model = model_class(tiny_config(spec, ids)).eval()
+    # The real generation configs stop on either <|im_end|> or <|endoftext|>.
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids.pad_id, eos_token_id=[ids.eos_id, ids.pad_id], pad_token_id=ids.pad_id
+    )
+    return model
+
+
+def _write_model(spec: FamilySpec, folder: Path) -> None:
+    write_processor_files(spec, folder)
+    init_tiny_model(spec, TinyTokenIds.from_folder(folder)).save_pretrained(folder)

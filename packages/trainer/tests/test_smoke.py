@@ -1,0 +1,46 @@
+"""`foveal smoke` runs end to end on CPU and is registered for the `foveal` CLI."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from importlib.metadata import entry_points
+
+import pytest
+
+from foveal.configs.command import ENTRY_POINT_GROUP, Command
+from foveal.trainer.smoke import command, run_smoke
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="foveal smoke")
+    command.configure(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_smoke_is_registered_as_a_foveal_command():
+    (entry,) = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == "smoke"]
+    assert entry.load() is command
+    assert isinstance(command, Command) and command.name == "smoke"
+
+
+def test_smoke_command_prints_a_consistent_summary(tiny_cache_root, tiny_model_dir, capsys):
+    assert command.run(parse("--cache-root", str(tiny_cache_root))) == 0
+    lines = dict(line.split(maxsplit=1) for line in capsys.readouterr().out.splitlines())
+    assert lines["family"] == "qwen2_5_vl"
+    assert lines["folder"] == str(tiny_model_dir("qwen2_5_vl"))
+    t, h, w = (int(x) for x in lines["image"].removeprefix("grid").split("]")[0].strip(" [").split(","))
+    assert int(lines["placeholders"]) == t * h * w // 4
+    assert math.isfinite(float(lines["loss"]))
+
+
+def test_smoke_runs_qwen3_vl(tiny_cache_root):
+    result = run_smoke("qwen3_vl", tiny_cache_root)
+    t, h, w = result.image_grid_thw
+    assert result.placeholder_tokens == t * h * w // 4
+    assert result.logits_shape[0] == 1 and math.isfinite(result.loss)
+
+
+def test_smoke_rejects_a_text_only_family():
+    with pytest.raises(SystemExit):
+        parse("--family", "qwen3")

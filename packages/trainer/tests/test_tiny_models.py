@@ -1,0 +1,133 @@
+"""Tiny models: real classes, right placeholder counts, a working training step, exact reloads."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from foveal.renderers.tiny import VLM_FAMILIES, TinyTokenIds, family_spec
+from foveal.trainer.smoke import draw_image
+from foveal.trainer.tiny_models import build_tiny_model, init_tiny_model
+
+# Worked out by hand from smart_resize: sides rounded to multiples of patch*merge (28 px for the Qwen2
+# families, 32 px for Qwen3-VL), grid = sides / patch.
+EXPECTED_GRIDS = {
+    ("qwen2_vl", (224, 224)): [1, 16, 16],
+    ("qwen2_5_vl", (224, 224)): [1, 16, 16],
+    ("qwen3_vl", (224, 224)): [1, 14, 14],
+    ("qwen2_vl", (320, 200)): [1, 14, 22],
+    ("qwen2_5_vl", (320, 200)): [1, 14, 22],
+    ("qwen3_vl", (320, 200)): [1, 12, 20],
+}
+CLASS_NAMES = {
+    "qwen2_vl": "Qwen2VLForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
+    "qwen3": "Qwen3ForCausalLM",
+}
+
+
+def image_batch(processor, size=(320, 200)):
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What shapes are there?"}]},
+        {"role": "assistant", "content": "A red circle and a blue square."},
+    ]
+    text = processor.apply_chat_template(messages, tokenize=False)
+    return processor(text=[text], images=[draw_image(*size)], return_tensors="pt")
+
+
+def text_batch(tokenizer):
+    messages = [
+        {"role": "user", "content": "What is 2 + 2?"},
+        {"role": "assistant", "content": "4", "reasoning_content": "Two plus two is four."},
+    ]
+    return tokenizer.apply_chat_template(messages, return_tensors="pt", return_dict=True)
+
+
+def labels_without_placeholders(batch, image_token_id):
+    return batch["input_ids"].masked_fill(batch["input_ids"] == image_token_id, -100)
+
+
+@pytest.mark.parametrize("size", [(224, 224), (320, 200)])
+@pytest.mark.parametrize("family", VLM_FAMILIES)
+def test_full_processor_expands_an_image_to_grid_prod_over_merge_squared(family, size, tiny_processor):
+    processor = tiny_processor(family)
+    batch = image_batch(processor, size)
+    grid = batch["image_grid_thw"][0]
+    assert grid.tolist() == EXPECTED_GRIDS[family, size]
+    expected = int(grid.prod()) // processor.image_processor.merge_size**2
+    image_pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert int((batch["input_ids"] == image_pad).sum()) == expected
+    assert batch["pixel_values"].shape[0] == int(grid.prod())
+
+
+@pytest.mark.parametrize("family", VLM_FAMILIES)
+def test_vlm_forward_backward_on_cpu_has_finite_loss_and_gradients_in_both_towers(
+    family, tiny_processor, load_tiny_model
+):
+    model = load_tiny_model(family).train()
+    batch = image_batch(tiny_processor(family))
+    output = model(**batch, labels=labels_without_placeholders(batch, model.config.image_token_id))
+    output.loss.backward()
+    assert math.isfinite(output.loss.item())
+    assert output.logits.shape == (1, batch["input_ids"].shape[1], model.config.text_config.vocab_size)
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    assert all(g is not None for g in grads.values())
+    assert any(g.abs().sum() > 0 for name, g in grads.items() if ".visual." in name)
+    assert any(g.abs().sum() > 0 for name, g in grads.items() if ".language_model." in name)
+
+
+def test_qwen3_text_forward_backward_on_cpu(tiny_model_dir, load_tiny_model):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir("qwen3"))
+    batch = text_batch(tokenizer)
+    assert tokenizer.convert_tokens_to_ids("<think>") in batch["input_ids"][0].tolist()
+    model = load_tiny_model("qwen3").train()
+    output = model(**batch, labels=batch["input_ids"])
+    output.loss.backward()
+    assert math.isfinite(output.loss.item())
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied, as the small real Qwen3 models
+    assert model.lm_head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("family", [*VLM_FAMILIES, "qwen3"])
+def test_config_uses_the_tokenizers_ids_and_real_shapes(family, tiny_model_dir, load_tiny_model):
+    folder = tiny_model_dir(family)
+    tokenizer, ids = AutoTokenizer.from_pretrained(folder), TinyTokenIds.from_folder(folder)
+    model = load_tiny_model(family)
+    assert type(model).__name__ == CLASS_NAMES[family]
+    text = model.config.get_text_config()
+    assert text.vocab_size == len(tokenizer) == ids.vocab_size
+    assert (text.bos_token_id, text.eos_token_id, text.pad_token_id) == (ids.pad_id, ids.eos_id, ids.pad_id)
+    assert model.generation_config.eos_token_id == [tokenizer.eos_token_id, tokenizer.pad_token_id]
+    assert (text.hidden_size, text.num_hidden_layers) == (64, 2)
+    if family_spec(family).is_vlm:
+        config = model.config
+        assert config.image_token_id == tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        assert config.vision_start_token_id == tokenizer.convert_tokens_to_ids("<|vision_start|>")
+        assert config.vision_config.depth == 2
+        assert config.vision_config.patch_size == family_spec(family).vision.patch_size
+        head_dim = text.hidden_size // text.num_attention_heads
+        assert sum(text.rope_parameters["mrope_section"]) == head_dim // 2
+
+
+@pytest.mark.parametrize("family", [*VLM_FAMILIES, "qwen3"])
+def test_reload_through_auto_classes_gives_the_built_models_logits(
+    family, tiny_model_dir, tiny_processor, load_tiny_model
+):
+    folder = tiny_model_dir(family)
+    spec = family_spec(family)
+    built = init_tiny_model(spec, TinyTokenIds.from_folder(folder))
+    loaded = load_tiny_model(family).eval()
+    batch = image_batch(tiny_processor(family)) if spec.is_vlm else text_batch(AutoTokenizer.from_pretrained(folder))
+    with torch.no_grad():
+        assert torch.equal(built(**batch).logits, loaded(**batch).logits)
+
+
+def test_building_again_elsewhere_gives_identical_files(tmp_path, tiny_model_dir):
+    first, second = tiny_model_dir("qwen3_vl"), build_tiny_model("qwen3_vl", tmp_path)
+    assert first.name == second.name
+    for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
