@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import currently_in_test_context, event, given
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-import rendering_fixtures as rf  # noqa: E402
+import rendering_fixtures as rf
 
 ASSISTANT_OPEN, TURN_END = "<|im_start|>assistant\n", "<|im_end|>"
 TOOL_NAMES = ("lookup", "get_weather", "search_web")
@@ -37,26 +37,32 @@ TOOLS = tuple(
 LOSS_MODES = ("assistant", "assistant", "last_assistant", "all")
 
 
-def text_part() -> st.SearchStrategy[dict[str, Any]]:
-    return st.builds(lambda text: {"type": "text", "text": text}, rf.texts())
-
-
-def content(images: bool, max_parts: int = 3) -> st.SearchStrategy[Any]:
-    """A string, or a list of parts (images at most one part in three)."""
-    part = st.one_of(text_part(), text_part(), rf.image_parts()) if images else text_part()
-    return st.one_of(rf.texts(), st.lists(part, max_size=max_parts))
-
-
-def arguments() -> st.SearchStrategy[Any]:
-    values = st.one_of(st.integers(-5, 10**6), st.booleans(), st.none(), rf.texts(), st.lists(st.integers(), max_size=3))
-    as_dict = st.dictionaries(st.sampled_from(("q", "city", "n", "ünï")), values, max_size=3)
-    return st.one_of(as_dict, as_dict, st.just('{"q": "verbatim"}'))
-
-
-def tool_calls() -> st.SearchStrategy[list[dict[str, Any]]]:
-    call = st.builds(lambda n, a: {"name": n, "arguments": a}, st.sampled_from(TOOL_NAMES), arguments())
-    wrapped = call.map(lambda c: {"type": "function", "function": c})
-    return st.lists(st.one_of(call, wrapped), max_size=2)
+TEXT_PART = st.builds(lambda text: {"type": "text", "text": text}, rf.TEXTS)
+TEXT_CONTENT = st.one_of(rf.TEXTS, st.lists(TEXT_PART, max_size=3))
+_MEDIA_PARTS = st.lists(st.one_of(TEXT_PART, rf.IMAGE_PARTS), max_size=3)
+_WITH_IMAGE = st.builds(
+    lambda before, image, after: [*before, image, *after],
+    st.lists(TEXT_PART, max_size=1),
+    rf.IMAGE_PARTS,
+    st.lists(st.one_of(TEXT_PART, rf.IMAGE_PARTS), max_size=2),
+)
+MEDIA_CONTENT = st.one_of(rf.TEXTS, _MEDIA_PARTS, _WITH_IMAGE)
+"""Content: a string, a list of up to three text and image parts, or such a list with at least one image."""
+_VALUES = st.one_of(st.integers(-5, 10**6), st.booleans(), st.none(), rf.TEXTS, st.lists(st.integers(), max_size=3))
+_ARGUMENTS = st.dictionaries(st.sampled_from(("q", "city", "n", "ünï")), _VALUES, max_size=3)
+_CALL = st.builds(
+    lambda n, a: {"name": n, "arguments": a},
+    st.sampled_from(TOOL_NAMES),
+    st.one_of(_ARGUMENTS, _ARGUMENTS, st.just('{"q": "verbatim"}')),
+)
+TOOL_CALLS = st.lists(st.one_of(_CALL, _CALL.map(lambda c: {"type": "function", "function": c})), max_size=2)
+TOOL_LISTS = st.one_of(st.none(), st.lists(st.sampled_from(TOOLS), min_size=1, max_size=2, unique_by=str))
+_TOOL_ECHO = "<tool_response>\nresult\n</tool_response>"
+QWEN3_USER = st.one_of(rf.TEXTS, st.just(_TOOL_ECHO))
+QWEN3_ASSISTANT_TEXT = st.one_of(
+    rf.TEXTS, st.sampled_from(("<think>\nhidden plan\n</think>\n\nvisible", "pre</think>post", "\n\nleading newlines"))
+)
+MEDIA_TOOL_CONTENT = st.one_of(rf.TEXTS, st.lists(st.one_of(TEXT_PART, rf.IMAGE_PARTS), max_size=2))
 
 
 @st.composite
@@ -64,13 +70,13 @@ def qwen2_vl_conversations(draw: st.DrawFn) -> tuple[list[dict[str, Any]], None,
     """Any roles in any order the template accepts; images anywhere, including system turns."""
     messages: list[dict[str, Any]] = []
     if draw(st.booleans()):
-        messages.append({"role": "system", "content": draw(content(images=True))})
+        messages.append({"role": "system", "content": draw(MEDIA_CONTENT)})
     for turn in range(draw(st.integers(1, 4))):
-        messages.append({"role": "user", "content": draw(content(images=True))})
+        messages.append({"role": "user", "content": draw(MEDIA_CONTENT)})
         if draw(st.integers(0, 3)) > 0 or turn < 1:
-            messages.append({"role": "assistant", "content": draw(content(images=False))})
+            messages.append({"role": "assistant", "content": draw(TEXT_CONTENT)})
         if draw(st.integers(0, 5)) == 0:
-            messages.append({"role": "tool", "content": draw(rf.texts())})
+            messages.append({"role": "tool", "content": draw(rf.TEXTS)})
     return messages, None, draw(st.booleans()), draw(st.sampled_from(LOSS_MODES))
 
 
@@ -79,43 +85,32 @@ def qwen3_conversations(draw: st.DrawFn, vision: bool) -> tuple[list[dict[str, A
     """Qwen3 / Qwen3-VL: tools, tool calls, runs of tool responses; reasoning and later systems for qwen3."""
     messages: list[dict[str, Any]] = []
     if draw(st.booleans()):
-        messages.append({"role": "system", "content": draw(content(images=False) if vision else rf.texts())})
+        messages.append({"role": "system", "content": draw(TEXT_CONTENT if vision else rf.TEXTS)})
     for _ in range(draw(st.integers(1, 3))):
         if not vision and draw(st.integers(0, 6)) == 0:
-            messages.append({"role": "system", "content": draw(rf.texts())})
-        user = draw(content(images=True)) if vision else draw(st.one_of(rf.texts(), st.just(_TOOL_ECHO)))
-        messages.append({"role": "user", "content": user})
+            messages.append({"role": "system", "content": draw(rf.TEXTS)})
+        messages.append({"role": "user", "content": draw(MEDIA_CONTENT if vision else QWEN3_USER)})
         for _ in range(draw(st.integers(0, 2))):
             messages.append(_assistant(draw, vision))
-            runs = draw(st.integers(0, 2))
-            for _ in range(runs):
-                response = draw(content(images=True, max_parts=2)) if vision else draw(rf.texts())
-                messages.append({"role": "tool", "content": response})
-    tools = draw(st.one_of(st.none(), st.lists(st.sampled_from(TOOLS), min_size=1, max_size=2, unique_by=str)))
-    return messages, tools, draw(st.booleans()), draw(st.sampled_from(LOSS_MODES))
-
-
-_TOOL_ECHO = "<tool_response>\nresult\n</tool_response>"
-_THINKING_CONTENT = ("<think>\nhidden plan\n</think>\n\nvisible", "pre</think>post", "\n\nleading newlines")
+            for _ in range(draw(st.integers(0, 2))):
+                messages.append({"role": "tool", "content": draw(MEDIA_TOOL_CONTENT if vision else rf.TEXTS)})
+    return messages, draw(TOOL_LISTS), draw(st.booleans()), draw(st.sampled_from(LOSS_MODES))
 
 
 def _assistant(draw: st.DrawFn, vision: bool) -> dict[str, Any]:
-    texts = st.one_of(rf.texts(), st.sampled_from(_THINKING_CONTENT)) if not vision else rf.texts()
-    message: dict[str, Any] = {"role": "assistant", "content": draw(st.one_of(texts, st.lists(text_part(), max_size=2)))}
-    if not vision and isinstance(message["content"], list):
-        message["content"] = "".join(part["text"] for part in message["content"])
-    calls = draw(tool_calls())
+    message: dict[str, Any] = {"role": "assistant", "content": draw(TEXT_CONTENT if vision else QWEN3_ASSISTANT_TEXT)}
+    calls = draw(TOOL_CALLS)
     if calls:
         message["tool_calls"] = calls
     if not vision and draw(st.booleans()):
-        message["reasoning_content"] = draw(rf.texts())
+        message["reasoning_content"] = draw(rf.TEXTS)
     return message
 
 
 def expected_mask(source: str, family: str | None, text: str, loss_on: str, counts: list[int]) -> list[int]:
     """The loss mask from the template string alone: tokens ending inside `assistant\\n` ... `<|im_end|>`."""
     tokenizer = rf.reference(source, family).tokenizer
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    encoded = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
     spans = []
     for match in re.finditer(re.escape(ASSISTANT_OPEN), text):
         end = text.find(TURN_END, match.end())
@@ -125,7 +120,7 @@ def expected_mask(source: str, family: str | None, text: str, loss_on: str, coun
     image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
     mask: list[int] = []
     pending = iter(counts)
-    for token, (_, token_end) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
+    for token, (_, token_end) in zip(encoded.ids, encoded.offsets, strict=True):
         if token == image_id:  # placeholders are inputs, never targets, whatever the mode
             mask.extend([0] * next(pending))
             continue
@@ -135,6 +130,8 @@ def expected_mask(source: str, family: str | None, text: str, loss_on: str, coun
 
 def check_parity(source: str, conversation: tuple[Any, ...], family: str | None = None) -> None:
     messages, tools, add_generation_prompt, loss_on = conversation
+    if currently_in_test_context():
+        _record_coverage(messages, tools)
     ours = rf.renderer(source, family).render(messages, tools, add_generation_prompt, loss_on=loss_on)
     reference = rf.reference(source, family)
     assert list(ours.token_ids) == reference.render_ids(messages, tools, add_generation_prompt)
@@ -145,6 +142,23 @@ def check_parity(source: str, conversation: tuple[Any, ...], family: str | None 
     counts = reference.placeholder_counts(ours.messages)
     assert [image.length for image in ours.images] == counts
     assert list(ours.loss_mask) == expected_mask(source, family, text, loss_on, counts)
+
+
+def _record_coverage(messages: list[dict[str, Any]], tools: Any) -> None:
+    """Hypothesis events, shown by --hypothesis-show-statistics: what the generated conversations cover."""
+    images = sum(isinstance(p, dict) and p.get("type") == "image" for m in messages for p in m["content"] or ())
+    event(f"images: {min(images, 2)}{'+' if images > 1 else ''}")
+    replies = sum(m["role"] == "assistant" for m in messages)
+    event(f"assistant turns: {min(replies, 2)}{'+' if replies > 1 else ''}")
+    for feature, present in (
+        ("system", messages[0]["role"] == "system"),
+        ("tools", bool(tools)),
+        ("tool calls", any(m.get("tool_calls") for m in messages)),
+        ("tool messages", any(m["role"] == "tool" for m in messages)),
+        ("reasoning", any("reasoning_content" in m for m in messages)),
+    ):
+        if present:
+            event(feature)
 
 
 @rf.PARITY
@@ -171,7 +185,7 @@ def test_qwen3_matches_template(conversation: tuple[Any, ...]) -> None:
     check_parity("qwen3", conversation)
 
 
-@rf.PARITY
+@rf.PARITY_GENERIC
 @given(conversation=qwen2_vl_conversations())
 def test_generic_expands_images_like_the_processor(conversation: tuple[Any, ...]) -> None:
     check_parity("qwen2_5_vl", conversation, family="generic")
@@ -185,9 +199,35 @@ def test_hand_written_edge_cases_match(source: str, case: int) -> None:
     cases = [
         ([{"role": "user", "content": ""}], None, True),
         ([{"role": "user", "content": []}, {"role": "assistant", "content": ""}], None, False),
-        ([{"role": "system", "content": "\n"}, {"role": "user", "content": "\n\n"}, {"role": "assistant", "content": "\n"}], None, True),
-        ([{"role": "user", "content": [image, image, image] if vision else "x"}, {"role": "assistant", "content": " "}], None, False),
-        ([{"role": "user", "content": [{"type": "text", "text": "a"}, image, {"type": "text", "text": "b"}] if vision else "ab"}], None, True),
+        (
+            [
+                {"role": "system", "content": "\n"},
+                {"role": "user", "content": "\n\n"},
+                {"role": "assistant", "content": "\n"},
+            ],
+            None,
+            True,
+        ),
+        (
+            [
+                {"role": "user", "content": [image, image, image] if vision else "x"},
+                {"role": "assistant", "content": " "},
+            ],
+            None,
+            False,
+        ),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "a"}, image, {"type": "text", "text": "b"}]
+                    if vision
+                    else "ab",
+                }
+            ],
+            None,
+            True,
+        ),
         ([{"role": "user", "content": "🙂" * 30}, {"role": "assistant", "content": "\u00a0\u2003 \t"}], None, True),
     ]
     messages, tools, add_generation_prompt = cases[case]
@@ -199,5 +239,7 @@ def test_qwen3_generation_prompt_follows_enable_thinking(enable_thinking: bool) 
     renderer = rf.renderer("qwen3", enable_thinking=enable_thinking)
     messages = [{"role": "user", "content": "hi"}]
     reference = rf.reference("qwen3", enable_thinking=enable_thinking)
-    assert list(renderer.render(messages, add_generation_prompt=True).token_ids) == reference.render_ids(messages, None, True)
+    assert list(renderer.render(messages, add_generation_prompt=True).token_ids) == reference.render_ids(
+        messages, None, True
+    )
     assert ("<think>" in renderer.template_text(messages, add_generation_prompt=True)) is not enable_thinking

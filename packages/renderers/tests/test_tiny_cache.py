@@ -21,7 +21,8 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
 
 
 def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout)
+    command = [sys.executable, "-c", textwrap.dedent(code)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
 def test_same_recipe_reuses_the_folder_without_rewriting_it(tiny_processor_dir, tiny_cache_root):
@@ -80,11 +81,12 @@ def test_concurrent_builds_end_with_one_identical_folder(tmp_path, tiny_processo
         time.sleep(max(0.0, {start_at} - time.time()))
         print(build_tiny_processor("qwen2_5_vl", {str(root)!r}))
     """
-    workers = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    command = [sys.executable, "-c", textwrap.dedent(code)]
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [worker.communicate(timeout=120)[0].strip() for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0]
-    folders = list(root.iterdir())
-    assert [str(f) for f in folders] * 2 == outputs
+    folders = list(root.iterdir())  # no second folder, no leftover staging folder
+    assert len(folders) == 1 and outputs == [str(folders[0])] * 2
     # Built in other processes, byte-identical to this process's build: training and writing are deterministic.
     assert folder_bytes(folders[0]) == folder_bytes(tiny_processor_dir("qwen2_5_vl"))
 

@@ -127,7 +127,12 @@ def test_qwen3_vl_keeps_only_the_leading_system_message_and_ignores_reasoning(qw
         {"role": "system", "content": [{"type": "text", "text": "You see well."}]},
         {
             "role": "user",
-            "content": [{"type": "text", "text": "Left:"}, {"type": "image"}, {"type": "text", "text": " right:"}, {"type": "image"}],
+            "content": [
+                {"type": "text", "text": "Left:"},
+                {"type": "image"},
+                {"type": "text", "text": " right:"},
+                {"type": "image"},
+            ],
         },
         {"role": "assistant", "content": [{"type": "text", "text": "Both are cats."}], "reasoning_content": "Look."},
         {"role": "system", "content": "Dropped."},
@@ -175,7 +180,8 @@ def test_qwen3_vl_tool_call_without_text_has_no_leading_newline(qwen3_vl_render)
     assert qwen3_vl_render(messages, tools=[WEATHER]) == (
         tools_system(None, WEATHER_JSON)
         + "<|im_start|>user\nWeather in Oslo?<|im_end|>\n"
-        + '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>\n'
+        + "<|im_start|>assistant\n"
+        + '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>\n'
     )
 
 
@@ -237,7 +243,8 @@ def test_qwen3_multi_step_tool_turns_keep_reasoning_and_group_tool_responses(qwe
         + "<|im_start|>assistant\n<think>\nCall the tool twice.\n</think>\n\n"
         + '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
         + '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call><|im_end|>\n'
-        + "<|im_start|>user\n<tool_response>\nsunny\n</tool_response>\n<tool_response>\nrainy\n</tool_response><|im_end|>\n"
+        + "<|im_start|>user\n<tool_response>\nsunny\n</tool_response>\n"
+        + "<tool_response>\nrainy\n</tool_response><|im_end|>\n"
         + "<|im_start|>assistant\n<think>\nSummarize.\n</think>\n\nParis is sunny, Rome is rainy.<|im_end|>\n"
     )
 

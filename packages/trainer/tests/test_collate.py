@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from types import MappingProxyType
 
@@ -41,13 +42,13 @@ def text_samples(draw: st.DrawFn) -> list[PackSample]:
     return samples
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(text_samples())
 def test_every_target_is_the_next_token_of_the_same_sample(samples: list[PackSample]) -> None:
     batch = collate_packed(samples, TextPositions())
     bounds = batch.cu_seqlens.tolist()
     assert bounds == [0, *torch.tensor([len(s.token_ids) for s in samples]).cumsum(0).tolist()]
-    for sample, start, end in zip(samples, bounds, bounds[1:], strict=False):
+    for sample, (start, end) in zip(samples, itertools.pairwise(bounds), strict=True):
         assert batch.input_ids[0, start:end].tolist() == list(sample.token_ids)
         assert batch.labels[0, start : end - 1].tolist() == list(sample.token_ids[1:])
         assert batch.labels[0, end - 1] == IGNORE_INDEX

@@ -13,6 +13,7 @@ the later ones miss by far more than these tolerances.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +28,21 @@ from transformers.processing_utils import ProcessorMixin
 from foveal.renderers.errors import ContractError
 from foveal.trainer.data.collate import PackedBatch, PackSample, collate_packed
 from foveal.trainer.data.positions import position_scheme
+from foveal.trainer.loss import token_nll
 from foveal.trainer.model.attention import check_boundaries, check_packed_attention
-from foveal.trainer.model.forward import packed_logits, target_logprobs
+from foveal.trainer.model.forward import packed_logits
 
 LOGPROB_ATOL = 1e-5
 LOSS_RTOL = 1e-6
 GRAD_ATOL, GRAD_RTOL = 1e-5, 1e-4
-CASES = [("qwen2_5_vl", "sdpa"), ("qwen2_5_vl", "eager"), ("qwen3_vl", "sdpa"), ("qwen3", "sdpa"), ("qwen3", "eager")]
+CASES = [
+    ("qwen2_vl", "sdpa"),
+    ("qwen2_5_vl", "sdpa"),
+    ("qwen2_5_vl", "eager"),
+    ("qwen3_vl", "sdpa"),
+    ("qwen3", "sdpa"),
+    ("qwen3", "eager"),
+]
 
 
 def _picture(size: tuple[int, int], color: str, shape: str) -> Image.Image:
@@ -138,8 +147,7 @@ def _gradients(model: torch.nn.Module, loss: torch.Tensor) -> dict[str, torch.Te
 
 def _per_sample(batch: PackedBatch, row: torch.Tensor) -> Iterator[torch.Tensor]:
     """The positions of `row` that have a target, sample by sample (each sample's last token has none)."""
-    bounds = batch.cu_seqlens.tolist()
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(batch.cu_seqlens.tolist()):
         yield row[0, start : end - 1]
 
 
@@ -157,7 +165,7 @@ def test_packed_micro_batch_matches_samples_run_one_by_one(
     single_loss = sum(-(lp * r.weights[1:]).sum() for lp, r in zip(single, setup.references, strict=True))
     single_grads = _gradients(model, single_loss)
 
-    packed = target_logprobs(packed_logits(model, batch), batch.labels)
+    packed = -token_nll(packed_logits(model, batch), batch.labels)
     packed_loss = -(packed * batch.loss_weights).sum()
     packed_grads = _gradients(model, packed_loss)
 
@@ -204,7 +212,7 @@ def test_without_sample_boundaries_later_samples_differ(
     with torch.no_grad():
         single = [_reference_logprobs(model, reference) for reference in setup.references]
         logits = model(input_ids=batch.input_ids, **images, **drop(batch)).logits
-    crossed = list(_per_sample(batch, target_logprobs(logits, batch.labels)))
+    crossed = list(_per_sample(batch, -token_nll(logits, batch.labels)))
     torch.testing.assert_close(crossed[0], single[0], atol=LOGPROB_ATOL, rtol=0)  # nothing precedes sample 0
     for got, expected in zip(crossed[1:], single[1:], strict=True):
         assert (got - expected).abs().max() > 100 * LOGPROB_ATOL

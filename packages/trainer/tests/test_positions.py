@@ -12,7 +12,7 @@ from transformers import PreTrainedModel
 from foveal.renderers.errors import PlaceholderMismatch, UnknownFamily
 from foveal.trainer.data.positions import MropePositions, TextPositions, pack_positions, position_scheme
 
-VL_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+VL_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
 @pytest.fixture(scope="module", params=VL_FAMILIES)
@@ -74,7 +74,9 @@ def test_mrope_positions_follow_the_layout_rule_and_restart_per_sample(vl_model:
     lengths = [part.shape[-1] for part in parts]
     assert packed.shape == (4, 1, sum(lengths))
     assert packed[0, 0].tolist() == list(range(lengths[0])) + list(range(lengths[1]))
-    assert packed[1:, 0].tolist() == [a + b for a, b in zip(_mrope_rule(first, merge), _mrope_rule(second, merge))]
+    assert packed[1:, 0].tolist() == [
+        a + b for a, b in zip(_mrope_rule(first, merge), _mrope_rule(second, merge), strict=True)
+    ]
 
 
 def test_text_only_sample_of_a_vl_model_counts_plainly(vl_model: torch.nn.Module) -> None:

@@ -43,13 +43,6 @@ def sample(**fields: Any) -> TrainingSample:
     return TrainingSample(**{**base, **fields})
 
 
-def wire(obj_change: Any) -> bytes:
-    """JSON of the reference sample after `obj_change(obj)` edits its decoded form."""
-    obj = orjson.loads(sample().to_json())
-    obj_change(obj)
-    return orjson.dumps(obj)
-
-
 def test_loss_weights_come_from_a_zero_one_mask() -> None:
     assert loss_weights_from_mask([0, 1, True, False]) == (0.0, 1.0, 1.0, 0.0)
 
@@ -120,37 +113,69 @@ def test_any_valid_sample_round_trips_exactly(data: st.DataObject) -> None:
     assert TrainingSample.from_msgpack(original.to_msgpack()) == original
 
 
+def edited(path: str, value: Any) -> bytes:
+    """JSON of the reference sample with `value` set at dotted `path` (list indices as numbers)."""
+    obj = orjson.loads(sample().to_json())
+    *parents, last = path.split(".")
+    target = obj
+    for part in parents:
+        target = target[int(part)] if isinstance(target, list) else target[part]
+    if isinstance(target, list):
+        target[int(last)] = value
+    elif value is _DROP:
+        del target[last]
+    else:
+        target[last] = value
+    return orjson.dumps(obj)
+
+
+class _Drop:
+    """A removed-field marker whose repr is stable, so xdist workers collect identical test ids."""
+
+    def __repr__(self) -> str:
+        return "<drop>"
+
+
+_DROP = _Drop()
+DESCRIPTOR = "mm_refs.0.descriptor"
+
+
 @pytest.mark.parametrize(
-    ("edit", "field"),
-    [
-        (lambda o: o.__setitem__("pixel_values", [[0.0]]), "pixel_values"),
-        (lambda o: o["mm_refs"][0].__setitem__("image_embeds", [0.0]), "mm_refs.0.image_embeds"),
-        (lambda o: o["mm_refs"][0]["descriptor"]["payload"].__setitem__("pixel_values", []), "mm_refs.0.descriptor.payload.pixel_values"),
-        (lambda o: o["mm_refs"][0]["descriptor"]["payload"].__setitem__("extra", {"pixel_values_videos": 1}), "mm_refs.0.descriptor.payload.extra.pixel_values_videos"),
-    ],
+    "path",
+    ["pixel_values", "mm_refs.0.image_embeds", f"{DESCRIPTOR}.payload.pixel_values", f"{DESCRIPTOR}.image_features"],
 )
-def test_processed_tensors_anywhere_in_the_payload_are_rejected(edit: Any, field: str) -> None:
-    data = wire(edit)
-    for decoded in (lambda: TrainingSample.from_json(data), lambda: TrainingSample.from_msgpack(msgpack.packb(orjson.loads(data)))):
+def test_processed_tensors_anywhere_in_the_payload_are_rejected(path: str) -> None:
+    data = edited(path, [[0.5, 0.25]])
+    as_msgpack = msgpack.packb(orjson.loads(data))
+    for decode, payload in ((TrainingSample.from_json, data), (TrainingSample.from_msgpack, as_msgpack)):
         with pytest.raises(BadEnvelope) as caught:
-            decoded()
-        assert caught.value.field == field
+            decode(payload)
+        assert caught.value.field == path and "no processed tensors" in caught.value.expected
+
+
+def test_tensors_nested_deep_in_a_payload_value_are_rejected() -> None:
+    with pytest.raises(BadEnvelope) as caught:
+        TrainingSample.from_json(edited(f"{DESCRIPTOR}.payload.extra", {"deep": [{"pixel_values_videos": [1.0]}]}))
+    assert caught.value.field == f"{DESCRIPTOR}.payload.extra.deep.0.pixel_values_videos"
 
 
 @pytest.mark.parametrize(
-    ("edit", "error", "field"),
+    ("path", "value", "error", "field"),
     [
-        (lambda o: o["mm_refs"][0]["descriptor"].pop("kind"), BadEnvelope, "mm_refs.0.descriptor.kind"),
-        (lambda o: o["mm_refs"][0]["descriptor"].__setitem__("family", "llava"), UnknownFamily, "mm_refs.0.descriptor.family"),
-        (lambda o: o["mm_refs"][0].__setitem__("offset", 5), PlaceholderMismatch, "sample 'rollout-17/2'.mm_refs[0].offset"),
-        (lambda o: o.__setitem__("token_ids", [1, "2"]), BadEnvelope, "token_ids.1"),
-        (lambda o: o.__setitem__("surprise", 1), BadEnvelope, "surprise"),
-        (lambda o: o.pop("loss_weights"), BadEnvelope, "loss_weights"),
+        (f"{DESCRIPTOR}.kind", _DROP, BadEnvelope, f"{DESCRIPTOR}.kind"),
+        (f"{DESCRIPTOR}.family", "llava", UnknownFamily, f"{DESCRIPTOR}.family"),
+        ("mm_refs.0.offset", 5, PlaceholderMismatch, "sample 'rollout-17/2'.mm_refs[0].offset"),
+        ("token_ids.1", "2", BadEnvelope, "token_ids.1"),
+        ("loss_weights.0", {"pixel_values": [0.0]}, BadEnvelope, "loss_weights.0"),
+        ("surprise", 1, BadEnvelope, "surprise"),
+        ("loss_weights", _DROP, BadEnvelope, "loss_weights"),
     ],
 )
-def test_malformed_wire_samples_raise_typed_errors_naming_the_field(edit: Any, error: type, field: str) -> None:
+def test_malformed_wire_samples_raise_typed_errors_naming_the_field(
+    path: str, value: Any, error: type, field: str
+) -> None:
     with pytest.raises(error) as caught:
-        TrainingSample.from_json(wire(edit))
+        TrainingSample.from_json(edited(path, value))
     assert caught.value.field == field
 
 
@@ -185,8 +210,9 @@ def test_arbitrary_bytes_raise_only_contract_errors(data: bytes) -> None:
             pass
 
 
+scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8) | st.binary(max_size=4),
+    scalars | st.binary(max_size=4),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )

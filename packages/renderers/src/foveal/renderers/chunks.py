@@ -9,11 +9,13 @@ an image already carry those markers (Tinker cookbook style), they are not writt
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from foveal.renderers.errors import ImageRejected, PlaceholderMismatch
 
@@ -21,7 +23,24 @@ if TYPE_CHECKING:
     from foveal.renderers.rendering import RenderedConversation, RenderedImage, Renderer
 
 ChunkFormat = Literal["png", "jpeg"]
-_CHUNK_CONFIG = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+_CHUNK_CONFIG = ConfigDict(extra="forbid", frozen=True)
+
+
+def _bytes_from_base64(value: Any) -> Any:
+    """JSON carries the bytes as standard, padded base64; Python callers pass bytes directly."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error as err:
+        raise ValueError(f"data must be standard padded base64: {err}") from None
+
+
+Base64Data = Annotated[
+    bytes,
+    BeforeValidator(_bytes_from_base64),
+    PlainSerializer(lambda data: base64.b64encode(data).decode("ascii"), return_type=str, when_used="json"),
+]
 
 
 class EncodedTextChunk(BaseModel):
@@ -37,7 +56,7 @@ class ImageChunk(BaseModel):
 
     model_config = _CHUNK_CONFIG
     type: Literal["image"] = "image"
-    data: bytes
+    data: Base64Data
     format: ChunkFormat
     expected_tokens: int | None = Field(default=None, ge=0)
 

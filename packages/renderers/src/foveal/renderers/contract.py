@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError, field_validator
 
+from foveal.renderers.layout.registry import family_names
 from foveal.renderers.errors import (
     BadEnvelope,
     BadRefEncoding,
@@ -49,7 +50,6 @@ PROCESSED_TENSOR_KEYS = frozenset(
 """Keys that mean processed pixels or embeddings; they must never ride in a descriptor (pixels are
 computed only where a model consumes them)."""
 
-_FAMILY_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _HASH = re.compile(r"[0-9a-f]{32}")
 _FINGERPRINT = re.compile(r"[0-9a-f]{8,128}")
 _URI_CHARS = re.compile(r"file:///[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
@@ -58,19 +58,11 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
 _ENVELOPE_KEYS = ("kind", "version", "modality")
-_families: set[str] = {"qwen2_vl", "qwen3_vl"}
-
-
-def register_family(name: str) -> None:
-    """Add a layout family so descriptors naming it are accepted; call at import of the family's module."""
-    if not isinstance(name, str) or not _FAMILY_NAME.fullmatch(name):
-        raise UnknownFamily("family", name, "a lowercase identifier like 'qwen2_vl'")
-    _families.add(name)
 
 
 def known_families() -> frozenset[str]:
-    """The layout families descriptors may name (a snapshot; use `register_family` to add)."""
-    return frozenset(_families)
+    """The families descriptors may name: exactly those with a layout adapter, so every reader can verify."""
+    return frozenset(family_names())
 
 
 def is_processed_tensor_key(key: str) -> bool:
@@ -178,8 +170,8 @@ class RawImageDescriptor(BaseModel):
     @field_validator("family")
     @classmethod
     def _family_is_known(cls, value: str) -> str:
-        if value not in _families:
-            raise UnknownFamily("family", value, f"one of {sorted(_families)}")
+        if value not in known_families():
+            raise UnknownFamily("family", value, f"one of {sorted(known_families())}")
         return value
 
     @field_validator("layout_fingerprint")

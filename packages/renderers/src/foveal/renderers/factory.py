@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jinja2 import TemplateError
-
 from foveal.configs.multimodal import MultimodalConfig
 from foveal.configs.renderer import RendererConfig
+from jinja2 import TemplateError
+
 from foveal.renderers.errors import UnknownFamily
 from foveal.renderers.families.base import FamilyAdapter
 from foveal.renderers.families.generic import GenericFamily
@@ -164,7 +164,9 @@ def _generic(tokenizer: Any, source: str) -> GenericFamily:
     image_token = getattr(tokenizer, "image_token", None) or ("<|image_pad|>" if "<|image_pad|>" in added else None)
     layout = _hint(source) if _hint(source) in ("qwen2_vl", "qwen3_vl") else None
     stops = tuple(t for t in (tokenizer.eos_token, "<|im_end|>", "<|endoftext|>") if t and t in added)
-    probe_adapter = GenericFamily(tokenizer, layout_family=layout, image_token=image_token, stop_tokens=stops, prefix_stable=False)
+    probe_adapter = GenericFamily(
+        tokenizer, layout_family=layout, image_token=image_token, stop_tokens=stops, prefix_stable=False
+    )
 
     def render(probe: Probe) -> str:
         try:
@@ -173,7 +175,9 @@ def _generic(tokenizer: Any, source: str) -> GenericFamily:
             return ""
 
     stable = keeps_earlier_turns(render)
-    return GenericFamily(tokenizer, layout_family=layout, image_token=image_token, stop_tokens=stops, prefix_stable=stable)
+    return GenericFamily(
+        tokenizer, layout_family=layout, image_token=image_token, stop_tokens=stops, prefix_stable=stable
+    )
 
 
 def _hint(source: str) -> str | None:
@@ -189,7 +193,12 @@ def _hint(source: str) -> str | None:
 def _read_json(source: str, filename: str) -> dict[str, Any]:
     from transformers.utils import cached_file
 
-    path = cached_file(source, filename, _raise_exceptions_for_missing_entries=False)
+    path = cached_file(
+        source,
+        filename,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,  # a hint, not a requirement: offline hub names work
+    )
     return json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
 
 
@@ -198,4 +207,3 @@ def _layout_spec(source: str, layout_family: str) -> LayoutSpec:
     from transformers import AutoImageProcessor
 
     return spec_from_image_processor(AutoImageProcessor.from_pretrained(source, backend="pil"), layout_family)
-

@@ -52,6 +52,8 @@ class ImagePart(BaseModel):
     def _known_source(cls, value: Any) -> Any:
         if isinstance(value, Image.Image | bytes | str | Path | RawImageDescriptor):
             return value
+        if isinstance(value, bytearray | memoryview):
+            return bytes(value)
         if isinstance(value, Mapping) and value.get("kind") == RAW_IMAGE_KIND:
             return descriptor_from_obj(dict(value))
         raise ValueError(f"unsupported image source of type {type(value).__name__}")
@@ -62,7 +64,10 @@ Content = str | tuple[ContentPart, ...]
 
 
 def _normalise_parts(value: Any) -> Any:
-    """Accept the HF/OpenAI part spellings (`image_url`, `{"type": "image", "url"|"path": ...}`)."""
+    """Accept the HF/OpenAI spellings: `image_url` parts, `{"type": "image", "url"|"path": ...}`, and
+    `content: null` (OpenAI's assistant turn that only calls tools), which templates print as nothing."""
+    if value is None:
+        return ""
     if isinstance(value, str) or not isinstance(value, Sequence):
         return value
     return [_normalise_part(part) for part in value]
@@ -186,7 +191,7 @@ class ToolSpec(BaseModel):
         """The dict a chat template's `tool | tojson` sees: declared keys first, unset ones left out."""
         return self.model_dump(mode="json", exclude_none=True)
 
-    def json(self) -> str:  # type: ignore[override]
+    def to_json(self) -> str:
         """The tool as templates write it: `json.dumps(..., ensure_ascii=False)`, i.e. HF's `tojson`."""
         return json.dumps(self.template_dict(), ensure_ascii=False)
 
@@ -246,8 +251,7 @@ def _template_dict(message: Message) -> dict[str, Any]:
             out["reasoning_content"] = message.reasoning_content
         if message.tool_calls:
             out["tool_calls"] = [
-                {"type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                for c in message.tool_calls
+                {"type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in message.tool_calls
             ]
     if isinstance(message, ToolMessage):
         out.update({k: v for k, v in (("tool_call_id", message.tool_call_id), ("name", message.name)) if v})

@@ -9,7 +9,7 @@ model sampled.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -20,7 +20,7 @@ from foveal.renderers.families.base import FamilyAdapter
 from foveal.renderers.families.completion import parse_assistant_text
 from foveal.renderers.families.encoding import SegmentEncoder
 from foveal.renderers.families.image_refs import ImageResolver
-from foveal.renderers.families.pieces import ImageSlot, Piece, Token, template_text
+from foveal.renderers.families.pieces import ImageSlot, Piece, Text, Token, template_text
 from foveal.renderers.families.spans import check_spans
 from foveal.renderers.messages import AssistantMessage, InvalidMessage, Message, ToolSpec, parse_messages, parse_tools
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from foveal.renderers.store import ImageStore
 
 LossOn = Literal["assistant", "all", "last_assistant"]
+MaskRule = Callable[[Text | Token], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,14 @@ class _Rendered:
 
 
 class Renderer:
-    """Renders conversations for one family; build it with `Renderer.from_pretrained`."""
+    """Renders conversations for one family; build it with `Renderer.from_pretrained`.
+
+        renderer = Renderer.from_pretrained("Qwen/Qwen2.5-VL-3B-Instruct", store=store)
+        prompt = renderer.render(messages, add_generation_prompt=True)     # SFT sample or RL prompt
+        turn = renderer.append_completion(prompt, sampled_ids)            # sampled ids kept verbatim
+        reply = turn.messages[-1]                                         # parsed: content, tool calls
+        prompt = renderer.bridge(turn, [tool_result_message])             # next prompt, exact prefix
+    """
 
     def __init__(
         self,
@@ -98,7 +106,9 @@ class Renderer:
             i for t in adapter.stop_tokens if (i := self._optional_id(t)) is not None
         )
         markers = adapter.vision_markers
-        self._markers = None if markers is None else (self._encoder.token_id(markers[0]), self._encoder.token_id(markers[1]))
+        self._markers = (
+            None if markers is None else (self._encoder.token_id(markers[0]), self._encoder.token_id(markers[1]))
+        )
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, *, store: ImageStore | None = None, **options: Any) -> Renderer:
@@ -171,7 +181,7 @@ class Renderer:
             raise InvalidMessage("prompt.awaiting_completion", False, "a prompt rendered with add_generation_prompt")
         reply = message if message is not None else self.parse_completion(completion_ids)
         ids, mask = list(completion_ids), [1] * len(completion_ids)
-        return self._extend(prompt, ids, mask, [], (reply,), awaiting=False)
+        return self._extend(prompt, ids, mask, [], (reply,), False, self.loss_on)
 
     def bridge(
         self,
@@ -197,8 +207,10 @@ class Renderer:
         joint = self._joint(previous, [p for p in pieces if p.message == first_new - 1])
         fresh = [p for p in pieces if p.message >= first_new]
         offset = len(previous.token_ids) + len(joint)
-        out = self._assemble(fresh, parts, _mask_rule(loss_on or self.loss_on, typed), offset)
-        return self._extend(previous, joint + out.ids, [0] * len(joint) + out.mask, out.images, new, add_generation_prompt)
+        mode = loss_on or self.loss_on
+        out = self._assemble(fresh, parts, _mask_rule(mode, typed), offset)
+        mask = [0] * len(joint) + out.mask
+        return self._extend(previous, joint + out.ids, mask, out.images, new, add_generation_prompt, mode)
 
     def render_model_input(self, model_input: ModelInput) -> RenderedConversation:
         """Token ids, descriptors and spans for a Tinker-shaped ModelInput (loss mask all zero)."""
@@ -231,13 +243,17 @@ class Renderer:
             raise InvalidMessage("messages", f"<{len(writer.images)} images>", f"at most {self.max_images} images")
         return writer.pieces, writer.images
 
-    def _assemble(self, pieces: list[Piece], parts: list[Any], rule: Any, offset: int) -> _Rendered:
+    def _assemble(self, pieces: list[Piece], parts: list[Any], rule: MaskRule, offset: int) -> _Rendered:
         """Resolve the images these pieces show, then encode; spans are shifted by `offset`."""
         slots = [p.image for p in pieces if isinstance(p, ImageSlot)]
         resolved = {slot: self.images.resolve(parts[slot].image, f"images[{slot}]") for slot in slots}
         lengths = {slot: r.num_tokens for slot, r in resolved.items()}
-        out: Assembled = assemble(pieces, self._encoder, lengths, self._image_token_id or -1, rule, self._reserved)
-        images = [RenderedImage(resolved[slot].descriptor, offset + start, n) for slot, (start, n) in zip(slots, out.spans)]
+        image_token = -1 if self._image_token_id is None else self._image_token_id
+        out: Assembled = assemble(pieces, self._encoder, lengths, image_token, rule, self._reserved)
+        images = [
+            RenderedImage(resolved[slot].descriptor, offset + start, n)
+            for slot, (start, n) in zip(slots, out.spans, strict=True)
+        ]
         return _Rendered(out.token_ids, out.loss_mask, images)
 
     def _joint(self, previous: RenderedConversation, last_pieces: list[Piece]) -> list[int]:
@@ -249,10 +265,11 @@ class Renderer:
         tail = assemble(last_pieces[ends[-1] + 1 :], self._encoder, {}, -1, lambda p: False).token_ids
         ids = previous.token_ids
         if ids and ids[-1] in self.stop_token_ids:
-            return tail
-        if len(ids) > len(tail) and ids[-len(tail) - 1] in self.stop_token_ids and list(ids[len(ids) - len(tail) :]) == tail:
-            return []
-        return [self._encoder.token_id(self.adapter.stop_tokens[0]), *tail]
+            return tail  # a sampled stop token: only the separator is missing
+        body = ids[: len(ids) - len(tail)]
+        if list(ids[len(body) :]) == tail and body and body[-1] in self.stop_token_ids:
+            return []  # already closed the way the template closes it
+        return [self._encoder.token_id(self.adapter.stop_tokens[0]), *tail]  # cut off: close it
 
     def _extend(
         self,
@@ -262,9 +279,10 @@ class Renderer:
         images: list[RenderedImage],
         messages: tuple[Message, ...],
         awaiting: bool,
+        loss_on: LossOn,
     ) -> RenderedConversation:
         old_mask = list(previous.loss_mask)
-        if self.loss_on == "last_assistant" and any(mask):
+        if loss_on == "last_assistant" and any(mask):
             old_mask = [0] * len(old_mask)  # a newer assistant turn takes over the loss
         return self._finish(
             [*previous.token_ids, *ids],
@@ -284,9 +302,7 @@ class Renderer:
         tools: tuple[ToolSpec, ...],
         awaiting: bool,
     ) -> RenderedConversation:
-        rendered = RenderedConversation(
-            tuple(ids), tuple(mask), tuple(images), messages, tools, self.family, awaiting
-        )
+        rendered = RenderedConversation(tuple(ids), tuple(mask), tuple(images), messages, tools, self.family, awaiting)
         check_spans(rendered.token_ids, rendered.images, self._image_token_id, self._markers)
         return rendered
 
@@ -294,7 +310,7 @@ class Renderer:
         return self._encoder.token_id(token) if self._encoder.has_token(token) else None
 
 
-def _mask_rule(loss_on: LossOn, messages: Sequence[Message]) -> Any:
+def _mask_rule(loss_on: LossOn, messages: Sequence[Message]) -> MaskRule:
     """Which pieces carry loss: assistant-written ones, all, or only the last assistant message's."""
     if loss_on == "all":
         return lambda piece: True
@@ -304,4 +320,3 @@ def _mask_rule(loss_on: LossOn, messages: Sequence[Message]) -> Any:
         raise InvalidMessage("loss_on", loss_on, "one of 'assistant', 'all', 'last_assistant'")
     last = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
     return lambda piece: piece.trained and piece.message == last
-

@@ -14,11 +14,13 @@ divides by 1 and contributes nothing, rather than dividing by zero.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
 from foveal.renderers.errors import ContractError
-from foveal.trainer.data.collate import IGNORE_INDEX
+from foveal.trainer.data.collate import IGNORE_INDEX, PackedBatch
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -28,7 +30,9 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     probabilities in bf16.
     """
     if logits.shape[:-1] != labels.shape:
-        raise ContractError("labels", list(labels.shape), f"the shape of logits without the vocabulary {list(logits.shape[:-1])}")
+        raise ContractError(
+            "labels", list(labels.shape), f"the shape of logits without the vocabulary {list(logits.shape[:-1])}"
+        )
     flat = logits.reshape(-1, logits.shape[-1]).float()
     nll = F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none")
     return nll.view(labels.shape)
@@ -68,3 +72,18 @@ def micro_batch_loss(
     if step_loss_tokens < 0:
         raise ContractError("step_loss_tokens", step_loss_tokens, "a non-negative token count")
     return weighted_nll_sum(token_nll(logits, labels), weights) / max(step_loss_tokens, 1)
+
+
+def packed_token_weights(batch: PackedBatch) -> torch.Tensor:
+    """The per-token weights of a packed row (loss weights times sample weights)."""
+    return token_weights(batch.loss_weights, batch.sample_weights, batch.cu_seqlens)
+
+
+def local_loss_tokens(batches: Sequence[PackedBatch]) -> int:
+    """Counted tokens of this rank's micro-batches; summed over ranks it is the step's normalizer."""
+    return sum(count_loss_tokens(packed_token_weights(batch)) for batch in batches)
+
+
+def sft_loss(logits: torch.Tensor, batch: PackedBatch, step_loss_tokens: int) -> torch.Tensor:
+    """`micro_batch_loss` of a packed row: what the training loop calls backward on."""
+    return micro_batch_loss(logits, batch.labels, packed_token_weights(batch), step_loss_tokens)

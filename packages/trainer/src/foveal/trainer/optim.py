@@ -48,7 +48,9 @@ def lr_multiplier(config: ScheduleConfig, total_steps: int) -> Callable[[int], f
     if total_steps < 1:
         raise ScheduleError("total_steps", total_steps, "at least 1 optimizer step")
     if config.warmup_steps > total_steps:
-        raise ScheduleError("trainer.schedule.warmup_steps", config.warmup_steps, f"at most the run's {total_steps} steps")
+        raise ScheduleError(
+            "trainer.schedule.warmup_steps", config.warmup_steps, f"at most the run's {total_steps} steps"
+        )
     warmup, floor = config.warmup_steps, config.min_lr_ratio
     decay_steps = max(total_steps - warmup, 1)
     shape = _DECAY_SHAPES[config.kind]

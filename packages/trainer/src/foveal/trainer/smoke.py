@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers.utils import logging as transformers_logging
 
 from foveal.configs.command import Command
 from foveal.renderers.tiny import VLM_FAMILIES
@@ -78,6 +79,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    transformers_logging.disable_progress_bar()  # a CLI summary, not per-shard progress bars
     result = run_smoke(args.family, args.cache_root)
     print(f"family        {result.family}")
     print(f"folder        {result.folder}")

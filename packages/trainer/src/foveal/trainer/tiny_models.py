@@ -9,6 +9,7 @@ deepstack, Qwen2.5-VL window attention) at a size that builds and runs a step in
 
 from __future__ import annotations
 
+import copy
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from foveal.renderers.tiny import (
     family_spec,
     materialize,
     processor_recipe,
+    source_digest,
     write_processor_files,
 )
 
@@ -50,39 +52,54 @@ TEXT = {
 HEAD_DIM = TEXT["hidden_size"] // TEXT["num_attention_heads"]
 # mrope sections (temporal, height, width) sum to HEAD_DIM // 2 = 8, in the real proportions: Qwen2-VL's
 # [16, 24, 24] -> [2, 3, 3]; Qwen3-VL interleaves its [24, 20, 20] as t,h,w,t,h,w,... -> [3, 3, 2].
-# Vision towers: depth 2, width 32, 2 heads; output width = the text hidden size.
+# The Qwen3 classes take head_dim explicitly. Vision towers: depth 2, width 32, 2 heads, output width = the
+# text hidden size; patch, merge and temporal sizes come from the family's image processor settings.
+# Embeddings are tied like the small real Qwen3 models, untied like the 7B-class VLMs.
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "qwen2_vl": {
-        "rope": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
-        "vision": {"depth": 2, "embed_dim": 32, "hidden_size": 64, "mlp_ratio": 2, "num_heads": 2, "patch_size": 14},
+        "text": {"rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]}},
+        "vision": {"depth": 2, "embed_dim": 32, "hidden_size": 64, "mlp_ratio": 2, "num_heads": 2},
+        "tie_word_embeddings": False,
     },
     "qwen2_5_vl": {
-        "rope": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
+        "text": {"rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]}},
         "vision": {
             "depth": 2,
             "hidden_size": 32,
             "intermediate_size": 64,
             "num_heads": 2,
             "out_hidden_size": 64,
-            "patch_size": 14,
             "window_size": 112,
             "fullatt_block_indexes": [1],
         },
+        "tie_word_embeddings": False,
     },
     "qwen3_vl": {
-        "rope": {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [3, 3, 2], "mrope_interleaved": True},
+        "text": {
+            "head_dim": HEAD_DIM,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 5e6,
+                "mrope_section": [3, 3, 2],
+                "mrope_interleaved": True,
+            },
+        },
         "vision": {
             "depth": 2,
             "hidden_size": 32,
             "intermediate_size": 64,
             "num_heads": 2,
             "out_hidden_size": 64,
-            "patch_size": 16,
             "num_position_embeddings": 256,
             "deepstack_visual_indexes": [0],
         },
+        "tie_word_embeddings": False,
     },
-    "qwen3": {"rope": {"rope_type": "default", "rope_theta": 1000000.0}, "vision": None},
+    "qwen3": {
+        "text": {"head_dim": HEAD_DIM, "rope_parameters": {"rope_type": "default", "rope_theta": 1e6}},
+        "vision": None,
+        "tie_word_embeddings": True,
+    },
 }
 _CLASSES: dict[str, tuple[type[PreTrainedConfig], type[PreTrainedModel]]] = {
     "qwen2_vl": (Qwen2VLConfig, Qwen2VLForConditionalGeneration),
@@ -107,20 +124,22 @@ def model_recipe(spec: FamilySpec) -> dict[str, Any]:
         "architecture": ARCHITECTURES[spec.name],
         "seed": SEED,
         "versions": {name: version(name) for name in ("torch", "transformers", "safetensors")},
+        "code": source_digest(__file__),
     }
 
 
 def tiny_config(spec: FamilySpec, ids: TinyTokenIds) -> PreTrainedConfig:
     """The family's real config class at tiny size, with every token id taken from the built tokenizer."""
     config_class, _ = _CLASSES[spec.name]
-    architecture = ARCHITECTURES[spec.name]
-    text = {**TEXT, "vocab_size": ids.vocab_size, "rope_parameters": dict(architecture["rope"]), **_special_ids(ids)}
+    # Deep copies: the config classes standardize rope_parameters in place.
+    architecture = copy.deepcopy(ARCHITECTURES[spec.name])
+    text = {**TEXT, **architecture["text"], "vocab_size": ids.vocab_size, **_special_ids(ids)}
+    tie = architecture["tie_word_embeddings"]
     if spec.vision is None:
-        return config_class(**text, head_dim=HEAD_DIM, tie_word_embeddings=True)
-    if spec.name == "qwen3_vl":
-        text["head_dim"] = HEAD_DIM
+        return config_class(**text, tie_word_embeddings=tie)
     vision = {
         **architecture["vision"],
+        "patch_size": spec.vision.patch_size,
         "spatial_merge_size": spec.vision.merge_size,
         "temporal_patch_size": spec.vision.temporal_patch_size,
     }
@@ -131,7 +150,7 @@ def tiny_config(spec: FamilySpec, ids: TinyTokenIds) -> PreTrainedConfig:
         video_token_id=ids.video_pad_id,
         vision_start_token_id=ids.vision_start_id,
         vision_end_token_id=ids.vision_end_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie,
     )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from foveal.renderers.errors import PlaceholderMismatch
 from foveal.renderers.families.encoding import SegmentEncoder
-from foveal.renderers.families.pieces import ImageSlot, Piece, Text, Token
+from foveal.renderers.families.pieces import Piece, Text, Token
 
 
 @dataclass(frozen=True, slots=True)

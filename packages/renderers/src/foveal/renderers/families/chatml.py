@@ -101,14 +101,12 @@ class ChatWriter:
 
 def tools_preamble(tools: Sequence[ToolSpec]) -> str:
     """The tools section of the system turn: one JSON line per tool inside `<tools>`."""
-    return TOOLS_HEADER + "".join("\n" + tool.json() for tool in tools) + TOOLS_FOOTER
+    return TOOLS_HEADER + "".join("\n" + tool.to_json() for tool in tools) + TOOLS_FOOTER
 
 
 def tool_calls_text(calls: Sequence[ToolCall], after_content: bool) -> str:
     """Tool-call blocks; a `\\n` precedes each one except the first when the content before it is empty."""
-    return "".join(
-        ("\n" if index or after_content else "") + tool_call_text(call) for index, call in enumerate(calls)
-    )
+    return "".join(("\n" if index or after_content else "") + tool_call_text(call) for index, call in enumerate(calls))
 
 
 def tool_call_text(call: ToolCall) -> str:

@@ -9,11 +9,12 @@ prompts, `\\n` between turns), so encodings are cached.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import functools
 
 from tokenizers import Tokenizer
 
 from foveal.renderers.errors import UnknownFamily
+
 
 class SegmentEncoder:
     """Encodes text stretches to ids plus each token's end offset (in characters), with an LRU cache."""
@@ -23,22 +24,19 @@ class SegmentEncoder:
         # dropping it keeps the raw character offsets the loss mask is computed from (no offset trimming).
         self._tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self._tokenizer.post_processor = None
-        self._cache: OrderedDict[str, tuple[tuple[int, ...], tuple[int, ...]]] = OrderedDict()
-        self._cache_size = cache_size
         self._added = {t.content: i for i, t in tokenizer.get_added_tokens_decoder().items()}
+        self._cache_size = cache_size
+        # lru_cache is thread-safe, so data-loader threads can share one renderer.
+        self.encode = functools.lru_cache(maxsize=cache_size)(self._encode)
 
-    def encode(self, text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def __reduce__(self) -> tuple[type[SegmentEncoder], tuple[Tokenizer, int]]:
+        """Pickle as (tokenizer, cache size): spawned data-loader workers rebuild an empty cache."""
+        return SegmentEncoder, (self._tokenizer, self._cache_size)
+
+    def _encode(self, text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Token ids of `text` and, for each, the character offset where it ends."""
-        hit = self._cache.get(text)
-        if hit is not None:
-            self._cache.move_to_end(text)
-            return hit
         encoding = self._tokenizer.encode(text, add_special_tokens=False)
-        result = (tuple(encoding.ids), tuple(end for _, end in encoding.offsets))
-        self._cache[text] = result
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return result
+        return tuple(encoding.ids), tuple(end for _, end in encoding.offsets)
 
     def decode(self, token_ids: list[int]) -> str:
         """The text of `token_ids`, added tokens included (exactly what the model wrote)."""

@@ -94,7 +94,9 @@ class GenericFamily(FamilyAdapter):
 
     def _assistant_start(self, messages: Sequence[Message], index: int, tools: Sequence[ToolSpec], full: str) -> int:
         if index == 0:
-            raise InvalidMessage("messages[0].role", "assistant", "a conversation that does not open with the assistant")
+            raise InvalidMessage(
+                "messages[0].role", "assistant", "a conversation that does not open with the assistant"
+            )
         prompt = self.render_text(messages[:index], tools, True)
         if not full.startswith(prompt):
             raise InvalidMessage(f"messages[{index}]", "<assistant turn>", "a template that keeps earlier turns as is")

@@ -12,6 +12,7 @@ stored image's size under this renderer's spec must equal the descriptor's paylo
 from __future__ import annotations
 
 import io
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,14 @@ class ImageResolver:
         self.spec = spec
         self._stored: OrderedDict[str, StoredImage] = OrderedDict()
         self._cache_size = cache_size
+        self._lock = threading.Lock()  # guards only the dict; puts of one image race harmlessly
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable for spawned workers: the cache and its lock stay behind."""
+        return {"store": self.store, "spec": self.spec, "cache_size": self._cache_size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["store"], state["spec"], state["cache_size"])  # type: ignore[misc]
 
     def resolve(self, source: Any, field: str) -> ResolvedImage:
         """The descriptor for any accepted image source; `field` names it in errors."""
@@ -63,9 +72,12 @@ class ImageResolver:
         """`store.put`, skipped when these exact bytes (or pixels) were stored before and are still there."""
         raw = read_location(source, store.locations)  # the location rules run on every call
         key = _content_key(raw)
-        stored = self._stored.get(key)
-        if stored is None or not stored.path.is_file():
-            stored = store.put(raw)
+        with self._lock:
+            stored = self._stored.get(key)
+        if stored is not None and stored.path.is_file():
+            return stored
+        stored = store.put(raw)
+        with self._lock:
             self._stored[key] = stored
             if len(self._stored) > self._cache_size:
                 self._stored.popitem(last=False)
@@ -92,7 +104,9 @@ class ImageResolver:
             width, height = image.size
         layout = compute_layout(spec, width, height)
         if layout.payload() != descriptor.payload:
-            raise PlaceholderMismatch(f"{field}.payload", descriptor.payload, f"{layout.payload()} for {width}x{height}")
+            raise PlaceholderMismatch(
+                f"{field}.payload", descriptor.payload, f"{layout.payload()} for {width}x{height}"
+            )
         return ResolvedImage(descriptor, layout.num_placeholder_tokens)
 
 

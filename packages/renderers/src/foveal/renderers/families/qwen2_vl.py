@@ -36,7 +36,9 @@ class Qwen2VLFamily(FamilyAdapter):
             if isinstance(message, AssistantMessage) and message.tool_calls:
                 raise refuse(f"messages[{index}].tool_calls", message.tool_calls, self.name, "no tool calls")
             if isinstance(message, AssistantMessage) and message.reasoning_content is not None:
-                raise refuse(f"messages[{index}].reasoning_content", message.reasoning_content, self.name, "no reasoning")
+                raise refuse(
+                    f"messages[{index}].reasoning_content", message.reasoning_content, self.name, "no reasoning"
+                )
 
     def write(self, messages: Sequence[Message], tools: Sequence[ToolSpec], add_generation_prompt: bool) -> ChatWriter:
         out = ChatWriter()

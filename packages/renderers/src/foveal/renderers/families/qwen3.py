@@ -102,4 +102,3 @@ def _split_reasoning(message: AssistantMessage) -> tuple[str, str]:
         reasoning = content.split(THINK_CLOSE)[0].rstrip("\n").split(THINK_OPEN)[-1].lstrip("\n")
         return content.split(THINK_CLOSE)[-1].lstrip("\n"), reasoning
     return content, ""
-

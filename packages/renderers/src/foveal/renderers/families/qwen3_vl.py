@@ -23,11 +23,12 @@ class Qwen3VLFamily(FamilyAdapter):
     layout_family = "qwen3_vl"
     vision_markers = (VISION_START, VISION_END)
     completion = CompletionFormat(reasoning=False, tool_calls=True)
-    prefix_stable = True
+    prefix_stable = False
     prefix_note = (
-        "Messages are written in order and never rewritten; the only cross-message rule (consecutive tool "
-        "messages share a turn) affects the new messages, not earlier ones. Re-tokenizing sampled text can "
-        "still differ from the sampled ids; `bridge` keeps them."
+        "Earlier turns are never rewritten, with one exception: consecutive tool messages share one user "
+        "turn, so appending a tool message after a tool message reopens the previous turn (its "
+        "`<|im_end|>` moves). Appending after an assistant turn, the RL case, is exact with `bridge`, "
+        "which keeps the sampled ids (re-tokenizing sampled text can differ from them)."
     )
 
     def check(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> None:
@@ -36,7 +37,9 @@ class Qwen3VLFamily(FamilyAdapter):
             if message.role == "system" and index > 0:
                 raise refuse(f"messages[{index}].role", "system", self.name, "only a leading system message")
             if isinstance(message, AssistantMessage) and message.reasoning_content is not None:
-                raise refuse(f"messages[{index}].reasoning_content", message.reasoning_content, self.name, "no reasoning")
+                raise refuse(
+                    f"messages[{index}].reasoning_content", message.reasoning_content, self.name, "no reasoning"
+                )
 
     def write(self, messages: Sequence[Message], tools: Sequence[ToolSpec], add_generation_prompt: bool) -> ChatWriter:
         out = ChatWriter()
@@ -56,4 +59,3 @@ class Qwen3VLFamily(FamilyAdapter):
         if add_generation_prompt:
             out.generation_prompt(len(messages))
         return out
-

@@ -9,7 +9,7 @@ deliberately shares nothing with the fast path except the message models (to fee
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -26,10 +26,18 @@ from foveal.renderers.messages import Message, parse_messages, parse_tools
 class ReferenceRenderer:
     """Token ids via the tokenizer's Jinja template and the real image processor (PIL backend)."""
 
-    def __init__(self, tokenizer: Any, image_processor: Any | None, adapter: FamilyAdapter) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        image_processor: Any | None,
+        adapter: FamilyAdapter,
+        load_image: Callable[[Any], Image.Image] | None = None,
+    ) -> None:
+        """`load_image` opens a message's image source (default `to_pil`); tests pass a memoized one."""
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.adapter = adapter
+        self.load_image = load_image or to_pil
         self.image_token_id = tokenizer.convert_tokens_to_ids(adapter.image_token) if adapter.image_token else None
 
     def render_ids(
@@ -48,7 +56,7 @@ class ReferenceRenderer:
 
     def placeholder_counts(self, messages: Sequence[Message]) -> list[int]:
         """Per image, in template order (message order, then part order), the processor's token count."""
-        images = [to_pil(part.image) for message in messages for part in message.images()]
+        images = [self.load_image(part.image) for message in messages for part in message.images()]
         if not images:
             return []
         grids = self.image_processor(images=images, return_tensors="np")["image_grid_thw"]
@@ -80,4 +88,3 @@ def to_pil(source: Any) -> Image.Image:
 
 def _file_path(location: str) -> Path:
     return Path(unquote(urlsplit(location).path)) if location.startswith("file:") else Path(location)
-

@@ -4,7 +4,7 @@
 PIL image processor; `foveal.trainer.tiny_models.build_tiny_model` adds random-weight models on top.
 """
 
-from foveal.renderers.tiny.cache import DEFAULT_CACHE_ROOT, materialize, recipe_digest
+from foveal.renderers.tiny.cache import DEFAULT_CACHE_ROOT, materialize, recipe_digest, source_digest
 from foveal.renderers.tiny.chat_templates import TEMPLATE_NAMES, chat_template
 from foveal.renderers.tiny.families import FAMILIES, FAMILY_SPECS, VLM_FAMILIES, FamilySpec, VisionSpec, family_spec
 from foveal.renderers.tiny.processor import build_tiny_processor, processor_recipe, write_processor_files
@@ -25,5 +25,6 @@ __all__ = [
     "materialize",
     "processor_recipe",
     "recipe_digest",
+    "source_digest",
     "write_processor_files",
 ]

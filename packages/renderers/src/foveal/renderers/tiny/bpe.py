@@ -27,14 +27,18 @@ MIN_FREQUENCY = 2
 
 def bpe_recipe() -> dict[str, object]:
     """Everything that decides the learned vocabulary; part of the cache key."""
-    corpus_digest = xxhash.xxh3_128_hexdigest("\x00".join(training_corpus()).encode())
     return {
-        "corpus_xxh3_128": corpus_digest,
+        "corpus_xxh3_128": _corpus_digest(),
         "vocab_size": BPE_VOCAB_SIZE,
         "min_frequency": MIN_FREQUENCY,
         "pretokenize_regex": PRETOKENIZE_REGEX,
         "normalizer": "NFC",
     }
+
+
+@functools.cache
+def _corpus_digest() -> str:
+    return xxhash.xxh3_128_hexdigest("\x00".join(training_corpus()).encode())
 
 
 def _empty_tokenizer() -> Tokenizer:

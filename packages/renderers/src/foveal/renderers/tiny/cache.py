@@ -1,10 +1,11 @@
 """Content-addressed folders for tiny artifacts: `<cache_root>/<name>-<hash of the recipe>`.
 
 A recipe is the JSON of everything that decides the files (corpus digest, tokens, template source, settings,
-library versions), so changing any of it gives a new folder and a stale one is never reused. A folder is
-written under a temporary name beside its final place and renamed in one step: readers never see a partial
-folder, and when several processes (pytest-xdist workers) build the same recipe, one rename wins and the
-others discard their copy.
+library versions, and a digest of the code that writes them), so changing any of it gives a new folder and a
+stale one is never reused. A folder is written under a hidden temporary name beside its final place and
+renamed in one step: readers never see a partial folder, and when several processes (pytest-xdist workers)
+build the same recipe, one rename wins and the others discard their copy. A build killed midway leaves only
+its hidden staging folder behind, which nothing reads.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ def canonical_json(recipe: Mapping[str, Any]) -> bytes:
 def recipe_digest(recipe: Mapping[str, Any]) -> str:
     """16 hex digits of xxh3-128 over the canonical JSON of the recipe."""
     return xxhash.xxh3_128_hexdigest(canonical_json(recipe))[:16]
+
+
+def source_digest(*files: str | Path) -> str:
+    """Digest of the code that writes an artifact, so editing that code invalidates its cached folders."""
+    hasher = xxhash.xxh3_128()
+    for path in files:
+        hasher.update(Path(path).read_bytes())
+    return hasher.hexdigest()[:16]
 
 
 def materialize(

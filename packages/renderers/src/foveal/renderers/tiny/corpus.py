@@ -46,14 +46,14 @@ _TOOLS = {
     "get_weather": {"city": _CITIES, "unit": ["celsius", "fahrenheit"]},
     "search": {"query": ["red circle", "train times", "coffee shops", "python list sort", "moon phase"]},
     "calculator": {"expression": ["2 + 2", "17 * 3", "(4 + 5) / 3", "100 - 58", "12 ** 2"]},
-    "crop_image": {"x": [0, 16, 32, 64, 128], "y": [0, 8, 24, 48, 96], "width": [32, 64, 112], "height": [32, 64, 112]},
+    "crop_image": {"x": [0, 16, 64, 128], "y": [0, 8, 48, 96], "width": [32, 64, 112], "height": [32, 64, 112]},
     "get_time": {"timezone": ["UTC", "Europe/Paris", "Asia/Tokyo", "America/New_York"]},
 }
 
 
 def _sentence(rng: random.Random) -> str:
     content = _NOUNS + _VERBS + _ADJECTIVES + _SHAPES
-    words = [rng.choice(_FUNCTION_WORDS if i % 2 == 0 else content) for i in range(rng.randint(5, 14))]
+    words = [rng.choice(content if i % 2 else _FUNCTION_WORDS) for i in range(rng.randint(5, 14))]
     text = " ".join(words)
     return text[0].upper() + text[1:] + rng.choice([".", ".", ".", "?", "!", ",", ";", ":"])
 
@@ -73,12 +73,13 @@ def _image_qa(rng: random.Random) -> str:
 
 def _numbers(rng: random.Random) -> str:
     a, b = rng.randint(0, 999), rng.randint(0, 999)
+    month, day, hour = rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23)
     return rng.choice(
         [
             f"{a} + {b} = {a + b}",
             f"{a} * {b} = {a * b}",
             f"The total is ${a}.{b % 100:02d} for {rng.randint(1, 9)} items.",
-            f"Date: 20{rng.randint(10, 30)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}, {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}",
+            f"Date: 20{a % 30:02d}-{month:02d}-{day:02d}, {hour:02d}:{b % 60:02d}",
             f"Answer: {a - b}",
         ]
     )
@@ -102,7 +103,8 @@ def _tool_call(rng: random.Random) -> str:
             },
         }
     )
-    return rng.choice([f"<tool_call>\n{call}\n</tool_call>", schema, f"<tool_response>\n{json.dumps(arguments)}\n</tool_response>"])
+    response = f"<tool_response>\n{json.dumps(arguments)}\n</tool_response>"
+    return rng.choice([f"<tool_call>\n{call}\n</tool_call>", schema, response])
 
 
 def _reasoning(rng: random.Random) -> str:

@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from foveal.renderers.tiny.bpe import bpe_recipe, family_tokenizer
-from foveal.renderers.tiny.cache import materialize
+from foveal.renderers.tiny import bpe
+from foveal.renderers.tiny.cache import materialize, source_digest
 from foveal.renderers.tiny.chat_templates import chat_template
 from foveal.renderers.tiny.families import EOS_TOKEN, PAD_TOKEN, FamilySpec, family_spec
 
@@ -24,7 +24,8 @@ from foveal.renderers.tiny.families import EOS_TOKEN, PAD_TOKEN, FamilySpec, fam
 def build_tiny_processor(family: str, cache_root: Path | None = None) -> Path:
     """Build (once) and return the processor folder of `family` under `cache_root` (default ~/.cache/foveal/tiny)."""
     spec = family_spec(family)
-    return materialize(spec.name, processor_recipe(spec), lambda folder: write_processor_files(spec, folder), cache_root)
+    recipe = processor_recipe(spec)
+    return materialize(spec.name, recipe, lambda folder: write_processor_files(spec, folder), cache_root)
 
 
 def processor_recipe(spec: FamilySpec) -> dict[str, Any]:
@@ -32,12 +33,13 @@ def processor_recipe(spec: FamilySpec) -> dict[str, Any]:
     return {
         "kind": "processor",
         "family": spec.name,
-        "bpe": bpe_recipe(),
+        "bpe": bpe.bpe_recipe(),
         "added_tokens": [[token, spec.is_special(token)] for token in spec.added_tokens],
         "tokenizer_config": tokenizer_config(spec),
         "chat_template": chat_template(spec.chat_template),
         "preprocessor_config": spec.vision.preprocessor_config() if spec.vision else None,
         "tokenizers_version": version("tokenizers"),
+        "code": source_digest(__file__, bpe.__file__),
     }
 
 
@@ -63,7 +65,7 @@ def tokenizer_config(spec: FamilySpec) -> dict[str, Any]:
 def write_processor_files(spec: FamilySpec, folder: Path) -> None:
     """Write the processor files of `spec` into an existing `folder`."""
     folder = Path(folder)
-    (folder / "tokenizer.json").write_text(family_tokenizer(spec).to_str(pretty=True), encoding="utf-8")
+    (folder / "tokenizer.json").write_text(bpe.family_tokenizer(spec).to_str(pretty=True), encoding="utf-8")
     _write_json(folder / "tokenizer_config.json", tokenizer_config(spec))
     (folder / "chat_template.jinja").write_text(chat_template(spec.chat_template), encoding="utf-8")
     if spec.vision:

@@ -141,7 +141,7 @@ def collate_packed(samples: Sequence[Packable], positions: PositionScheme) -> Pa
     return PackedBatch(
         sample_ids=tuple(sample.sample_id for sample in samples),
         input_ids=torch.cat(ids).unsqueeze(0),
-        labels=_shift(torch.cat(ids), IGNORE_INDEX).unsqueeze(0),
+        labels=torch.cat([_shift(x, IGNORE_INDEX) for x in ids]).unsqueeze(0),
         loss_weights=_shifted_field(samples, "loss_weights"),
         position_ids=pack_positions(
             [positions.sample_positions(s.sample_id, x, s.image_grid_thw) for s, x in zip(samples, ids, strict=True)]

@@ -15,7 +15,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -40,6 +40,7 @@ class PixelCache:
 
     Datasets repeat images (a shared system screenshot, RL groups sampling one prompt many times); the
     processor is the slow part of materializing them. Values are shared, so callers must not mutate them.
+    A hit skips the file read: the key's hash names the verified bytes the pixels were computed from.
     """
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES, max_entries: int | None = None) -> None:
@@ -152,7 +153,7 @@ class Materializer:
             raise ContractError("missing_image_policy", missing_image_policy, "'error' or 'placeholder_zero_loss'")
         self.adapter = adapter
         self.store = store
-        self.missing_image_policy: Literal["error", "placeholder_zero_loss"] = missing_image_policy
+        self.missing_image_policy: MissingImagePolicy = missing_image_policy
         self.cache = cache if cache is not None else PixelCache()
         self.metrics = metrics if metrics is not None else MaterializeMetrics()
 

@@ -27,6 +27,7 @@ _Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 _Weight = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0.0)]
 _TokenId = Annotated[StrictInt, Field(ge=0, le=MAX_TOKEN_ID)]
 _PER_TOKEN_OPTIONAL = ("inference_logprobs", "advantages")
+_PER_TOKEN_FIELDS = frozenset({"token_ids", "loss_weights", *_PER_TOKEN_OPTIONAL})
 
 
 class TrainingSample(BaseModel):
@@ -95,7 +96,8 @@ def sample_from_obj(obj: Any) -> TrainingSample:
     """Validate a decoded JSON/msgpack value as a TrainingSample, raising only ContractErrors."""
     if not isinstance(obj, dict):
         raise BadEnvelope("sample", type(obj).__name__, "a map of training sample fields")
-    tensor_key = find_processed_tensor_key(obj, "")
+    # Per-token fields are skipped (fast): they hold numbers only, and validation refuses anything else there.
+    tensor_key = find_processed_tensor_key({k: v for k, v in obj.items() if k not in _PER_TOKEN_FIELDS}, "")
     if tensor_key:
         raise BadEnvelope(tensor_key, "<tensor>", "no processed tensors in a training sample (MMRefs only)")
     try:

@@ -1,6 +1,6 @@
-"""Model-side helpers for packed rows: attention kept inside samples, forward and target log-probs."""
+"""Model-side helpers for packed rows: attention kept inside samples, and the forward."""
 
 from foveal.trainer.model.attention import PACKED_ATTENTION, check_boundaries, check_packed_attention
-from foveal.trainer.model.forward import packed_logits, target_logprobs
+from foveal.trainer.model.forward import packed_logits
 
-__all__ = ["PACKED_ATTENTION", "check_boundaries", "check_packed_attention", "packed_logits", "target_logprobs"]
+__all__ = ["PACKED_ATTENTION", "check_boundaries", "check_packed_attention", "packed_logits"]

@@ -8,13 +8,15 @@ token-position row that restarts at 0 at every sample boundary (`[1, T]` for tex
     same-sample mask into the causal mask, giving a block-diagonal causal mask in each backend's format;
   - flash_attention_2: `_flash_attention_forward` sees the positions restart and runs the varlen kernel with
     cu_seqlens taken where the position is 0.
-Passing `cu_seq_lens_q/k` ourselves is not an option for the VLMs: those kwargs also reach the vision tower,
-whose attention passes its own and fails on the duplicate. A 4-D mask of our own would be honoured by
-eager/sdpa only and would need each backend's mask format.
+Passing `cu_seq_lens_q/k` ourselves is not an option for the VLMs: under flash_attention_2 the forward kwargs
+also reach the vision tower, whose attention passes its own `cu_seq_lens_q` and would fail on the duplicate
+keyword (modeling_qwen2_5_vl.py, Qwen2_5_VLVisionAttention). A 4-D mask of our own would be honoured by
+eager/sdpa only, and would need each backend's mask format.
 
 Both detections are silently skipped when a 2-D attention mask or a KV cache is present, and the Qwen-VL
-text models ignore boundaries when given only the three mrope rows. `check_packed_inputs` refuses those
-cases, and `check_boundaries` proves that the position row implies exactly our `cu_seqlens`.
+text models ignore boundaries when given only the three mrope rows. `packed_logits` never passes a mask or a
+cache, and `check_boundaries` refuses the three-row form and proves that the position row implies exactly
+our `cu_seqlens`.
 The vision towers need nothing: they attend within each image by `image_grid_thw`, packed or not.
 """
 
@@ -24,13 +26,15 @@ import torch
 
 from foveal.renderers.errors import ContractError
 
-# Attention implementations that build per-sample attention from the position row (see above).
+# Attention implementations that build per-sample attention from the position row (see above). eager and sdpa
+# are proven by tests/test_packed_equivalence.py; flash_attention_2 takes transformers' varlen path from the
+# same row but is untested here (flash-attn is installed on none of our machines).
 PACKED_ATTENTION = frozenset({"eager", "sdpa", "flash_attention_2"})
 MROPE_ROWS = 4  # text row + temporal, height, width
 
 
 def check_packed_attention(config: object) -> None:
-    """Refuse an attention implementation we have not seen honour packed boundaries."""
+    """Refuse an attention implementation not known to honour packed boundaries (flex, paged, custom)."""
     implementation = getattr(config, "_attn_implementation", None)
     if implementation not in PACKED_ATTENTION:
         raise ContractError("attn_implementation", implementation, f"one of {sorted(PACKED_ATTENTION)}")

@@ -31,7 +31,14 @@ def write_shapes_dataset(
     folder = Path(folder)
     jsonl = folder / f"{split}.jsonl"
     manifest = folder / f"{split}.manifest.json"
-    wanted = {"format": FORMAT_VERSION, "generator": "shapes", "count": count, "seed": seed, "split": split, "spec": asdict(spec)}
+    wanted = {
+        "format": FORMAT_VERSION,
+        "generator": "shapes",
+        "count": count,
+        "seed": seed,
+        "split": split,
+        "spec": asdict(spec),
+    }
     if jsonl.is_file() and _read_manifest(manifest) == wanted:
         return jsonl
     image_dir = folder / "images" / split

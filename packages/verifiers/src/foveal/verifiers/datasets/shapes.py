@@ -59,7 +59,9 @@ class ShapesSpec:
         if self.image_size < 32:
             raise ShapesSpecError("image_size", self.image_size, "at least 32 pixels")
         if not 1 <= self.min_shapes <= self.max_shapes <= len(CELLS):
-            raise ShapesSpecError("min_shapes/max_shapes", (self.min_shapes, self.max_shapes), f"1 <= min <= max <= {len(CELLS)}")
+            raise ShapesSpecError(
+                "min_shapes/max_shapes", (self.min_shapes, self.max_shapes), f"1 <= min <= max <= {len(CELLS)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -106,11 +108,16 @@ class ShapesExample:
 
         `image` replaces the PIL image in the user turn (a path, for a JSONL file that points at PNGs).
         """
-        content = [{"type": "image", "image": self.image if image is None else image}, {"type": "text", "text": self.question.text}]
+        content = [
+            {"type": "image", "image": self.image if image is None else image},
+            {"type": "text", "text": self.question.text},
+        ]
         return [{"role": "user", "content": content}, {"role": "assistant", "content": self.question.answer}]
 
 
-def generate_example(index: int, *, seed: int = 0, split: Split = "train", spec: ShapesSpec = ShapesSpec()) -> ShapesExample:
+def generate_example(
+    index: int, *, seed: int = 0, split: Split = "train", spec: ShapesSpec = ShapesSpec()
+) -> ShapesExample:
     """Example `index` of `split` under `seed`: the same scene, image and question every time."""
     if split not in SPLITS:
         raise ShapesSpecError("split", split, f"one of {list(SPLITS)}")
@@ -157,7 +164,9 @@ def _scene(rng: random.Random, spec: ShapesSpec) -> tuple[Shape, ...]:
     count = rng.randint(spec.min_shapes, spec.max_shapes)
     cells = sorted(rng.sample(range(len(CELLS)), count))
     looks = rng.sample([(kind, color) for kind in KINDS for color in PALETTE], count)
-    return tuple(Shape(kind, color, cell, _box(rng, cell, spec.image_size)) for cell, (kind, color) in zip(cells, looks))
+    return tuple(
+        Shape(kind, color, cell, _box(rng, cell, spec.image_size)) for cell, (kind, color) in zip(cells, looks)
+    )
 
 
 def _box(rng: random.Random, cell: int, image_size: int) -> tuple[int, int, int, int]:

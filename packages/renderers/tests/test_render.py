@@ -1,0 +1,227 @@
+"""Renderer behaviour beyond parity: family choice, refusals, images and descriptors, masks, speed path."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from foveal.renderers.contract import RawImageDescriptor
+from foveal.renderers.errors import FingerprintMismatch, PlaceholderMismatch, UnknownFamily
+from foveal.renderers.factory import load_renderer
+from foveal.renderers.messages import InvalidMessage
+from foveal.renderers.tiny import build_tiny_processor
+
+sys.path.insert(0, str(Path(__file__).parent))
+import rendering_fixtures as rf
+
+
+def user_with(*parts: Any) -> dict[str, Any]:
+    return {"role": "user", "content": list(parts)}
+
+
+def image(index: int = 0, kind: str = "pil") -> dict[str, Any]:
+    return {"type": "image", "image": rf.image_source(index, kind)}
+
+
+@pytest.mark.parametrize(
+    ("source", "family"),
+    [("qwen2_vl", "qwen2_vl"), ("qwen2_5_vl", "qwen2_vl"), ("qwen3_vl", "qwen3_vl"), ("qwen3", "qwen3")],
+)
+def test_family_is_detected_from_the_tokenizers_own_template(source: str, family: str) -> None:
+    assert rf.renderer(source).family == family
+
+
+def test_tiny_model_names_load_like_folders() -> None:
+    assert load_renderer("tiny:qwen3").family == "qwen3"
+
+
+def test_a_family_that_does_not_reproduce_the_template_is_refused() -> None:
+    with pytest.raises(UnknownFamily) as raised:
+        load_renderer(build_tiny_processor("qwen3"), family="qwen2_vl")
+    assert raised.value.field == "family"
+
+
+def test_an_unknown_template_falls_back_to_generic(tmp_path: Path) -> None:
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    for file in build_tiny_processor("qwen3").iterdir():
+        (folder / file.name).write_bytes(file.read_bytes())
+    (folder / "chat_template.jinja").write_text(
+        "{% for m in messages %}<|im_start|>{{ m.role }}: {{ m.content }}<|im_end|>{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant: {% endif %}"
+    )
+    renderer = load_renderer(folder)
+    assert renderer.family == "generic"
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    rendered = renderer.render(messages)
+    expected = renderer.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
+    assert list(rendered.token_ids) == expected
+    trained = renderer.tokenizer.decode([t for t, m in zip(rendered.token_ids, rendered.loss_mask, strict=True) if m])
+    assert trained == " yo<|im_end|>"  # BPE merges the prompt's trailing space into " yo": it carries reply text
+
+
+def test_hand_written_families_never_call_the_chat_template(monkeypatch: pytest.MonkeyPatch) -> None:
+    renderer = load_renderer(build_tiny_processor("qwen3_vl"), store=rf.store())
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("apply_chat_template called at render time")
+
+    monkeypatch.setattr(renderer.tokenizer, "apply_chat_template", refuse)
+    rendered = renderer.render([user_with(image(1), {"type": "text", "text": "hi"})], add_generation_prompt=True)
+    assert len(rendered.images) == 1
+
+
+@pytest.mark.parametrize(
+    ("source", "messages", "tools", "field"),
+    [
+        ("qwen2_vl", [{"role": "user", "content": "q"}], [{"type": "function", "function": {"name": "f"}}], "tools"),
+        (
+            "qwen2_vl",
+            [{"role": "assistant", "content": "", "tool_calls": [{"name": "f"}]}],
+            None,
+            "messages[0].tool_calls",
+        ),
+        (
+            "qwen2_vl",
+            [{"role": "assistant", "content": "a", "reasoning_content": "r"}],
+            None,
+            "messages[0].reasoning_content",
+        ),
+        (
+            "qwen3_vl",
+            [{"role": "user", "content": "q"}, {"role": "system", "content": "late"}],
+            None,
+            "messages[1].role",
+        ),
+        (
+            "qwen3_vl",
+            [{"role": "assistant", "content": [{"type": "image", "image": b"x"}]}],
+            None,
+            "messages[0].content",
+        ),
+        ("qwen3", [user_with({"type": "image", "image": b"x"})], None, "messages[0].content"),
+        ("qwen3", [{"role": "robot", "content": "x"}], None, "messages[0]"),
+        ("qwen3", [], None, "messages"),
+    ],
+)
+def test_content_a_template_would_drop_is_refused_naming_the_field(
+    source: str, messages: list[Any], tools: Any, field: str
+) -> None:
+    with pytest.raises(InvalidMessage) as raised:
+        rf.renderer(source).render(messages, tools)
+    assert raised.value.field == field
+
+
+def test_placeholder_tokens_inside_text_are_refused() -> None:
+    with pytest.raises(PlaceholderMismatch):
+        rf.renderer("qwen2_5_vl").render([{"role": "user", "content": "fake <|image_pad|> image"}])
+
+
+def test_each_image_is_stored_once_and_described_by_its_layout() -> None:
+    renderer = rf.renderer("qwen2_5_vl")
+    sources = [image(4, kind) for kind in ("pil", "png_bytes", "data_url", "path", "file_uri")]
+    rendered = renderer.render([user_with(*sources, image(6))])
+    descriptors = [i.descriptor for i in rendered.images]
+    assert len({d.hash for d in descriptors[:5]}) == 1  # five forms of one image, one stored file
+    assert descriptors[5].hash != descriptors[0].hash
+    for item in rendered.images:
+        assert Path(item.descriptor.raw_image_uri.removeprefix("file://")).is_file()
+        assert item.length == item.descriptor.payload["num_placeholder_tokens"]
+        assert set(rendered.token_ids[item.offset : item.offset + item.length]) == {renderer.image_token_id}
+
+
+def test_a_stored_descriptor_is_accepted_and_checked() -> None:
+    renderer = rf.renderer("qwen3_vl")
+    first = renderer.render([user_with(image(3))]).images[0]
+    again = renderer.render([user_with({"type": "image", "image": first.descriptor.model_dump()})])
+    assert again.images == (first,)
+    tampered = first.descriptor.model_copy(
+        update={"payload": {"image_grid_thw": [1, 2, 2], "num_placeholder_tokens": 1}}
+    )
+    with pytest.raises(PlaceholderMismatch) as raised:
+        renderer.render([user_with({"type": "image", "image": tampered})])
+    assert raised.value.field == "images[0].payload"
+
+
+def test_a_descriptor_from_another_layout_is_refused() -> None:
+    descriptor = rf.renderer("qwen2_5_vl").render([user_with(image(3))]).images[0].descriptor
+    with pytest.raises(FingerprintMismatch):
+        rf.renderer("qwen3_vl").render([user_with({"type": "image", "image": descriptor})])
+    assert isinstance(descriptor, RawImageDescriptor)
+
+
+def test_image_count_limit_names_the_messages() -> None:
+    renderer = load_renderer(build_tiny_processor("qwen3_vl"), store=rf.store(), max_images=1)
+    with pytest.raises(InvalidMessage) as raised:
+        renderer.render([user_with(image(0), image(1))])
+    assert raised.value.field == "messages"
+
+
+@pytest.mark.parametrize("loss_on", ["assistant", "last_assistant", "all"])
+def test_loss_modes(loss_on: str) -> None:
+    renderer = rf.renderer("qwen3_vl")
+    messages = [
+        {"role": "user", "content": [image(0), {"type": "text", "text": "a"}]},
+        {"role": "assistant", "content": "first"},
+        {"role": "user", "content": "b"},
+        {"role": "assistant", "content": "second"},
+    ]
+    rendered = renderer.render(messages, loss_on=loss_on)
+    trained = renderer.tokenizer.decode([t for t, m in zip(rendered.token_ids, rendered.loss_mask, strict=True) if m])
+    expected = {
+        "assistant": "first<|im_end|>second<|im_end|>",
+        "last_assistant": "second<|im_end|>",
+        "all": renderer.tokenizer.decode([t for t in rendered.token_ids if t != renderer.image_token_id]),
+    }
+    assert trained == expected[loss_on]
+    assert not any(any(rendered.loss_mask[i.offset : i.offset + i.length]) for i in rendered.images)
+
+
+def test_unknown_loss_mode_is_refused() -> None:
+    with pytest.raises(InvalidMessage) as raised:
+        rf.renderer("qwen3").render([{"role": "user", "content": "x"}], loss_on="everything")  # type: ignore[arg-type]
+    assert raised.value.field == "loss_on"
+
+
+def test_prefix_stability_is_declared_per_family() -> None:
+    assert rf.renderer("qwen2_vl").prefix_stable
+    assert not rf.renderer("qwen3_vl").prefix_stable
+    assert not rf.renderer("qwen3").prefix_stable
+    assert rf.renderer("qwen2_5_vl", "generic").prefix_stable
+    assert not rf.renderer("qwen3", "generic").prefix_stable
+    for source in ("qwen2_vl", "qwen3_vl", "qwen3"):
+        assert "bridge" in rf.renderer(source).prefix_note
+
+
+def test_generic_refuses_to_guess_the_mask_of_a_rewritten_turn() -> None:
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "a", "reasoning_content": "r"},
+        {"role": "user", "content": "q2"},
+    ]
+    with pytest.raises(InvalidMessage) as raised:
+        rf.renderer("qwen3", "generic").render(messages)
+    assert raised.value.field == "messages[1]"
+
+
+def test_importing_the_renderer_pulls_in_neither_torch_nor_transformers() -> None:
+    code = (
+        "import sys, foveal.renderers as r\n"
+        "from foveal.renderers import Renderer, ModelInput, AssistantMessage, load_renderer\n"
+        "import foveal.renderers.families, foveal.renderers.rendering, foveal.renderers.chunks\n"
+        "bad = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_renderer_survives_pickling_for_spawned_data_loader_workers() -> None:
+    renderer = rf.renderer("qwen3_vl")
+    messages = [user_with(image(1, "png_bytes"), {"type": "text", "text": "x"})]
+    clone = pickle.loads(pickle.dumps(renderer))
+    assert clone.render(messages) == renderer.render(messages)

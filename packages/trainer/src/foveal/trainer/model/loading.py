@@ -1,0 +1,90 @@
+"""Load the policy model and its processor from `[model].name_or_path`, and decide the compute precision.
+
+`name_or_path` is a hub name, a local folder (a Foveal checkpoint folder is one), or `tiny:<family>`,
+which builds the tiny random-weight model of that family locally (`foveal.trainer.tiny_models`) so demos
+and tests never need a network. Models with a `vision_config` load through `AutoModelForImageTextToText`,
+others through `AutoModelForCausalLM`, the way users load them; the processor is the folder's
+`AutoProcessor` (a tokenizer for text-only models), so checkpoints can save it beside the weights.
+
+Precision (`trainer.precision`): `auto` is bf16 autocast on CUDA and plain fp32 on CPU, where bf16 matmuls
+are slow and the demo wants exact, reproducible numbers. Parameters stay in the dtype they were loaded
+in (`[model].dtype`; fp32 master weights unless a bf16 checkpoint is loaded as is), and autocast runs the
+matmuls in bf16; the loss is always computed in fp32 (`foveal.trainer.loss`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+from foveal.configs.model import ModelConfig
+from foveal.trainer.tiny_models import build_tiny_model
+
+TINY_PREFIX = "tiny:"
+PrecisionSetting = Literal["auto", "fp32", "bf16"]
+_DTYPES: dict[str, torch.dtype | str] = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class ModelLoadError(ValueError):
+    """A model setting that cannot be honoured; names the field and the value."""
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        self.field, self.value, self.expected = field, value, expected
+        super().__init__(f"{field}: {expected} (got {value!r})")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The dtype matmuls run in on one device; `autocast()` wraps each forward in it."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast, or nothing at all for fp32 (so fp32 runs are bit-for-bit plain PyTorch)."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+
+def resolve_precision(setting: PrecisionSetting, device: torch.device) -> Precision:
+    """`trainer.precision` on `device`: auto is bf16 on CUDA, fp32 elsewhere."""
+    if setting == "fp32" or (setting == "auto" and device.type != "cuda"):
+        return Precision(device, torch.float32)
+    return Precision(device, torch.bfloat16)
+
+
+def resolve_source(name_or_path: str, cache_root: Path | None = None) -> str:
+    """A folder or hub name `from_pretrained` accepts: `tiny:<family>` is built (once) under `cache_root`."""
+    if name_or_path.startswith(TINY_PREFIX):
+        return str(build_tiny_model(name_or_path.removeprefix(TINY_PREFIX), cache_root))
+    return name_or_path
+
+
+def is_vision_model(source: str, trust_remote_code: bool = False) -> bool:
+    """Whether the model at `source` has a vision tower (its config carries a `vision_config`)."""
+    config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    return getattr(config, "vision_config", None) is not None
+
+
+def load_model(config: ModelConfig, source: str, device: torch.device) -> torch.nn.Module:
+    """The model at `source` on `device`, in training mode, with the configured dtype and attention kernel."""
+    auto = AutoModelForImageTextToText if is_vision_model(source, config.trust_remote_code) else AutoModelForCausalLM
+    model = auto.from_pretrained(
+        source,
+        dtype=_DTYPES[config.dtype],
+        attn_implementation=config.attn_implementation,
+        trust_remote_code=config.trust_remote_code,
+    )
+    return model.to(device).train()
+
+
+def load_processor(config: ModelConfig, source: str) -> Any:
+    """The folder's processor (tokenizer + image processor) for VLMs, its tokenizer for text-only models."""
+    auto = AutoProcessor if is_vision_model(source, config.trust_remote_code) else AutoTokenizer
+    return auto.from_pretrained(source, trust_remote_code=config.trust_remote_code)
