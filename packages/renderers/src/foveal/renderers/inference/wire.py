@@ -1,0 +1,177 @@
+"""Wire models of Foveal's inference API, shared by the servers (trainer), the router and every client.
+
+Token-in/token-out: a request carries prompt token ids with placeholder runs already expanded and one
+`mmraw:` ref per image, in prompt order (CONTRACT.md section 3). Responses carry sampled token ids and
+their logprobs, so a trainer never re-tokenizes what the model produced. Every model forbids unknown
+fields, so a typo in a client is a 422 naming the field rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_STOP_STRINGS = 16
+MAX_SAMPLES_PER_REQUEST = 64
+
+
+class WireModel(BaseModel):
+    """Base of every wire model: unknown fields are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplingParams(WireModel):
+    """How to sample; the defaults are plain ancestral sampling of up to 256 tokens."""
+
+    temperature: float = Field(default=1.0, ge=0.0, le=100.0, description="0 means greedy.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus mass kept; 1 keeps all.")
+    top_k: int = Field(default=0, ge=0, description="Most likely tokens kept; 0 keeps all.")
+    max_tokens: int = Field(default=256, ge=1, description="Most tokens sampled per completion.")
+    stop: tuple[str, ...] = Field(
+        default=(), max_length=MAX_STOP_STRINGS, description="Strings that end a completion (kept in its ids)."
+    )
+    stop_token_ids: tuple[int, ...] = Field(
+        default=(), description="Extra token ids that end a completion, besides the model's own stop tokens."
+    )
+    seed: int | None = Field(default=None, ge=0, description="Makes sampling reproducible per request.")
+    n: int = Field(default=1, ge=1, le=MAX_SAMPLES_PER_REQUEST, description="Completions sampled per prompt.")
+    logprobs: bool = Field(default=True, description="Return the logprob of each sampled token.")
+
+
+class GenerateRequest(WireModel):
+    """Sample completions of `prompt_token_ids`; `image_refs` are `mmraw:` strings, one per image."""
+
+    prompt_token_ids: tuple[int, ...] = Field(min_length=1)
+    image_refs: tuple[str, ...] = ()
+    sampling: SamplingParams = SamplingParams()
+    request_id: str | None = Field(
+        default=None, max_length=128, description="Caller's id, echoed back; the server makes one when absent."
+    )
+
+
+FinishReason = Literal["stop", "length"]
+
+
+class Completion(WireModel):
+    """One sampled continuation; `logprobs[i]` is the logprob of `token_ids[i]` under the serving weights."""
+
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...] | None = None
+    finish_reason: FinishReason
+    text: str = Field(description="The completion decoded, special tokens kept.")
+
+
+class GenerateResponse(WireModel):
+    """Completions in sampling order, and the weight version that produced them."""
+
+    request_id: str
+    model: str
+    weight_version: int
+    prompt_tokens: int
+    completions: tuple[Completion, ...]
+
+
+class TokenizeRequest(WireModel):
+    """Text to token ids with the served tokenizer (no chat template, no special tokens added)."""
+
+    text: str
+
+
+class TokenizeResponse(WireModel):
+    token_ids: tuple[int, ...]
+
+
+class DetokenizeRequest(WireModel):
+    token_ids: tuple[int, ...]
+
+
+class DetokenizeResponse(WireModel):
+    text: str
+
+
+PauseMode = Literal["abort", "wait", "keep"]
+"""abort: in-flight requests end with 503 `aborted` (clients retry); wait: pause once they finish;
+keep: freeze them where they are and continue them after resume. New requests wait for resume."""
+
+
+class PauseRequest(WireModel):
+    mode: PauseMode = "wait"
+
+
+class UpdateWeightsRequest(WireModel):
+    """Load new weights from a safetensors checkpoint folder the server can read; `version` is recorded."""
+
+    path: str = Field(min_length=1, description="Folder with *.safetensors (and an optional index).")
+    version: int = Field(ge=0, description="Weight version the server reports after the update.")
+
+
+ServerState = Literal["serving", "paused", "updating"]
+
+
+class ControlResponse(WireModel):
+    """The server's state after a control request."""
+
+    state: ServerState
+    weight_version: int
+    in_flight: int
+
+
+class ServerInfo(WireModel):
+    """What a client needs to render prompts for this server and check it serves the expected model."""
+
+    model: str
+    family: str
+    backend: Literal["transformers", "vllm", "router"]
+    max_model_len: int
+    weight_version: int
+    state: ServerState
+    image_token_id: int | None
+    stop_token_ids: tuple[int, ...]
+    layout_fingerprint: str | None = Field(description="Fingerprint of the served image processor, if any.")
+
+
+class Health(WireModel):
+    status: Literal["ok"] = "ok"
+    state: ServerState
+    in_flight: int
+
+
+ErrorCode = Literal[
+    "invalid_request", "invalid_ref", "not_found", "unauthorized", "too_long", "aborted", "overloaded",
+    "unavailable", "internal",
+]  # fmt: skip
+
+
+class ErrorDetail(WireModel):
+    """Why a request failed: `field` is the dotted name of the offending input, when there is one."""
+
+    code: ErrorCode
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(WireModel):
+    """The body of every 4xx/5xx answer; `aborted` (503) and `unavailable` (503) are safe to retry."""
+
+    error: ErrorDetail
+
+
+class Endpoints:
+    """Paths of the API; data plane under /v1, control plane under /control (bearer token required)."""
+
+    GENERATE = "/v1/generate"
+    CHAT_COMPLETIONS = "/v1/chat/completions"
+    TOKENIZE = "/v1/tokenize"
+    DETOKENIZE = "/v1/detokenize"
+    INFO = "/v1/info"
+    HEALTH = "/health"
+    PAUSE = "/control/pause"
+    RESUME = "/control/resume"
+    UPDATE_WEIGHTS = "/control/update_weights"
+    RESET_PREFIX_CACHE = "/control/reset_prefix_cache"
+
+
+SESSION_HEADER = "X-Session-ID"
+RETRYABLE_CODES: frozenset[str] = frozenset({"aborted", "unavailable"})
