@@ -8,8 +8,6 @@ text that tokenizes differently) the difference is shown and bridging still keep
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +17,6 @@ from hypothesis import strategies as st
 from foveal.renderers.messages import InvalidMessage
 from foveal.renderers.rendering import RenderedConversation, Renderer
 
-sys.path.insert(0, str(Path(__file__).parent))
 import rendering_fixtures as rf
 
 BRIDGING = settings(rf.PARITY, max_examples=40)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import sys
 from pathlib import Path
 
 import orjson
@@ -14,7 +13,6 @@ from hypothesis import strategies as st
 from foveal.renderers.chunks import EncodedTextChunk, ImageAssetPointerChunk, ImageChunk, ModelInput
 from foveal.renderers.errors import DisallowedLocation, ImageRejected, PlaceholderMismatch, UnknownFamily
 
-sys.path.insert(0, str(Path(__file__).parent))
 import rendering_fixtures as rf
 
 TOKENS = st.lists(st.integers(0, 2**31 - 1), max_size=8).map(tuple)

@@ -10,15 +10,12 @@ mask only from the template string and the HF tokenizer's offsets.
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import currently_in_test_context, event, given
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).parent))
 import rendering_fixtures as rf
 
 ASSISTANT_OPEN, TURN_END = "<|im_start|>assistant\n", "<|im_end|>"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +11,6 @@ from hypothesis import strategies as st
 from foveal.renderers.messages import AssistantMessage, ToolCall
 from foveal.renderers.rendering import Renderer
 
-sys.path.insert(0, str(Path(__file__).parent))
 import rendering_fixtures as rf
 
 ROUND_TRIP = settings(rf.PARITY, max_examples=60)

@@ -16,7 +16,6 @@ from foveal.renderers.factory import load_renderer
 from foveal.renderers.messages import InvalidMessage
 from foveal.renderers.tiny import build_tiny_processor
 
-sys.path.insert(0, str(Path(__file__).parent))
 import rendering_fixtures as rf
 
 

@@ -15,6 +15,8 @@ from foveal.configs import SFTConfig, load_config
 from foveal.renderers.errors import OverlongSample
 from foveal.trainer.checkpoint import DataPosition
 from foveal.trainer.distributed import DistributedContext
+from foveal.trainer.data.collate import PackSample
+from foveal.trainer.data.packing import PackItem
 from foveal.trainer.loss import local_loss_tokens
 from foveal.trainer.sft_data import (
     DatasetError,
@@ -51,15 +53,35 @@ def test_plan_covers_every_sample_once_within_both_limits(
     lengths: list[int], seq_len: int, rows_per_micro_batch: int
 ) -> None:
     limits = PackingLimits(batch_size=len(lengths), seq_len=seq_len, micro_batch_tokens=seq_len * rows_per_micro_batch)
-    plan = plan_step(lengths, [True] * len(lengths), limits)
+    plan = plan_step([PackItem(f"s{i}", n, True) for i, n in enumerate(lengths)], limits)
     assert sorted(i for group in plan for i in group) == list(range(len(lengths)))
     assert all(sum(lengths[i] for i in group) <= limits.micro_batch_tokens for group in plan)
     assert len(plan) <= -(-sum(lengths) // seq_len) * 2  # rows are packed, not one sample per micro-batch
 
 
-def test_plan_rejects_a_multimodal_sample_longer_than_seq_len() -> None:
-    with pytest.raises(OverlongSample, match="1"):
-        plan_step([10, 300], [False, True], PackingLimits(batch_size=2, seq_len=256, micro_batch_tokens=512))
+def test_plan_rejects_a_multimodal_sample_longer_than_seq_len_naming_it() -> None:
+    items = [PackItem("short", 10, False), PackItem("shapes-7", 300, True)]
+    limits = PackingLimits(batch_size=2, seq_len=256, micro_batch_tokens=512, overlong_text="truncate")
+    with pytest.raises(OverlongSample, match="shapes-7") as raised:
+        plan_step(items, limits)
+    assert "300" in str(raised.value) and "256" in str(raised.value)
+
+
+def test_overlong_text_is_refused_by_default_and_truncated_when_allowed() -> None:
+    items = [PackItem("long-text", 300, False), PackItem("short", 10, False)]
+    with pytest.raises(OverlongSample, match="long-text"):
+        plan_step(items, PackingLimits(batch_size=2, seq_len=256, micro_batch_tokens=512))
+    plan = plan_step(items, PackingLimits(batch_size=2, seq_len=256, micro_batch_tokens=512, overlong_text="truncate"))
+    assert sorted(i for group in plan for i in group) == [0, 1]
+
+
+def test_stream_truncates_overlong_text_samples_with_their_per_token_fields() -> None:
+    sample = PackSample("t", tuple(range(1, 301)), (1.0,) * 300, logprobs=(-0.5,) * 300, advantages=(0.25,) * 300)
+    limits = PackingLimits(batch_size=1, seq_len=256, micro_batch_tokens=256, overlong_text="truncate")
+    stream = SFTDataStream([], lambda c: c, lambda s: s, None, limits, context(), 1)  # type: ignore[arg-type]
+    fitted = stream._fit(sample)
+    assert len(fitted.token_ids) == len(fitted.loss_weights) == len(fitted.logprobs) == len(fitted.advantages) == 256
+    assert tuple(fitted.token_ids) == tuple(range(1, 257))
 
 
 def test_epoch_order_is_a_seeded_permutation() -> None:

@@ -25,3 +25,16 @@ class InferenceConfig(BaseModel):
     max_batch_size: int = Field(default=8, ge=1, description="Most sequences one server decodes at once.")
     max_model_len: int = Field(default=2048, ge=1, description="Longest prompt + completion, in tokens.")
     num_servers: int = Field(default=1, ge=1, description="Number of servers behind the router.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where the embedded transformers backend runs; auto picks CUDA when present."
+    )
+    request_timeout_s: float = Field(
+        default=300.0, gt=0, description="Longest a request waits to start (e.g. while paused) before 503 unavailable."
+    )
+    max_queued_requests: int = Field(default=4096, ge=1, description="Requests waiting to start; more get 429.")
+    max_request_bytes: int = Field(
+        default=64 * 2**20, ge=1024, description="Largest request body accepted, in bytes (413 beyond)."
+    )
+    prompt_cache_entries: int = Field(
+        default=16, ge=0, description="Prefilled prompts kept for reuse (exact prompt match); 0 disables the cache."
+    )

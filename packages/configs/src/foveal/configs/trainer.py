@@ -72,6 +72,11 @@ class TrainerConfig(BaseModel):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpointing.")
     seq_len: int = Field(default=2048, ge=1, description="Longest packed sequence, in tokens.")
     micro_batch_tokens: int = Field(default=4096, ge=1, description="Tokens per forward/backward micro-batch.")
+    overlong_text: Literal["error", "truncate"] = Field(
+        default="error",
+        description="A text-only sample longer than seq_len: refuse it, or keep its first seq_len tokens. "
+        "A multimodal one is always refused (tokens and images are never cut out of sync).",
+    )
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient-norm clipping threshold.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto", description="Compute precision; auto picks bf16 on CUDA, fp32 on CPU."

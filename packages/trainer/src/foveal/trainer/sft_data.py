@@ -40,9 +40,9 @@ from foveal.renderers.rendering import Renderer
 from foveal.renderers.store import ImageStore
 from foveal.trainer.checkpoint import DataPosition
 from foveal.trainer.data.adapters import image_adapter
-from foveal.trainer.data.collate import Packable, PackedBatch, PackSample, collate_packed
+from foveal.trainer.data.collate import Packable, PackedBatch, PackSample, collate_packed, fit_sample
 from foveal.trainer.data.mm_refs import build_mm_refs
-from foveal.trainer.data.packing import PackItem, plan_micro_batches
+from foveal.trainer.data.packing import OverlongText, PackItem, plan_micro_batches
 from foveal.trainer.data.materialize import Materializer
 from foveal.trainer.data.positions import PositionScheme, position_scheme
 from foveal.trainer.data.prefetch import Prefetcher
@@ -154,11 +154,12 @@ def render_sample(renderer: Renderer, conversation: Conversation) -> TrainingSam
 
 @dataclass(frozen=True)
 class PackingLimits:
-    """How a step is cut: samples per step, tokens per packed row, tokens per micro-batch."""
+    """How a step is cut: samples per step, tokens per packed row, tokens per micro-batch, overlong text."""
 
     batch_size: int
     seq_len: int
     micro_batch_tokens: int
+    overlong_text: OverlongText = "error"
 
 
 @dataclass(frozen=True)
@@ -180,16 +181,17 @@ class StepBatch:
         return RankStep(loss, *counts, seconds=seconds, data_wait_seconds=waited)
 
 
-def plan_step(lengths: Sequence[int], multimodal: Sequence[bool], limits: PackingLimits) -> list[list[int]]:
-    """Micro-batches as lists of sample indices: rows of <= seq_len tokens, grouped up to micro_batch_tokens.
+def plan_step(items: Sequence[PackItem], limits: PackingLimits) -> list[list[int]]:
+    """Micro-batches as lists of indices into `items`: rows of <= seq_len tokens, grouped up to micro_batch_tokens.
 
-    Rows come from `plan_micro_batches` (which rejects overlong samples); consecutive rows join one
+    Rows come from `plan_micro_batches` (which rejects an overlong multimodal sample, and an overlong
+    text one unless `overlong_text="truncate"`, naming its sample id); consecutive rows join one
     micro-batch while their total fits, and a micro-batch keeps its rows' samples in row order.
     """
-    items = [PackItem(str(i), n, mm) for i, (n, mm) in enumerate(zip(lengths, multimodal, strict=True))]
+    lengths = [min(item.length, limits.seq_len) for item in items]
     groups: list[list[int]] = []
     used = limits.micro_batch_tokens
-    for row in plan_micro_batches(items, limits.seq_len):
+    for row in plan_micro_batches(items, limits.seq_len, limits.overlong_text):
         size = sum(lengths[i] for i in row)
         if used + size > limits.micro_batch_tokens:
             groups.append([])
@@ -264,21 +266,25 @@ class SFTDataStream:
     def _prepare(self, step: tuple[list[int], DataPosition]) -> StepBatch:
         indices, position = step
         samples = [self.render(self.source[i]) for i in indices]
-        multimodal = [bool(sample.mm_refs) for sample in samples]
-        plan = plan_step([sample.num_tokens for sample in samples], multimodal, self.limits)
+        items = [PackItem(sample.sample_id, sample.num_tokens, bool(sample.mm_refs)) for sample in samples]
+        plan = plan_step(items, self.limits)
         mine, padding = padded_share(plan, self.context)
-        ready = {i: self.materialize(samples[i]) for group in mine + padding for i in group}
+        ready = {i: self._fit(self.materialize(samples[i])) for group in mine + padding for i in group}
         batches = [collate_packed([ready[i] for i in group], self.positions) for group in mine + padding]
         batches[len(mine) :] = [_weightless(batch) for batch in batches[len(mine) :]]
         real = [i for group in mine for i in group]
         return StepBatch(
             micro_batches=tuple(batches),
-            tokens=sum(samples[i].num_tokens for i in real),
+            tokens=sum(len(ready[i].token_ids) for i in real),
             samples=len(real),
             images=sum(len(samples[i].mm_refs) for i in real),
             zeroed_samples=sum(bool(getattr(ready[i], "missing_images", ())) for i in real),
             position=position,
         )
+
+    def _fit(self, sample: Packable) -> Packable:
+        """The sample cut to `seq_len` when it is text and truncation is allowed; `plan_step` refused the rest."""
+        return fit_sample(sample, self.limits.seq_len, self.limits.overlong_text)
 
 
 def build_sft_data(
@@ -302,7 +308,8 @@ def build_sft_data(
     store = ImageStore.from_config(multimodal, run_dir, durable=False)
     renderer = build_renderer(source, config.renderer, store=store, multimodal=multimodal)
     materialize = _materializer(renderer.adapter.layout_family, processor, store, multimodal)
-    limits = PackingLimits(config.sft.batch_size, config.trainer.seq_len, config.trainer.micro_batch_tokens)
+    trainer = config.trainer
+    limits = PackingLimits(config.sft.batch_size, trainer.seq_len, trainer.micro_batch_tokens, trainer.overlong_text)
     return SFTDataStream(
         conversations,
         lambda c: render_sample(renderer, c),
@@ -326,7 +333,14 @@ def _materializer(
 
 def text_only_sample(sample: TrainingSample) -> PackSample:
     """A sample of a text-only model packs as is: there are no pixels to materialize."""
-    return PackSample(sample.sample_id, sample.token_ids, sample.loss_weights, sample_weight=sample.sample_weight)
+    return PackSample(
+        sample.sample_id,
+        sample.token_ids,
+        sample.loss_weights,
+        logprobs=sample.inference_logprobs,
+        advantages=sample.advantages,
+        sample_weight=sample.sample_weight,
+    )
 
 
 def _weightless(batch: PackedBatch) -> PackedBatch:
