@@ -11,11 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 import xxhash
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageFile, PngImagePlugin
 
 from foveal.configs.multimodal import MultimodalConfig
 from foveal.renderers.errors import ImageRejected
-from foveal.renderers.images import NormalizedImage, load_image_bytes, normalize_image
+from foveal.renderers.images import NormalizedImage, encode_png, load_image_bytes, normalize_image
 
 POLICY = MultimodalConfig()
 
@@ -233,3 +236,37 @@ def test_pixel_cap_is_inclusive() -> None:
         load_image_bytes(_encode(Image.new("RGB", (100, 101)), "PNG"), policy)
     with pytest.raises(ImageRejected):
         normalize_image(Image.new("RGB", (101, 100)), policy)
+
+
+def _chunks(png: bytes) -> list[tuple[bytes, bytes, int]]:
+    """(kind, data, stored crc) of every chunk after the signature."""
+    position, chunks = 8, []
+    while position < len(png):
+        (length,) = struct.unpack(">I", png[position : position + 4])
+        kind, data = png[position + 4 : position + 8], png[position + 8 : position + 8 + length]
+        (crc,) = struct.unpack(">I", png[position + 8 + length : position + 12 + length])
+        chunks.append((kind, data, crc))
+        position += 12 + length
+    return chunks
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(arrays(np.uint8, st.tuples(st.integers(1, 24), st.integers(1, 24), st.just(3))))
+def test_stored_png_decodes_to_exactly_the_pixels_encoded(pixels: np.ndarray) -> None:
+    png = encode_png(Image.fromarray(pixels, "RGB"))
+    decoded = Image.open(io.BytesIO(png))
+    assert (decoded.format, decoded.mode, decoded.size) == ("PNG", "RGB", (pixels.shape[1], pixels.shape[0]))
+    assert np.array_equal(np.asarray(decoded), pixels)
+
+
+def test_stored_png_is_well_formed_8_bit_rgb_with_valid_checksums() -> None:
+    png = load_image_bytes(_encode(_gradient(37, 5), "JPEG", quality=95), POLICY).png
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks = _chunks(png)
+    assert all(zlib.crc32(data, zlib.crc32(kind)) == crc for kind, data, crc in chunks)
+    assert [kind for kind, _, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"]
+    (_, header, _), (_, idat, _), (_, end, _) = chunks
+    assert struct.unpack(">IIBBBBB", header) == (37, 5, 8, 2, 0, 0, 0)  # 8-bit truecolor, no interlace
+    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(5, 1 + 37 * 3)
+    assert set(rows[:, 0].tolist()) <= {0, 1, 2, 3, 4} and end == b""  # a PNG filter type per row
+

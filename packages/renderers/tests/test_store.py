@@ -16,6 +16,8 @@ from foveal.configs.multimodal import MultimodalConfig
 from foveal.renderers import store as store_module
 from foveal.renderers.contract import RawImageDescriptor, decode_mmraw, encode_mmraw
 from foveal.renderers.errors import BadEnvelope, DisallowedLocation, HashMismatch, ImageRejected, MissingAsset
+from foveal.renderers.families.image_refs import ImageResolver
+from foveal.renderers.layout import LayoutSpec, compute_layout
 from foveal.renderers.store import ImageStore
 
 
@@ -221,3 +223,22 @@ def test_store_paths_with_spaces_and_unicode_round_trip_through_the_uri(tmp_path
     assert "%20" in stored.uri
     assert store.read_verified(stored.uri, stored.hash) == stored.path.read_bytes()
     assert os.path.exists(stored.path)
+
+
+def test_first_sight_stores_full_resolution_and_lays_out_from_the_size_alone(
+    store: ImageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pixels are resized only where a model consumes them; the renderer needs the size, never a resample."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pixels were resampled on the rendering path")
+
+    for method in ("resize", "thumbnail", "reduce", "draft"):
+        monkeypatch.setattr(Image.Image, method, refuse)
+    spec = LayoutSpec("qwen2_vl", 14, 2, 2, min_pixels=56 * 56, max_pixels=256 * 28 * 28)
+    source = _image(3, (1500, 1000))
+    resolved = ImageResolver(store, spec).resolve(_encoded(source, "JPEG"), "images[0]")
+    stored = store.open_verified(resolved.descriptor.raw_image_uri, resolved.descriptor.hash)
+    assert stored.size == (1500, 1000)
+    assert resolved.descriptor.payload == compute_layout(spec, 1500, 1000).payload()
+    assert resolved.num_tokens == compute_layout(spec, 1500, 1000).num_placeholder_tokens < 1500 * 1000 // 28**2

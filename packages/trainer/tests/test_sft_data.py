@@ -15,8 +15,9 @@ from foveal.configs import SFTConfig, load_config
 from foveal.renderers.errors import OverlongSample
 from foveal.trainer.checkpoint import DataPosition
 from foveal.trainer.distributed import DistributedContext
-from foveal.trainer.data.collate import PackSample
 from foveal.trainer.data.packing import PackItem
+from foveal.trainer.data.positions import TextPositions
+from foveal.trainer.data.samples import TrainingSample
 from foveal.trainer.loss import local_loss_tokens
 from foveal.trainer.sft_data import (
     DatasetError,
@@ -28,7 +29,9 @@ from foveal.trainer.sft_data import (
     count_steps,
     epoch_order,
     open_dataset,
+    pack_step,
     plan_step,
+    text_only_sample,
 )
 from foveal.verifiers.datasets import generate_example, iter_examples, write_shapes_dataset
 
@@ -75,13 +78,14 @@ def test_overlong_text_is_refused_by_default_and_truncated_when_allowed() -> Non
     assert sorted(i for group in plan for i in group) == [0, 1]
 
 
-def test_stream_truncates_overlong_text_samples_with_their_per_token_fields() -> None:
-    sample = PackSample("t", tuple(range(1, 301)), (1.0,) * 300, logprobs=(-0.5,) * 300, advantages=(0.25,) * 300)
+def test_a_step_truncates_overlong_text_samples_with_their_per_token_fields() -> None:
+    sample = TrainingSample(sample_id="t", token_ids=tuple(range(1, 301)), loss_weights=(1.0,) * 300,
+                            inference_logprobs=(-0.5,) * 300, advantages=(0.25,) * 300)  # fmt: skip
     limits = PackingLimits(batch_size=1, seq_len=256, micro_batch_tokens=256, overlong_text="truncate")
-    stream = SFTDataStream([], lambda c: c, lambda s: s, None, limits, context(), 1)  # type: ignore[arg-type]
-    fitted = stream._fit(sample)
-    assert len(fitted.token_ids) == len(fitted.loss_weights) == len(fitted.logprobs) == len(fitted.advantages) == 256
-    assert tuple(fitted.token_ids) == tuple(range(1, 257))
+    step = pack_step([sample], text_only_sample, TextPositions(), limits, context(), DataPosition())
+    (batch,) = step.micro_batches
+    assert batch.input_ids[0].tolist() == list(range(1, 257)) and step.tokens == 256
+    assert batch.loss_weights.shape == batch.logprobs.shape == batch.advantages.shape == (1, 256)
 
 
 def test_epoch_order_is_a_seeded_permutation() -> None:

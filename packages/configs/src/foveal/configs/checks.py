@@ -57,6 +57,24 @@ def sft_loss_for_sft_data(trainer: TrainerConfig) -> list[Problem]:
     return [Problem("trainer.loss.kind", "'sft' in an SFT run", got=repr(trainer.loss.kind))]
 
 
+def rl_checkpoints_every_step(trainer: TrainerConfig) -> list[Problem]:
+    """Each RL step's checkpoint is the next policy the servers load; skipping steps would stall the rollouts."""
+    if trainer.checkpoint.every_steps == 1:
+        return []
+    expected = "1 in an RL run (every step's checkpoint is the next policy)"
+    return [Problem("trainer.checkpoint.every_steps", expected, got=str(trainer.checkpoint.every_steps))]
+
+
+def servers_can_still_load_kept_checkpoints(trainer: TrainerConfig, orchestrator: OrchestratorConfig) -> list[Problem]:
+    """The trainer runs at most max_async_level steps past the weights the orchestrator is loading, so keeping
+    that many checkpoints and one more means a checkpoint is never deleted while the servers load it."""
+    needed = orchestrator.max_async_level + 1
+    if trainer.checkpoint.keep_last >= needed:
+        return []
+    expected = f"at least orchestrator.max_async_level + 1 ({needed})"
+    return [Problem("trainer.checkpoint.keep_last", expected, got=str(trainer.checkpoint.keep_last))]
+
+
 def vllm_needs_cuda(inference: InferenceConfig, trainer: TrainerConfig) -> list[Problem]:
     """The vLLM engine runs on CUDA only, so it cannot share a CPU-only run."""
     if inference.backend != "vllm" or trainer.device != "cpu":

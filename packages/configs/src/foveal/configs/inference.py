@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from foveal.configs.router import RouterConfig
+
 
 class InferenceConfig(BaseModel):
     """Inference servers: backend, where they listen, how they are protected, and how large they are."""
@@ -38,3 +40,4 @@ class InferenceConfig(BaseModel):
     prompt_cache_entries: int = Field(
         default=16, ge=0, description="Prefilled prompts kept for reuse (exact prompt match); 0 disables the cache."
     )
+    router: RouterConfig = Field(default_factory=RouterConfig, description="The router in front of the servers.")

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-DEMO_ENVIRONMENT = "demo"
+DEMO_ENVIRONMENT = "shapes"
+AdvantageKind = Literal["group_mean", "group_mean_std", "none"]
 
 
 class EnvironmentConfig(BaseModel):
@@ -29,7 +30,7 @@ class OrchestratorConfig(BaseModel):
     max_async_level: int = Field(
         default=1, ge=0, description="How many steps rollouts may lag the trainer's weights (0 = on-policy)."
     )
-    advantage: Literal["group_mean", "group_mean_std", "none"] = Field(
+    advantage: AdvantageKind = Field(
         default="group_mean_std", description="Advantage normalization within each prompt's group."
     )
     environments: list[EnvironmentConfig] = Field(
@@ -38,3 +39,12 @@ class OrchestratorConfig(BaseModel):
     max_tokens: int = Field(default=256, ge=1, description="Most tokens sampled per completion.")
     temperature: float = Field(default=1.0, ge=0, description="Sampling temperature for rollouts.")
     seed: int = Field(default=0, description="Seed for prompt order and sampling.")
+    max_concurrent: int = Field(default=32, ge=1, description="Rollouts in flight at once.")
+    endpoints: tuple[str, ...] = Field(
+        default=(),
+        description="URLs of running inference servers or a router (`foveal rl --connect`); "
+        "empty: `foveal rl` starts inference.num_servers servers and fills this in for its children.",
+    )
+    trainer_timeout_s: float = Field(
+        default=600.0, gt=0, description="Longest wait for the trainer's next step (async bound) before failing."
+    )

@@ -77,6 +77,8 @@ class RLConfig(RunConfig):
             *super().combination_problems(),
             *checks.micro_batch_holds_a_sequence(self.trainer),
             *checks.warmup_within_run(self.trainer, self.rl.max_steps, "rl.max_steps"),
+            *checks.rl_checkpoints_every_step(self.trainer),
+            *checks.servers_can_still_load_kept_checkpoints(self.trainer, self.orchestrator),
             *checks.vllm_needs_cuda(self.inference, self.trainer),
             *checks.remote_server_needs_token(self.inference),
             *checks.rollouts_fit_in_sequence(self.inference, self.trainer),

@@ -42,6 +42,9 @@ class LossConfig(BaseModel):
     clip_low: float = Field(default=0.2, ge=0, description="Lower clip: ratio floor is 1 - clip_low.")
     clip_high: float = Field(default=0.28, ge=0, description="Upper clip: ratio ceiling is 1 + clip_high.")
     kl_coef: float = Field(default=0.0, ge=0, description="Weight of the KL penalty to the reference policy.")
+    importance_cap: float = Field(
+        default=2.0, ge=1, description="importance_sampling: importance weights above this are truncated to it."
+    )
 
 
 class RLLossConfig(LossConfig):
@@ -59,6 +62,12 @@ class CheckpointConfig(BaseModel):
     every_steps: int = Field(default=100, ge=1, description="Write a checkpoint every N optimizer steps.")
     keep_last: int = Field(default=2, ge=1, description="Checkpoints kept; older ones are deleted.")
     resume: bool = Field(default=False, description="Resume from the latest checkpoint in the folder.")
+
+
+class RLCheckpointConfig(CheckpointConfig):
+    """Checkpoints of an RL run: one per step, since each step's checkpoint is the policy the servers load next."""
+
+    every_steps: int = Field(default=1, ge=1, description="Write a checkpoint every N optimizer steps (1 in RL).")
 
 
 class TrainerConfig(BaseModel):
@@ -86,6 +95,10 @@ class TrainerConfig(BaseModel):
 
 
 class RLTrainerConfig(TrainerConfig):
-    """The trainer of an RL run: identical, except the loss defaults to an RL objective."""
+    """The trainer of an RL run: an RL objective, a checkpoint per step, and a wait limit for rollouts."""
 
     loss: RLLossConfig = Field(default_factory=RLLossConfig, description="Objective.")
+    checkpoint: RLCheckpointConfig = Field(default_factory=RLCheckpointConfig, description="Checkpointing.")
+    rollout_timeout_s: float = Field(
+        default=600.0, gt=0, description="Longest the trainer waits for a step's rollout batch before failing."
+    )

@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from foveal.configs.logging import LoggingConfig
-from foveal.trainer.distributed import DistributedContext
+
+if TYPE_CHECKING:  # only a type here: reading metrics (plots, the `foveal rl` display) needs no torch
+    from foveal.trainer.distributed import DistributedContext
 
 METRICS_FILE = "metrics.jsonl"
 WANDB_ID_FILE = "wandb_run_id"

@@ -1,4 +1,4 @@
-"""Training curves as a PNG in the run folder: loss (with a moving average) and learning rate by step.
+"""Training curves as PNGs in the run folder: loss and learning rate by step, or any logged metrics in panels.
 
 Drawn from `metrics.jsonl`, not from memory, so the plot of a resumed run shows its whole history. It uses
 matplotlib's Agg canvas directly (no pyplot, no global backend), which renders headless and leaves any
@@ -7,6 +7,7 @@ interactive backend of the caller untouched.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -15,6 +16,7 @@ from matplotlib.figure import Figure
 from foveal.trainer.metrics import read_metrics
 
 PLOT_FILE = "loss.png"
+RL_PLOT_FILE = "rl.png"
 
 
 def plot_training(metrics_path: Path, out_path: Path) -> Path | None:
@@ -37,6 +39,30 @@ def plot_training(metrics_path: Path, out_path: Path) -> Path | None:
     lr_axes.set_ylabel("lr")
     lr_axes.set_xlabel("step")
     lr_axes.grid(alpha=0.3)
+    figure.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_path)
+    return out_path
+
+
+def plot_metrics(metrics_path: Path, out_path: Path, keys: Sequence[str]) -> Path | None:
+    """One panel per metric in `keys` that was logged (raw and smoothed) over a shared step axis; None if none was."""
+    rows = read_metrics(metrics_path)
+    present = [key for key in keys if any(key in row for row in rows)]
+    if not present:
+        return None
+    figure = Figure(figsize=(8, 2.2 * len(present)), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(present), 1, sharex=True, squeeze=False)[:, 0]
+    for panel, key in zip(axes, present, strict=True):
+        points = [(row["step"], row[key]) for row in rows if key in row]
+        steps, values = [s for s, _ in points], [v for _, v in points]
+        panel.plot(steps, values, color="tab:blue", alpha=0.35)
+        panel.plot(steps, moving_average(values, window=max(1, len(values) // 20)), color="tab:blue")
+        panel.set_ylabel(key)
+        panel.grid(alpha=0.3)
+    axes[0].set_title(f"{out_path.parent.name}: {len(rows)} steps")
+    axes[-1].set_xlabel("step")
     figure.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out_path)

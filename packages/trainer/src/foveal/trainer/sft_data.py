@@ -266,25 +266,41 @@ class SFTDataStream:
     def _prepare(self, step: tuple[list[int], DataPosition]) -> StepBatch:
         indices, position = step
         samples = [self.render(self.source[i]) for i in indices]
-        items = [PackItem(sample.sample_id, sample.num_tokens, bool(sample.mm_refs)) for sample in samples]
-        plan = plan_step(items, self.limits)
-        mine, padding = padded_share(plan, self.context)
-        ready = {i: self._fit(self.materialize(samples[i])) for group in mine + padding for i in group}
-        batches = [collate_packed([ready[i] for i in group], self.positions) for group in mine + padding]
-        batches[len(mine) :] = [_weightless(batch) for batch in batches[len(mine) :]]
-        real = [i for group in mine for i in group]
-        return StepBatch(
-            micro_batches=tuple(batches),
-            tokens=sum(len(ready[i].token_ids) for i in real),
-            samples=len(real),
-            images=sum(len(samples[i].mm_refs) for i in real),
-            zeroed_samples=sum(bool(getattr(ready[i], "missing_images", ())) for i in real),
-            position=position,
-        )
+        return pack_step(samples, self.materialize, self.positions, self.limits, self.context, position)
 
-    def _fit(self, sample: Packable) -> Packable:
-        """The sample cut to `seq_len` when it is text and truncation is allowed; `plan_step` refused the rest."""
-        return fit_sample(sample, self.limits.seq_len, self.limits.overlong_text)
+
+def pack_step(
+    samples: Sequence[TrainingSample],
+    materialize: Callable[[TrainingSample], Packable],
+    positions: PositionScheme,
+    limits: PackingLimits,
+    context: DistributedContext,
+    position: DataPosition,
+) -> StepBatch:
+    """This rank's micro-batches of one step's samples: plan, take the rank's share, materialize, collate.
+
+    Shared by SFT and RL. Only this rank's share (and its padding) is materialized; a text sample longer
+    than `seq_len` is cut when `overlong_text` allows it (`plan_step` refused the rest).
+    """
+    items = [PackItem(sample.sample_id, sample.num_tokens, bool(sample.mm_refs)) for sample in samples]
+    plan = plan_step(items, limits)
+    mine, padding = padded_share(plan, context)
+    fit = {
+        i: fit_sample(materialize(samples[i]), limits.seq_len, limits.overlong_text)
+        for group in mine + padding
+        for i in group
+    }
+    batches = [collate_packed([fit[i] for i in group], positions) for group in mine + padding]
+    batches[len(mine) :] = [_weightless(batch) for batch in batches[len(mine) :]]
+    real = [i for group in mine for i in group]
+    return StepBatch(
+        micro_batches=tuple(batches),
+        tokens=sum(len(fit[i].token_ids) for i in real),
+        samples=len(real),
+        images=sum(len(samples[i].mm_refs) for i in real),
+        zeroed_samples=sum(bool(getattr(fit[i], "missing_images", ())) for i in real),
+        position=position,
+    )
 
 
 def build_sft_data(
@@ -307,7 +323,7 @@ def build_sft_data(
     )
     store = ImageStore.from_config(multimodal, run_dir, durable=False)
     renderer = build_renderer(source, config.renderer, store=store, multimodal=multimodal)
-    materialize = _materializer(renderer.adapter.layout_family, processor, store, multimodal)
+    materialize = build_materializer(renderer.adapter.layout_family, processor, store, multimodal)
     trainer = config.trainer
     limits = PackingLimits(config.sft.batch_size, trainer.seq_len, trainer.micro_batch_tokens, trainer.overlong_text)
     return SFTDataStream(
@@ -321,7 +337,7 @@ def build_sft_data(
     )
 
 
-def _materializer(
+def build_materializer(
     layout: str | None, processor: Any, store: ImageStore, multimodal: MultimodalConfig
 ) -> Callable[[TrainingSample], Packable]:
     """Pixels through the family's adapter for VLMs; text-only models pack their samples as they are."""

@@ -23,6 +23,7 @@ import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_serializer
 
 from foveal.renderers.inference.errors import InferenceError, InferenceTimeout, error_from_answer
+from foveal.renderers.inference.openai import ChatCompletionRequest, ChatCompletionResponse
 from foveal.renderers.inference.redaction import redact_text, redact_url
 from foveal.renderers.inference.retry import RetryPolicy, backoff_s, is_retryable_status
 from foveal.renderers.inference.wire import (
@@ -47,7 +48,7 @@ ResponseT = TypeVar("ResponseT", bound=BaseModel)
 _SCHEMES = frozenset({"http", "https"})
 
 
-def _check_base_url(url: str) -> str:
+def check_base_url(url: str) -> str:
     """An http(s) URL with a host and no query or fragment; the trailing slash is dropped."""
     try:
         parts = urlsplit(url)
@@ -61,7 +62,7 @@ def _check_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
-BaseUrl = Annotated[str, AfterValidator(_check_base_url)]
+BaseUrl = Annotated[str, AfterValidator(check_base_url)]
 
 
 def split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
@@ -160,6 +161,12 @@ class RemoteInferenceClient(BaseModel):
     async def generate(self, request: GenerateRequest, session_id: str | None = None) -> GenerateResponse:
         """Sample completions; `session_id` keeps a conversation on one server (prefix cache) via the router."""
         return await self._call("POST", Endpoints.GENERATE, request, GenerateResponse, session_id)
+
+    async def chat_completions(
+        self, request: ChatCompletionRequest, session_id: str | None = None
+    ) -> ChatCompletionResponse:
+        """OpenAI-shaped chat, rendered and parsed by the server."""
+        return await self._call("POST", Endpoints.CHAT_COMPLETIONS, request, ChatCompletionResponse, session_id)
 
     async def tokenize(self, text: str) -> tuple[int, ...]:
         answer = await self._call("POST", Endpoints.TOKENIZE, TokenizeRequest(text=text), TokenizeResponse)
@@ -262,10 +269,11 @@ class RemoteInferenceClient(BaseModel):
             answer = await http.request(
                 method, url + path, content=content, headers=headers, auth=auth, timeout=self.timeouts.httpx()
             )
+        except httpx.ConnectTimeout as exc:
+            raise self._unreachable(endpoint, exc) from None
         except httpx.TimeoutException as exc:
-            if isinstance(exc, httpx.ConnectTimeout):
-                raise self._unreachable(endpoint, exc) from None
-            raise InferenceTimeout(endpoint, None, "unavailable", self._redact(f"{type(exc).__name__}: {exc}")) from None
+            message = self._redact(f"{type(exc).__name__}: {exc}")
+            raise InferenceTimeout(endpoint, None, "unavailable", message) from None
         except httpx.TransportError as exc:
             raise self._unreachable(endpoint, exc) from None
         if answer.is_success:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from foveal.renderers.inference.wire import ErrorBody
+from foveal.renderers.inference.wire import ErrorBody, ErrorCode
 
-_CODE_BY_STATUS = {400: "invalid_request", 401: "unauthorized", 403: "unauthorized", 404: "not_found",
-                   413: "too_long", 422: "invalid_request", 429: "overloaded", 503: "unavailable"}  # fmt: skip
+_CODE_BY_STATUS: dict[int, ErrorCode] = {
+    400: "invalid_request", 401: "unauthorized", 403: "unauthorized", 404: "not_found", 413: "too_long",
+    422: "invalid_request", 429: "overloaded", 503: "unavailable",
+}  # fmt: skip
 
 
 class InferenceError(Exception):
@@ -13,7 +15,13 @@ class InferenceError(Exception):
     `field` the dotted name of the offending input when the server named one. `endpoint` is redacted."""
 
     def __init__(
-        self, endpoint: str, status: int | None, code: str, message: str, field: str | None = None, attempts: int = 1
+        self,
+        endpoint: str,
+        status: int | None,
+        code: ErrorCode,
+        message: str,
+        field: str | None = None,
+        attempts: int = 1,
     ) -> None:
         self.endpoint = endpoint
         self.status = status
@@ -43,6 +51,6 @@ def error_from_answer(endpoint: str, status: int, body: bytes) -> InferenceError
     try:
         detail = ErrorBody.model_validate_json(body).error
     except ValueError:
-        code = _CODE_BY_STATUS.get(status, "internal" if status >= 500 else "invalid_request")
+        code: ErrorCode = _CODE_BY_STATUS.get(status, "internal" if status >= 500 else "invalid_request")
         return InferenceError(endpoint, status, code, f"answer without an error body ({len(body)} bytes)")
     return InferenceError(endpoint, status, detail.code, detail.message, detail.field)

@@ -35,6 +35,10 @@ class SamplingParams(WireModel):
     stop_token_ids: tuple[int, ...] = Field(
         default=(), description="Extra token ids that end a completion, besides the model's own stop tokens."
     )
+    ignore_eos: bool = Field(
+        default=False,
+        description="Sample past the model's own stop tokens (fixed-length runs); stop_token_ids and stop still apply.",
+    )
     seed: int | None = Field(default=None, ge=0, description="Makes sampling reproducible per request.")
     n: int = Field(default=1, ge=1, le=MAX_SAMPLES_PER_REQUEST, description="Completions sampled per prompt.")
     logprobs: bool = Field(default=True, description="Return the logprob of each sampled token.")

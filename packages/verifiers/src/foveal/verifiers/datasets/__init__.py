@@ -1,4 +1,8 @@
-"""Synthetic datasets that environments and the SFT demo share (Pillow only, deterministic by seed)."""
+"""Synthetic datasets that environments and the SFT demo share, deterministic by seed.
+
+The shapes generator (Pillow only) is re-exported here for the SFT demo; `datasets.charts` (matplotlib)
+and `datasets.arithmetic` are imported from their modules, so this package stays cheap to import.
+"""
 
 from foveal.verifiers.datasets.chat_jsonl import write_shapes_dataset
 from foveal.verifiers.datasets.shapes import (

@@ -1,4 +1,11 @@
-"""Choosing the next token: temperature, top-k and top-p over fp32 logits, with a generator per sequence.
+"""Choosing the next token of every row at once: temperature, top-k and top-p over fp32 logits, with a
+generator per sequence.
+
+Image and video placeholder tokens are never sampled (`suppressed`): a completion holding one could not be
+trained on, since placeholders may only appear inside an image's span. Each row keeps its own settings and its own `torch.Generator` (so `seed` reproduces a completion whatever
+else shares the batch), yet the whole batch is filtered and sampled in a few tensor operations: a row
+draws by the Gumbel-max trick (`argmax(logits + Gumbel noise)` is an exact sample of `softmax(logits)`),
+with the noise drawn from that row's generator. Greedy rows (temperature 0) take the argmax.
 
 The logprob reported for a sampled token is always taken from the raw model distribution,
 `log_softmax(logits)` before temperature, top-k or top-p: that is the distribution an RL trainer
@@ -7,6 +14,8 @@ whatever sampling settings produced the rollout.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import xxhash
@@ -24,30 +33,45 @@ def sequence_generator(seed: int | None, sample_index: int, device: torch.device
     return generator
 
 
-def raw_logprobs(logits: torch.Tensor) -> torch.Tensor:
-    """`[B, V]` log-probabilities of the model itself, in fp32."""
-    return torch.log_softmax(logits.float(), dim=-1)
+def sample_batch(
+    logits: torch.Tensor,
+    params: Sequence[SamplingParams],
+    generators: Sequence[torch.Generator],
+    suppressed: Sequence[int] = (),
+) -> tuple[list[int], list[float]]:
+    """One token per row of `[B, V]` logits, and its raw-model logprob (fp32); `suppressed` ids are never chosen."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    logits = logits.float()
+    if suppressed:  # out of place: the logits may be inference-mode tensors
+        logits = logits.index_fill(1, torch.tensor(suppressed, device=logits.device), float("-inf"))
+    tokens = torch.argmax(logits, dim=-1)
+    sampled = [row for row, p in enumerate(params) if p.temperature > 0.0]
+    if sampled:
+        rows = torch.tensor(sampled, device=logits.device)
+        filtered = filtered_logits(logits[rows], [params[row] for row in sampled])
+        noise = torch.stack([_gumbel(logits.shape[-1], generators[row], logits.device) for row in sampled])
+        tokens[rows] = torch.argmax(filtered + noise, dim=-1)
+    chosen = logprobs.gather(1, tokens.view(-1, 1))[:, 0]
+    return tokens.tolist(), chosen.tolist()
 
 
-def filtered_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """One row `[V]` of fp32 logits scaled by temperature, with tokens outside top-k / top-p set to -inf."""
-    scaled = logits.float() / params.temperature
-    if 0 < params.top_k < scaled.shape[-1]:
-        kth = torch.topk(scaled, params.top_k).values[-1]
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_logits, order = torch.sort(scaled, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        # Keep a token when the mass before it is below top_p, so the most likely token always stays.
-        drop_sorted = (torch.cumsum(probs, dim=-1) - probs) >= params.top_p
-        drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
-        scaled = scaled.masked_fill(drop, float("-inf"))
+def filtered_logits(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
+    """`[B, V]` fp32 logits scaled by each row's temperature, with tokens outside its top-k / top-p at -inf."""
+    device, vocab = logits.device, logits.shape[-1]
+    temperature = torch.tensor([p.temperature for p in params], device=device).view(-1, 1)
+    scaled = logits / temperature
+    top_k = torch.tensor([p.top_k if 0 < p.top_k < vocab else vocab for p in params], device=device)
+    top_p = torch.tensor([p.top_p for p in params], device=device).view(-1, 1)
+    if bool((top_k < vocab).any()) or bool((top_p < 1.0).any()):
+        ordered, order = torch.sort(scaled, dim=-1, descending=True)
+        rank = torch.arange(vocab, device=device).view(1, -1)
+        probs = torch.softmax(ordered, dim=-1)
+        # Keep a token when it is within top-k and the mass before it is below top-p: the best always stays.
+        drop = (rank >= top_k.view(-1, 1)) | ((torch.cumsum(probs, dim=-1) - probs) >= top_p)
+        scaled = scaled.masked_fill(torch.zeros_like(drop).scatter(1, order, drop), float("-inf"))
     return scaled
 
 
-def choose_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
-    """The next token for one row `[V]`: argmax when temperature is 0, else a draw from the filtered distribution."""
-    if params.temperature == 0.0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(filtered_logits(logits, params), dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+def _gumbel(vocab: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    uniform = torch.rand(vocab, generator=generator, device=device).clamp_(min=torch.finfo(torch.float32).tiny)
+    return -torch.log(-torch.log(uniform))

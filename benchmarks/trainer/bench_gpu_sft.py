@@ -1,0 +1,525 @@
+"""SFT throughput of packed micro-batches vs a padded baseline, on a Qwen2.5-VL-3B-shaped random model.
+
+    PYTHONPATH=packages/configs/src:packages/renderers/src:packages/verifiers/src:packages/trainer/src \
+        python3 benchmarks/trainer/bench_gpu_sft.py [--out FILE]    # CUDA: 3 warm-up + 8 measured steps/mode
+    python benchmarks/trainer/bench_gpu_sft.py --tiny                   # CPU smoke run: toy dims, 1 + 1 steps
+
+The model is built from config (no download): `Qwen2_5_VLConfig` with the dimensions of
+Qwen/Qwen2.5-VL-3B-Instruct's config.json (3.75e9 parameters, 0.67e9 of them in the vision tower),
+random weights in bf16 (what `[model].dtype = "auto"` loads for that checkpoint), sdpa attention,
+gradient checkpointing, fused AdamW (`foveal.trainer.optim.build_optimizer`'s choice on CUDA), bf16
+autocast and an fp32 loss, as `foveal sft` runs on CUDA.
+
+Every sample: a length drawn uniformly from 512-4096 tokens, one 448x448 image (32x32 patches, 256
+placeholder tokens) framed by vision start/end, loss on its second half. Each mode trains on the same
+seeded samples, `--samples-per-step` per optimizer step, in one process:
+  - padded (baseline): micro-batches of 4 samples padded to the longest, 2-D attention mask, HF's usual path;
+  - packed-N: `plan_micro_batches` bins of at most N tokens, each collated into one row
+    (`collate_packed`), run through `packed_logits` (boundaries from the position row, see
+    `foveal.trainer.model.attention`) and `sft_loss`. N = 16384 is the padded batch's slot budget (4 x 4096);
+    N = 4096 holds one longest sample. Both are measured because under sdpa a packed row attends through a
+    block-diagonal boolean mask over the whole row, whose cost grows with the row length squared.
+Useful tokens = the samples' own tokens (no padding). MFU = 6 * params * useful tokens / step time / peak
+(model FLOPs: neither the checkpointing recompute nor attention is counted), against both the spec peak
+(989e12 bf16 dense FLOP/s, H100/H200 SXM) and the bf16 matmul rate this script measures. Step time covers
+host-to-device copies, forward, backward, clipping and the optimizer step; collation happens before the clock
+starts (in the trainer its prefetch thread does it).
+
+Imports only torch, transformers and the standard library besides Foveal's data, model and loss modules
+(no orjson, xxhash, msgpack or tomli_w), so it runs on a bare CUDA machine with PYTHONPATH set as above.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForImageTextToText, Qwen2_5_VLConfig
+
+from foveal.trainer.data.collate import IGNORE_INDEX, PackedBatch, PackSample, collate_packed
+from foveal.trainer.data.packing import PackItem, plan_micro_batches
+from foveal.trainer.data.positions import PositionScheme, position_scheme
+from foveal.trainer.loss import local_loss_tokens, micro_batch_loss, sft_loss
+from foveal.trainer.model.forward import packed_logits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trainer_report import (  # noqa: E402
+    Column,
+    base_parser,
+    command_line,
+    emit,
+    environment,
+    fixed,
+    format_table,
+    percent,
+    ratio,
+    write_result,
+)
+
+NAME = "gpu_sft"
+SPEC_PEAK_BF16 = 989e12
+"""H100/H200 SXM dense bf16 tensor-core peak (NVIDIA datasheets), FLOP/s."""
+
+# Qwen/Qwen2.5-VL-3B-Instruct config.json (text and vision dims, token ids); rope as transformers 5.x spells it.
+QWEN25_VL_3B_TEXT = {
+    "hidden_size": 2048,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 36,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 2,
+    "vocab_size": 151936,
+    "max_position_embeddings": 128000,
+    "rms_norm_eps": 1e-6,
+    "hidden_act": "silu",
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+}
+QWEN25_VL_3B_VISION = {
+    "depth": 32,
+    "hidden_size": 1280,
+    "intermediate_size": 3420,
+    "num_heads": 16,
+    "in_channels": 3,
+    "out_hidden_size": 2048,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "window_size": 112,
+    "fullatt_block_indexes": [7, 15, 23, 31],
+    "tokens_per_second": 2,
+    "hidden_act": "silu",
+}
+QWEN25_VL_3B_IDS = {
+    "image_token_id": 151655,
+    "video_token_id": 151656,
+    "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653,
+}
+QWEN25_PAD_ID = 151643  # <|endoftext|>: the pad token, the first special id above the text vocabulary
+
+# --tiny: the same classes at toy size (shapes as foveal.trainer.tiny_models), for a CPU smoke run.
+TINY_TEXT = {
+    **QWEN25_VL_3B_TEXT,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 1024,
+    "bos_token_id": 1004,
+    "eos_token_id": 1005,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+}
+TINY_IDS = {"image_token_id": 1000, "video_token_id": 1001, "vision_start_token_id": 1002, "vision_end_token_id": 1003}
+TINY_PAD_ID = 1004
+TINY_VISION = {
+    **QWEN25_VL_3B_VISION,
+    "depth": 2,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_heads": 2,
+    "out_hidden_size": 64,
+    "fullatt_block_indexes": [1],
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Model dims and the sample mix of one run (the real 3B one, or --tiny)."""
+
+    text: dict[str, Any]
+    vision: dict[str, Any]
+    ids: dict[str, int]
+    pad_id: int
+    text_vocab: int
+    """Text tokens are drawn below this id, under every special token."""
+    min_len: int
+    max_len: int
+    image_side_patches: int
+    """The image is side x side patches (448 px / 14 = 32 for the real run)."""
+
+    @property
+    def placeholders(self) -> int:
+        merge = self.vision["spatial_merge_size"]
+        return self.image_side_patches**2 // merge**2
+
+    @property
+    def patch_width(self) -> int:
+        v = self.vision
+        return v["in_channels"] * v["temporal_patch_size"] * v["patch_size"] ** 2
+
+
+REAL = Shape(QWEN25_VL_3B_TEXT, QWEN25_VL_3B_VISION, QWEN25_VL_3B_IDS, QWEN25_PAD_ID, 151643, 512, 4096, 32)
+TINY = Shape(TINY_TEXT, TINY_VISION, TINY_IDS, TINY_PAD_ID, 1000, 64, 256, 8)
+PADDED_BATCH = 4
+
+
+def build_model(shape: Shape, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    config = Qwen2_5_VLConfig(text_config=shape.text, vision_config=shape.vision, tie_word_embeddings=True, **shape.ids)
+    config.use_cache = False
+    torch.manual_seed(0)
+    with device:  # initialize directly on the device: a 3.75e9-parameter init on the host takes minutes
+        model = AutoModelForImageTextToText.from_config(config, dtype=dtype, attn_implementation="sdpa")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.to(device).train()  # a no-op unless from_config placed some tensors elsewhere
+
+
+def draw_samples(shape: Shape, count: int, seed: int) -> list[PackSample]:
+    """`count` seeded samples: text, one image's placeholders between vision start/end, loss on the second half."""
+    generator = torch.Generator().manual_seed(seed)
+    grid = torch.tensor([[1, shape.image_side_patches, shape.image_side_patches]])
+    samples = []
+    for index in range(count):
+        length = int(torch.randint(shape.min_len, shape.max_len + 1, (1,), generator=generator))
+        tokens = torch.randint(0, shape.text_vocab, (length,), generator=generator)
+        start = 16
+        tokens[start] = shape.ids["vision_start_token_id"]
+        tokens[start + 1 : start + 1 + shape.placeholders] = shape.ids["image_token_id"]
+        tokens[start + 1 + shape.placeholders] = shape.ids["vision_end_token_id"]
+        weights = (torch.arange(length) >= length // 2).float()
+        pixels = torch.randn(shape.image_side_patches**2, shape.patch_width, generator=generator)
+        samples.append(PackSample(f"s{seed}-{index}", tokens, weights, pixel_values=pixels, image_grid_thw=grid))
+    return samples
+
+
+@dataclass(frozen=True)
+class PaddedBatch:
+    """The baseline's micro-batch: B rows padded to the longest, with a 2-D attention mask."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    """[4, B, L]: each sample's own text + mrope rows (the same `PositionScheme` as packing), 0 at padding."""
+    labels: torch.Tensor
+    loss_weights: torch.Tensor
+    pixel_values: torch.Tensor
+    image_grid_thw: torch.Tensor
+
+    def to(self, device: torch.device) -> PaddedBatch:
+        return PaddedBatch(*(getattr(self, name).to(device) for name in self.__dataclass_fields__))
+
+    @property
+    def slots(self) -> int:
+        return self.input_ids.numel()
+
+
+def collate_padded(samples: Sequence[PackSample], positions: PositionScheme, pad_id: int) -> PaddedBatch:
+    longest = max(len(s.token_ids) for s in samples)
+    rows = len(samples)
+    ids = torch.full((rows, longest), pad_id, dtype=torch.long)
+    mask = torch.zeros(rows, longest, dtype=torch.long)
+    labels = torch.full((rows, longest), IGNORE_INDEX, dtype=torch.long)
+    weights = torch.zeros(rows, longest)
+    pos = None
+    for row, s in enumerate(samples):
+        n = len(s.token_ids)
+        ids[row, :n], mask[row, :n] = s.token_ids, 1
+        labels[row, : n - 1], weights[row, : n - 1] = s.token_ids[1:], s.loss_weights[1:]
+        own = positions.sample_positions(s.sample_id, s.token_ids, s.image_grid_thw)
+        pos = torch.zeros(own.shape[0], rows, longest, dtype=torch.long) if pos is None else pos
+        pos[:, row, :n] = own
+    pixels = torch.cat([s.pixel_values for s in samples])  # type: ignore[misc]
+    grids = torch.cat([s.image_grid_thw for s in samples])  # type: ignore[misc]
+    return PaddedBatch(ids, mask, pos, labels, weights, pixels, grids)  # type: ignore[arg-type]
+
+
+def padded_loss(model: torch.nn.Module, batch: PaddedBatch, loss_tokens: int) -> torch.Tensor:
+    logits = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        pixel_values=batch.pixel_values,
+        image_grid_thw=batch.image_grid_thw,
+        use_cache=False,
+    ).logits
+    return micro_batch_loss(logits, batch.labels, batch.loss_weights, loss_tokens)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How one run turns a step's samples into micro-batches, and a micro-batch into its loss term."""
+
+    name: str
+    collate: Callable[[Sequence[PackSample], PositionScheme], list[Any]]
+    loss: Callable[[torch.nn.Module, Any, int], torch.Tensor]
+
+
+def padded_mode(pad_id: int) -> Mode:
+    def collate(samples: Sequence[PackSample], positions: PositionScheme) -> list[PaddedBatch]:
+        batches = [samples[i : i + PADDED_BATCH] for i in range(0, len(samples), PADDED_BATCH)]
+        return [collate_padded(batch, positions, pad_id) for batch in batches]
+
+    return Mode(f"padded (batch {PADDED_BATCH})", collate, padded_loss)
+
+
+def packed_mode(budget: int) -> Mode:
+    def collate(samples: Sequence[PackSample], positions: PositionScheme) -> list[PackedBatch]:
+        items = [PackItem(s.sample_id, len(s.token_ids), True) for s in samples]
+        return [collate_packed([samples[i] for i in row], positions) for row in plan_micro_batches(items, budget)]
+
+    def loss(model: torch.nn.Module, batch: PackedBatch, loss_tokens: int) -> torch.Tensor:
+        return sft_loss(packed_logits(model, batch), batch, loss_tokens)
+
+    return Mode(f"packed ({budget} tokens/row)", collate, loss)
+
+
+def step_loss_tokens(micro_batches: Sequence[Any]) -> int:
+    if isinstance(micro_batches[0], PackedBatch):
+        return local_loss_tokens(micro_batches)
+    return sum(int((batch.loss_weights > 0).sum()) for batch in micro_batches)
+
+
+class Trainer:
+    """The SFT step of `foveal sft` on one device: accumulate micro-batch loss terms, clip, AdamW."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        on_cuda = device.type == "cuda"
+        self.model, self.device = model, device
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        # As build_optimizer: fused on CUDA, foreach elsewhere; as trainer.precision=auto: bf16 autocast on CUDA.
+        fused, foreach = (True, None) if on_cuda else (None, True)
+        self.optimizer = torch.optim.AdamW(self.params, lr=1e-5, fused=fused, foreach=foreach)
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
+
+    def step(self, mode: Mode, micro_batches: Sequence[Any]) -> float:
+        loss_tokens = step_loss_tokens(micro_batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for batch in micro_batches:
+            batch = batch.to(self.device)
+            with self.autocast:
+                loss = mode.loss(self.model, batch, loss_tokens)
+            loss.backward()
+            total += loss.detach()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0, foreach=True)
+        self.optimizer.step()
+        return float(total)  # synchronizes: the step is done when this returns
+
+
+def run_mode(trainer: Trainer, mode: Mode, shape: Shape, args: Any, positions: PositionScheme) -> dict[str, Any]:
+    device = trainer.device
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    times, losses, tokens, slots, passes = [], [], 0, 0, 0
+    for step in range(args.warmup + args.steps):
+        samples = draw_samples(shape, args.samples_per_step, seed=args.seed * 100_003 + step)
+        micro_batches = mode.collate(samples, positions)
+        started = time.perf_counter()
+        loss = trainer.step(mode, micro_batches)
+        elapsed = time.perf_counter() - started
+        if step >= args.warmup:
+            times.append(elapsed)
+            losses.append(loss)
+            tokens += sum(len(s.token_ids) for s in samples)
+            slots += sum(_slots(batch) for batch in micro_batches)
+            passes += len(micro_batches)
+    seconds = sum(times)
+    return {
+        "mode": mode.name,
+        "steps": len(times),
+        "micro_batches_per_step": passes / len(times),
+        "useful_tokens": tokens,
+        "token_efficiency": tokens / slots,
+        "step_s_mean": statistics.mean(times),
+        "step_s_median": statistics.median(times),
+        "tokens_per_s": tokens / seconds,
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+    }
+
+
+ROW_KEYS = (
+    "mode",
+    "steps",
+    "micro_batches_per_step",
+    "useful_tokens",
+    "token_efficiency",
+    "step_s_mean",
+    "step_s_median",
+    "tokens_per_s",
+    "loss_first",
+    "loss_last",
+    "peak_memory_gib",
+)
+"""What `run_mode` reports; a mode that ran out of memory has them all None and an `error`."""
+
+
+def _slots(batch: Any) -> int:
+    return batch.slots if isinstance(batch, PaddedBatch) else batch.num_tokens
+
+
+def matmul_peak(device: torch.device, size: int, iterations: int) -> float:
+    """FLOP/s of a large square bf16 matmul on the CUDA device, after warm-up."""
+    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    for _ in range(iterations):
+        a @ b
+    torch.cuda.synchronize(device)
+    return 2 * size**3 * iterations / (time.perf_counter() - started)
+
+
+def modes_of(args: Any, shape: Shape) -> Iterator[Mode]:
+    yield padded_mode(shape.pad_id)
+    for budget in args.packed_budgets:
+        yield packed_mode(budget)
+
+
+def run(args: Any, save: Callable[[dict[str, Any]], None] = lambda body: None) -> dict[str, Any]:
+    """All modes on one model; `save` gets the results so far after each mode (a killed run keeps them)."""
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    shape = TINY if args.tiny else REAL
+    if args.tiny:
+        torch.set_num_threads(1)  # toy tensors gain nothing from OpenMP workers, which only spin on a busy CPU
+    if not args.tiny and device.type != "cuda":
+        raise SystemExit("bench_gpu_sft: no CUDA device; run with --tiny for the CPU smoke run")
+    if min(args.packed_budgets) < shape.max_len:
+        raise SystemExit(f"--packed-budgets: every budget must hold the longest sample ({shape.max_len} tokens)")
+    on_cuda = device.type == "cuda"
+    peak_measured = matmul_peak(device, 8192, 50) if on_cuda else None
+    started = time.perf_counter()
+    model = build_model(shape, device, torch.bfloat16 if on_cuda else torch.float32)
+    settings = {
+        "seed": args.seed,
+        "tiny": args.tiny,
+        "device": torch.cuda.get_device_name(device) if on_cuda else "cpu",
+        "cuda": torch.version.cuda if on_cuda else None,
+        "params": sum(p.numel() for p in model.parameters()),
+        "vision_params": sum(p.numel() for p in model.model.visual.parameters()),
+        "dtype": str(next(model.parameters()).dtype),
+        "samples_per_step": args.samples_per_step,
+        "warmup_steps": args.warmup,
+        "measured_steps": args.steps,
+        "sample_tokens": [shape.min_len, shape.max_len],
+        "image_placeholders": shape.placeholders,
+        "padded_batch": PADDED_BATCH,
+        "packed_budgets": list(args.packed_budgets),
+        "model_build_s": time.perf_counter() - started,
+        "spec_peak_flops": SPEC_PEAK_BF16 if on_cuda else None,  # MFU means nothing for a toy model on a CPU
+        "measured_matmul_peak_flops": peak_measured,
+    }
+    positions = position_scheme(model)
+    trainer = Trainer(model, device)
+    rows: list[dict[str, Any]] = []
+    body: dict[str, Any] = {}
+    for mode in modes_of(args, shape):
+        rows.append(run_or_report_oom(trainer, mode, shape, args, positions))
+        body = {"complete": False, "settings": settings, "rows": rated(rows, settings), "summary": summarize(rows)}
+        save(body)
+    return {**body, "complete": True}
+
+
+def run_or_report_oom(
+    trainer: Trainer, mode: Mode, shape: Shape, args: Any, positions: PositionScheme
+) -> dict[str, Any]:
+    """One mode's row; running out of device memory is a result of that mode, not the end of the benchmark."""
+    try:
+        return run_mode(trainer, mode, shape, args, positions)
+    except torch.cuda.OutOfMemoryError as error:
+        trainer.optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        return {**dict.fromkeys(ROW_KEYS), "mode": mode.name, "error": str(error).splitlines()[0]}
+
+
+def rated(rows: list[dict[str, Any]], settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows with MFU against both peaks and tokens/s relative to the padded baseline (the first row)."""
+    baseline = rows[0]["tokens_per_s"]
+    out = []
+    for row in rows:
+        rate = row["tokens_per_s"]
+        flops = None if rate is None else 6 * settings["params"] * rate
+        out.append(
+            {
+                **row,
+                "mfu_spec": _share(flops, settings["spec_peak_flops"]),
+                "mfu_measured_peak": _share(flops, settings["measured_matmul_peak_flops"]),
+                "vs_padded": _share(rate, baseline),
+            }
+        )
+    return out
+
+
+def _share(value: float | None, whole: float | None) -> float | None:
+    return None if value is None or not whole else value / whole
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    packed = [row for row in rows[1:] if row["tokens_per_s"] is not None]
+    best = max(packed, key=lambda row: row["tokens_per_s"]) if packed else None
+    baseline = rows[0]["tokens_per_s"]
+    return {
+        "baseline": f"padded micro-batches of {PADDED_BATCH} (pad to longest), same samples, same process",
+        "best_packed": best["mode"] if best else None,
+        "best_packed_vs_padded_tokens_per_s": _share(best["tokens_per_s"], baseline) if best else None,
+    }
+
+
+def _gib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _error(value: str | None) -> str:
+    return "" if value is None else value[:60]
+
+
+COLUMNS = (
+    Column("mode", "mode"),
+    Column("micro_batches_per_step", "passes/step", fixed(1)),
+    Column("token_efficiency", "non-pad share", percent),
+    Column("step_s_mean", "step s", fixed(3)),
+    Column("tokens_per_s", "useful tokens/s", fixed(0)),
+    Column("vs_padded", "vs padded", ratio),
+    Column("mfu_spec", "MFU (spec)", percent),
+    Column("mfu_measured_peak", "MFU (measured peak)", percent),
+    Column("peak_memory_gib", "peak GiB", _gib),
+    Column("loss_last", "loss", fixed(3)),
+    Column("error", "error", _error),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="toy dims on CPU, 1 warm-up + 1 measured step")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps per mode (default 3; --tiny 1)")
+    parser.add_argument("--steps", type=int, default=None, help="measured steps per mode (default 8; --tiny 1)")
+    parser.add_argument("--samples-per-step", type=int, default=None, help="samples per optimizer step (16; --tiny 4)")
+    parser.add_argument("--packed-budgets", type=int, nargs="+", default=None, help="tokens per packed row")
+    args = parser.parse_args(argv)
+    shape = TINY if args.tiny else REAL
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 3)
+    args.steps = args.steps if args.steps is not None else (1 if args.tiny else 8)
+    args.samples_per_step = args.samples_per_step or (4 if args.tiny else 16)
+    args.packed_budgets = args.packed_budgets or [PADDED_BATCH * shape.max_len, shape.max_len]
+    command = command_line(__file__, argv)
+    context = {"command": command, "environment": environment()}
+    body = run(args, save=lambda partial: write_result(NAME, args.out, {**context, **partial}))
+    s = body["settings"]
+    header = (
+        f"{s['device']}: {s['params']:,} params ({s['dtype']}), {s['samples_per_step']} samples/step, "
+        f"{s['warmup_steps']} warm-up + {s['measured_steps']} measured steps per mode, model built in "
+        f"{s['model_build_s']:.1f} s\n"
+    )
+    if s["spec_peak_flops"]:
+        header += (
+            f"bf16 matmul peak measured {s['measured_matmul_peak_flops'] / 1e12:.1f} TFLOP/s, "
+            f"spec {s['spec_peak_flops'] / 1e12:.0f} TFLOP/s\n"
+        )
+    return emit(NAME, __file__, argv, args.out, body, header + format_table(body["rows"], COLUMNS))
+
+
+if __name__ == "__main__":
+    main()

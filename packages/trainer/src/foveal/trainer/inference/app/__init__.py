@@ -1,0 +1,43 @@
+"""The HTTP layer: a FastAPI app that translates between the wire models and an `InferenceBackend`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from foveal.trainer.inference.app.auth import bearer_guard
+from foveal.trainer.inference.app.chat import chat_routes
+from foveal.trainer.inference.app.control import control_routes
+from foveal.trainer.inference.app.data import data_routes
+from foveal.trainer.inference.app.errors import install_error_handlers
+from foveal.trainer.inference.app.limits import BodyLimit
+from foveal.trainer.inference.backends.base import InferenceBackend
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """Who may call what: the control plane always needs `control_token`; the data plane needs
+    `data_token` when one is set (`[inference].api_token`)."""
+
+    control_token: str
+    data_token: str | None
+    max_request_bytes: int
+
+
+def create_app(backend: InferenceBackend, settings: AppSettings) -> FastAPI:
+    app = FastAPI(title="Foveal inference", docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+    data_guard = bearer_guard(settings.data_token)
+    app.include_router(data_routes(backend, data_guard))
+    app.include_router(chat_routes(backend, data_guard))
+    control_guard = bearer_guard(settings.control_token)
+    app.include_router(control_routes(backend, control_guard))
+    # A backend may add control endpoints of its own (vLLM: the NCCL weight-broadcast round).
+    if (extra_routes := getattr(backend, "extra_control_routes", None)) is not None:
+        app.include_router(extra_routes(control_guard))
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    return app
+
+
+__all__ = ["AppSettings", "create_app"]

@@ -1,0 +1,55 @@
+"""The interface every inference backend offers the HTTP layer (`foveal.trainer.inference.app`).
+
+The app is a thin translation between HTTP and this protocol, so the embedded transformers backend and
+the vLLM backend serve the same API with the same errors. Methods raise `RequestError`, `ContractError`
+(image refs), `BadCheckpoint` (weight updates) or `EngineError` (aborted, unavailable, overloaded); the
+app turns each into its `ErrorBody`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from foveal.renderers.inference.wire import (
+    ControlResponse,
+    DetokenizeRequest,
+    DetokenizeResponse,
+    GenerateRequest,
+    GenerateResponse,
+    Health,
+    PauseMode,
+    ServerInfo,
+    TokenizeRequest,
+    TokenizeResponse,
+    UpdateWeightsRequest,
+)
+from foveal.renderers.rendering import Renderer
+
+
+class InferenceBackend(Protocol):
+    """A served model: data plane (generate, tokenize), control plane (pause, weights), and its renderer."""
+
+    renderer: Renderer
+    """Renders chat messages for `/v1/chat/completions` (images through the server's store)."""
+
+    def info(self) -> ServerInfo: ...
+
+    def health(self) -> Health: ...
+
+    async def generate(self, request: GenerateRequest) -> GenerateResponse: ...
+
+    def tokenize(self, request: TokenizeRequest) -> TokenizeResponse: ...
+
+    def detokenize(self, request: DetokenizeRequest) -> DetokenizeResponse: ...
+
+    async def pause(self, mode: PauseMode) -> ControlResponse: ...
+
+    async def resume(self) -> ControlResponse: ...
+
+    async def update_weights(self, request: UpdateWeightsRequest) -> ControlResponse: ...
+
+    async def reset_prefix_cache(self) -> ControlResponse: ...
+
+    def close(self) -> None:
+        """Stop serving: requests still waiting fail as unavailable."""
+        ...

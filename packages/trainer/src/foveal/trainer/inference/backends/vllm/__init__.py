@@ -1,0 +1,24 @@
+"""The vLLM backend (the `vllm` extra, CUDA): `VLLMBackend` and the worker extension its engine loads.
+
+Modules: `backend` (the `InferenceBackend` over vLLM's `AsyncLLM`), `launch` (engine arguments from our
+config), `mm_inputs` (checked refs -> `TokensPrompt`), `sampling` (sampling settings and outputs),
+`worker_extension` (checkpoint-folder weight loads inside vLLM's workers), `weight_layout` (checkpoint
+checks from safetensors headers), `weight_broadcast` (the optional NCCL update routes).
+
+`VLLMBackend` is resolved on first use (PEP 562), so importing this package never imports vllm; only
+`weight_layout` can be used without the extra installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["VLLMBackend"]
+
+
+def __getattr__(name: str) -> Any:
+    if name != "VLLMBackend":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from foveal.trainer.inference.backends.vllm.backend import VLLMBackend
+
+    return VLLMBackend

@@ -1,0 +1,90 @@
+"""The SFT warm start of `foveal rl` (`rl.warmup_sft_steps` > 0): answers of the environments' train splits.
+
+RL learns from the rewards of the model's own samples, so a model that never says anything a rubric
+accepts learns nothing; a short SFT on (prompt, reference answer) pairs first teaches the answer format.
+The dataset is drawn from the RL mixture itself: `warmup_sft_steps x warmup_sft_batch_size` train rows,
+environments chosen by their weights (their own seeded stream, see `orchestrator.prompts`), each prompt
+followed by an assistant turn with the row's answer. Images go to the warm-up run's image store and
+the rows name them by `file://` URI, so the JSONL is self-contained.
+
+It runs as `foveal sft` in `<run dir>/warmup/` with an SFTConfig derived from the RL config (same model,
+renderer, image settings, sequence limits, device and seed; SFT objective, `warmup_sft_lr`, cosine
+schedule, one checkpoint at the end). RL then starts from that checkpoint: it becomes
+`model.name_or_path` of the servers, the orchestrator and the trainer. A warm-up whose checkpoint exists
+is not run again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from foveal.configs import CheckpointConfig, LoggingConfig, OptimConfig, ScheduleConfig, SFTConfig, SFTSection
+from foveal.configs import TrainerConfig
+from foveal.configs.runs import RLConfig
+from foveal.renderers.store import ImageStore
+from foveal.verifiers.policy import store_images
+
+from foveal.trainer.atomic_files import write_atomic
+from foveal.trainer.orchestrator.mixture import load_mixture
+from foveal.trainer.orchestrator.prompts import PromptSampler
+
+WARMUP_DIR = "warmup"
+CHECKPOINT_NAME = "step-{step:08d}"
+"""How `foveal.trainer.checkpoint` names a step's folder (not imported from there: that module loads torch)."""
+
+
+def warmup_dir(config: RLConfig) -> Path:
+    return config.logging.run_dir / WARMUP_DIR
+
+
+def warmup_checkpoint(config: RLConfig) -> Path:
+    """Where the warm-up's final checkpoint is (or will be): the model RL starts from."""
+    return warmup_dir(config) / "checkpoints" / CHECKPOINT_NAME.format(step=config.rl.warmup_sft_steps)
+
+
+def sft_config(config: RLConfig) -> SFTConfig:
+    """The warm-up's SFT run: the RL run's model and data settings, an SFT objective and schedule."""
+    steps, trainer = config.rl.warmup_sft_steps, config.trainer
+    return SFTConfig(
+        model=config.model,
+        multimodal=config.multimodal,
+        renderer=config.renderer,
+        logging=LoggingConfig(run_dir=warmup_dir(config), plots=config.logging.plots),
+        trainer=TrainerConfig(
+            optim=OptimConfig(lr=config.rl.warmup_sft_lr),
+            schedule=ScheduleConfig(kind="cosine", warmup_steps=min(10, steps // 10)),
+            checkpoint=CheckpointConfig(every_steps=steps, keep_last=1, resume=True),
+            seq_len=trainer.seq_len,
+            micro_batch_tokens=trainer.micro_batch_tokens,
+            overlong_text=trainer.overlong_text,
+            max_grad_norm=trainer.max_grad_norm,
+            precision=trainer.precision,
+            device=trainer.device,
+            seed=trainer.seed,
+        ),
+        sft=SFTSection(
+            dataset=str(warmup_dir(config) / "data" / "train.jsonl"),
+            batch_size=config.rl.warmup_sft_batch_size,
+            max_steps=steps,
+            epochs=1,
+            shuffle_seed=config.orchestrator.seed,
+        ),
+    )
+
+
+def write_warmup_dataset(config: RLConfig, sft: SFTConfig) -> Path:
+    """`<warm-up dir>/data/train.jsonl`: one conversation (prompt + reference answer) per warm-up sample."""
+    mixture = load_mixture(config.orchestrator.environments)
+    count = config.rl.warmup_sft_steps * config.rl.warmup_sft_batch_size
+    sampler = PromptSampler(mixture.train_sizes(), mixture.weights, count, config.orchestrator.seed, stream="warmup")
+    store = ImageStore.from_config(sft.multimodal, sft.logging.run_dir)
+    lines = []
+    for draw in sampler.step(1):
+        example = mixture.environments[draw.environment].dataset("train")[draw.row]
+        prompt, _ = store_images(example.prompt, store)
+        messages = [message.model_dump(mode="json") for message in prompt]
+        row = {"id": example.example_id, "messages": [*messages, {"role": "assistant", "content": example.answer}]}
+        lines.append(orjson.dumps(row) + b"\n")
+    return write_atomic(Path(sft.sft.dataset), b"".join(lines))

@@ -1,0 +1,77 @@
+"""Group-normalized advantages: hand examples, degenerate groups, group independence, and the token broadcast."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from foveal.trainer.advantages import AdvantageError, group_advantages, grouped_advantages, token_advantages
+
+rewards_st = st.lists(st.floats(-100, 100, allow_nan=False, allow_infinity=False), min_size=1, max_size=16)
+
+
+def test_hand_computed_group() -> None:
+    rewards = [1.0, 0.0, 0.0, 1.0]
+    assert group_advantages(rewards, "none") == rewards
+    assert group_advantages(rewards, "group_mean") == [0.5, -0.5, -0.5, 0.5]
+    assert group_advantages(rewards, "group_mean_std") == pytest.approx([1.0, -1.0, -1.0, 1.0], rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["group_mean", "group_mean_std"])
+def test_a_group_of_equal_rewards_gets_exact_zeros(kind: str) -> None:
+    assert group_advantages([0.1, 0.1, 0.1], kind) == [0.0, 0.0, 0.0]
+    assert group_advantages([7.0], kind) == [0.0]
+
+
+@given(rewards_st)
+def test_group_mean_centres_the_group(rewards: list[float]) -> None:
+    advantages = group_advantages(rewards, "group_mean")
+    assert math.fsum(advantages) == pytest.approx(0.0, abs=1e-9 * max(1.0, max(map(abs, rewards))))
+    steps = zip(advantages, advantages[1:], rewards, rewards[1:])
+    assert all(a - b == pytest.approx(r - s, abs=1e-9) for a, b, r, s in steps)
+
+
+@given(rewards_st.filter(lambda r: max(r) - min(r) > 1e-2))
+def test_group_mean_std_has_zero_mean_and_unit_spread(rewards: list[float]) -> None:
+    advantages = group_advantages(rewards, "group_mean_std")
+    assert statistics.fmean(advantages) == pytest.approx(0.0, abs=1e-7)
+    assert statistics.pstdev(advantages) == pytest.approx(1.0, rel=1e-3)
+
+
+@given(rewards_st, st.floats(0.5, 20), st.floats(-50, 50))
+def test_group_mean_std_ignores_an_affine_change_of_rewards(rewards: list[float], scale: float, shift: float) -> None:
+    if max(rewards) - min(rewards) < 1e-2:
+        return
+    # eps = 0: the normalization itself is affine-invariant; eps only bounds near-constant groups.
+    moved = group_advantages([scale * r + shift for r in rewards], "group_mean_std", eps=0.0)
+    assert moved == pytest.approx(group_advantages(rewards, "group_mean_std", eps=0.0), abs=1e-6)
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.floats(-10, 10, allow_nan=False)), min_size=1, max_size=24))
+def test_each_group_is_normalized_on_its_own(rows: list[tuple[int, float]]) -> None:
+    groups, rewards = [g for g, _ in rows], [r for _, r in rows]
+    got = grouped_advantages(rewards, groups, "group_mean_std")
+    for key in set(groups):
+        members = [i for i, g in enumerate(groups) if g == key]
+        assert [got[i] for i in members] == group_advantages([rewards[i] for i in members], "group_mean_std")
+
+
+def test_the_advantage_lands_on_loss_tokens_only() -> None:
+    assert token_advantages(-0.5, [0.0, 0.0, 1.0, 0.5, 0.0]) == (0.0, 0.0, -0.5, -0.5, 0.0)
+
+
+def test_bad_inputs_name_the_field() -> None:
+    with pytest.raises(AdvantageError, match="rewards"):
+        group_advantages([], "group_mean")
+    with pytest.raises(AdvantageError, match=r"rewards\[1\]"):
+        group_advantages([1.0, math.nan], "group_mean")
+    with pytest.raises(AdvantageError, match="orchestrator.advantage"):
+        group_advantages([1.0], "rank")  # type: ignore[arg-type]
+    with pytest.raises(AdvantageError, match="groups"):
+        grouped_advantages([1.0, 2.0], ["a"], "none")
+    with pytest.raises(AdvantageError, match="advantage"):
+        token_advantages(math.inf, [1.0])

@@ -1,0 +1,235 @@
+"""The RL losses against a hand-computed per-token reference, their gradients at ratio 1, and packing invariance."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from foveal.configs.trainer import LossConfig
+from foveal.renderers.errors import ContractError
+from foveal.trainer.data.collate import PackedBatch, PackSample, collate_packed
+from foveal.trainer.data.positions import TextPositions
+from foveal.trainer.loss import local_loss_tokens, packed_token_weights, token_nll
+from foveal.trainer.rl_loss import PolicyStats, policy_loss, rl_loss, sequence_mean
+
+VOCAB = 7
+KINDS = ("importance_sampling", "ppo", "gspo")
+
+
+def random_samples(seed: int, count: int, max_len: int = 8) -> list[PackSample]:
+    """Samples with prompt tokens (weight 0) then completion tokens, inference logprobs and advantages."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = []
+    for i in range(count):
+        length = int(torch.randint(3, max_len + 1, (1,), generator=generator))
+        prompt = int(torch.randint(1, length - 1, (1,), generator=generator))
+        ids = torch.randint(0, VOCAB, (length,), generator=generator).tolist()
+        weights = [0.0] * prompt + [1.0] * (length - prompt)
+        logprobs = (-torch.rand(length, generator=generator) * 3).tolist()
+        advantage = float(torch.randn(1, generator=generator))
+        advantages = [0.0] * prompt + [advantage] * (length - prompt)
+        samples.append(PackSample(f"s{i}", ids, weights, logprobs=logprobs, advantages=advantages))
+    return samples
+
+
+def pack(samples: list[PackSample]) -> PackedBatch:
+    return collate_packed(samples, TextPositions())
+
+
+def random_logits(batch: PackedBatch, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(1, batch.num_tokens, VOCAB, generator=generator, dtype=torch.float64).requires_grad_(True)
+
+
+def naive_step_loss(samples: list[PackSample], logits: torch.Tensor, config: LossConfig) -> float:
+    """Token by token in Python floats: log-softmax, ratio, the kind's surrogate, KL, over the step's counted tokens."""
+    rows = logits.detach()[0].tolist()
+    total, counted, start = 0.0, 0, 0
+    for sample in samples:
+        tokens = []  # (lp, mu, advantage, weight) of each counted target of this sample
+        for t in range(len(sample.token_ids) - 1):
+            weight = sample.loss_weights[t + 1] * sample.sample_weight
+            if weight > 0:
+                row = rows[start + t]
+                log_z = math.log(sum(math.exp(x) for x in row))
+                lp = row[sample.token_ids[t + 1]] - log_z
+                tokens.append((lp, sample.logprobs[t + 1], sample.advantages[t + 1], weight))
+        start += len(sample.token_ids)
+        if config.kind == "gspo" and tokens:
+            seq = math.exp(sum(w * (lp - mu) for lp, mu, _, w in tokens) / sum(w for *_, w in tokens))
+        for lp, mu, advantage, weight in tokens:
+            ratio = seq if config.kind == "gspo" else math.exp(lp - mu)
+            if config.kind == "importance_sampling":
+                value = -min(ratio, config.importance_cap) * advantage * lp
+            else:
+                bounded = min(max(ratio, 1 - config.clip_low), 1 + config.clip_high)
+                value = -min(ratio * advantage, bounded * advantage)
+            value += config.kl_coef * (math.exp(mu - lp) - (mu - lp) - 1)
+            total += weight * value
+            counted += 1
+    return total / max(counted, 1)
+
+
+def step_tokens(batch: PackedBatch) -> int:
+    return local_loss_tokens([batch])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kl_coef", [0.0, 0.3])
+def test_loss_equals_a_hand_computed_per_token_reference(kind: str, kl_coef: float) -> None:
+    config = LossConfig(kind=kind, clip_low=0.2, clip_high=0.3, kl_coef=kl_coef, importance_cap=1.5)
+    samples = random_samples(seed=3, count=4)
+    batch = pack(samples)
+    logits = random_logits(batch, seed=4)
+    got = rl_loss(logits, batch, step_tokens(batch), config).loss
+    assert got.item() == pytest.approx(naive_step_loss(samples, logits, config), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kl_coef", [0.0, 0.5])
+def test_at_ratio_one_the_gradient_is_the_advantage_weighted_nll_gradient(kind: str, kl_coef: float) -> None:
+    samples = random_samples(seed=5, count=3)
+    batch = pack(samples)
+    logits = random_logits(batch, seed=6)
+    own = (-token_nll(logits, batch.labels)).detach()  # the server agrees with the trainer exactly
+    batch = PackedBatch(**{**batch.__dict__, "logprobs": own})
+    tokens = step_tokens(batch)
+    pg_loss = rl_loss(logits, batch, tokens, LossConfig(kind=kind, kl_coef=kl_coef)).loss
+    (pg_grad,) = torch.autograd.grad(pg_loss, logits)
+    weighted_nll = (token_nll(logits, batch.labels) * packed_token_weights(batch) * batch.advantages).sum() / tokens
+    (nll_grad,) = torch.autograd.grad(weighted_nll, logits)
+    assert torch.allclose(pg_grad, nll_grad, atol=1e-6)
+    assert pg_grad.abs().sum() > 0
+
+
+def test_mismatch_kl_is_zero_when_logprobs_agree_and_the_k3_estimate_otherwise() -> None:
+    trainer = torch.tensor([[-0.5, -1.0, -2.0, -0.1]])
+    weights = torch.tensor([[0.0, 1.0, 1.0, 1.0]])
+    cu = torch.tensor([0, 4], dtype=torch.int32)
+    common = {"advantages": torch.ones(1, 4), "weights": weights, "cu_seqlens": cu, "step_loss_tokens": 3,
+              "config": LossConfig(kind="ppo")}  # fmt: skip
+    same = policy_loss(trainer_logprobs=trainer, inference_logprobs=trainer.clone(), **common)
+    assert same.stats == PolicyStats(tokens=3, mismatch_kl=0.0, ratio=3.0, clipped=0.0)
+    assert same.stats.means() == {"mismatch_kl": 0.0, "ratio_mean": 1.0, "clip_fraction": 0.0}
+
+    inference = torch.tensor([[-9.0, -1.1, -1.5, -0.1]])  # the prompt token's value is never read
+    other = policy_loss(trainer_logprobs=trainer, inference_logprobs=inference, **common)
+    d = [0.1, -0.5, 0.0]
+    assert other.stats.mismatch_kl == pytest.approx(sum(math.exp(x) - 1 - x for x in d), rel=1e-6)
+    assert other.stats.ratio == pytest.approx(sum(math.exp(x) for x in d), rel=1e-6)
+    assert other.stats.clipped == 1  # exp(-0.5) = 0.61 < 1 - 0.2
+
+
+def test_ppo_clip_removes_the_gradient_of_tokens_pushed_past_the_bound() -> None:
+    inference = torch.log(torch.tensor([[0.5, 0.5, 0.5]]))
+    trainer = torch.log(torch.tensor([[0.5, 0.8, 0.25]])).requires_grad_(True)  # ratios 1, 1.6, 0.5
+    config = LossConfig(kind="ppo", clip_low=0.2, clip_high=0.2)
+    result = policy_loss(trainer_logprobs=trainer, inference_logprobs=inference, advantages=torch.ones(1, 3),
+                         weights=torch.ones(1, 3), cu_seqlens=torch.tensor([0, 3]), config=config,
+                         step_loss_tokens=3)  # fmt: skip
+    (grad,) = torch.autograd.grad(result.loss, trainer)
+    # token 0: ratio 1, gradient -A r / N; token 1: above 1.2 with A > 0, clipped; token 2: below 0.8 with A > 0, kept.
+    assert grad[0].tolist() == pytest.approx([-1 / 3, 0.0, -0.5 / 3], abs=1e-6)
+    assert result.stats.clipped == 2
+
+
+def test_importance_weight_is_truncated_and_detached() -> None:
+    inference = torch.log(torch.tensor([[0.1, 0.5]]))
+    trainer = torch.log(torch.tensor([[0.5, 0.5]])).requires_grad_(True)  # ratios 5 and 1
+    config = LossConfig(kind="importance_sampling", importance_cap=2.0)
+    result = policy_loss(trainer_logprobs=trainer, inference_logprobs=inference, advantages=torch.tensor([[2.0, -1.0]]),
+                         weights=torch.ones(1, 2), cu_seqlens=torch.tensor([0, 2]), config=config,
+                         step_loss_tokens=2)  # fmt: skip
+    (grad,) = torch.autograd.grad(result.loss, trainer)
+    assert grad[0].tolist() == pytest.approx([-2.0 * 2.0 / 2, 1.0 * 1.0 / 2])
+    assert result.stats.clipped == 1
+
+
+def test_gspo_uses_one_ratio_per_packed_sample() -> None:
+    # Two samples in one row: [a a a | b b]; the first token of each is a prompt token (weight 0).
+    trainer = torch.tensor([[0.0, -1.0, -1.0, 0.0, -2.0]])
+    inference = torch.tensor([[5.0, -1.2, -0.6, 7.0, -2.0]])
+    weights = torch.tensor([[0.0, 1.0, 1.0, 0.0, 1.0]])
+    cu = torch.tensor([0, 3, 5], dtype=torch.int32)
+    means = sequence_mean(torch.where(weights > 0, trainer - inference, 0.0), weights, cu)
+    assert means[0].tolist() == pytest.approx([-0.1, -0.1, -0.1, 0.0, 0.0])
+    result = policy_loss(trainer_logprobs=trainer, inference_logprobs=inference, advantages=torch.ones(1, 5),
+                         weights=weights, cu_seqlens=cu, config=LossConfig(kind="gspo"),
+                         step_loss_tokens=3)  # fmt: skip
+    assert result.stats.ratio == pytest.approx(2 * math.exp(-0.1) + 1.0)
+    assert result.stats.mismatch_kl == pytest.approx((math.exp(0.2) - 1.2) + (math.exp(-0.4) - 0.6))
+
+
+def test_a_sample_without_weight_gets_a_zero_mean_not_nan() -> None:
+    values = torch.tensor([[1.0, 2.0, 3.0]])
+    got = sequence_mean(values, torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([0, 2, 3], dtype=torch.int32))
+    assert got.tolist() == [[0.0, 0.0, 3.0]]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_packing_leaks_nothing_between_samples(kind: str) -> None:
+    """Loss and gradient of a packed row equal the sums of its samples run as rows of their own."""
+    samples = random_samples(seed=11, count=3)
+    config = LossConfig(kind=kind, kl_coef=0.1)
+    packed = pack(samples)
+    logits = random_logits(packed, seed=12)
+    tokens = step_tokens(packed)
+    packed_loss = rl_loss(logits, packed, tokens, config).loss
+    (packed_grad,) = torch.autograd.grad(packed_loss, logits)
+    alone_loss, alone_grads, start = 0.0, [], 0
+    for sample in samples:
+        length = len(sample.token_ids)
+        own = logits.detach()[:, start : start + length].clone().requires_grad_(True)
+        loss = rl_loss(own, pack([sample]), tokens, config).loss
+        alone_loss += loss.item()
+        alone_grads.append(torch.autograd.grad(loss, own)[0])
+        start += length
+    assert packed_loss.item() == pytest.approx(alone_loss, rel=1e-6, abs=1e-9)
+    assert torch.allclose(packed_grad, torch.cat(alone_grads, dim=1), atol=1e-7)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), count=st.integers(2, 6), cut=st.integers(1, 5), kind=st.sampled_from(KINDS))
+def test_micro_batches_with_the_step_normalizer_add_up_to_one_batch(seed: int, count: int, cut: int, kind: str) -> None:
+    samples = random_samples(seed, count)
+    cut = min(cut, count - 1)
+    config = LossConfig(kind=kind)
+    whole = pack(samples)
+    logits = random_logits(whole, seed + 1)
+    tokens = step_tokens(whole)
+    first, second = pack(samples[:cut]), pack(samples[cut:])
+    split = first.num_tokens
+    parts = rl_loss(logits[:, :split], first, tokens, config).loss
+    parts = parts + rl_loss(logits[:, split:], second, tokens, config).loss
+    # fp32 sums of terms of either sign in another order: agree to ~1e-6 absolute, not relative to a small total
+    assert parts.item() == pytest.approx(rl_loss(logits, whole, tokens, config).loss.item(), rel=1e-5, abs=1e-6)
+
+
+def test_placeholder_logprobs_of_prompt_tokens_never_overflow_the_ratio() -> None:
+    prompt_placeholder = -1e4
+    sample = PackSample("s", [1, 2, 3, 4], [0.0, 0.0, 1.0, 1.0], logprobs=[0.0, prompt_placeholder, -1.0, -1.0],
+                        advantages=[0, 0, 1, 1])  # fmt: skip
+    batch = pack([sample])
+    logits = random_logits(batch, seed=0)
+    for kind in KINDS:
+        result = rl_loss(logits, batch, step_tokens(batch), LossConfig(kind=kind, kl_coef=0.1))
+        (grad,) = torch.autograd.grad(result.loss, logits)
+        assert math.isfinite(result.loss.item()) and bool(torch.isfinite(grad).all())
+
+
+def test_batches_without_logprobs_or_advantages_and_sft_kind_are_refused() -> None:
+    plain = pack([PackSample("s", [1, 2, 3], [0.0, 1.0, 1.0])])
+    logits = random_logits(plain, seed=0)
+    with pytest.raises(ContractError, match="logprobs"):
+        rl_loss(logits, plain, 2, LossConfig(kind="ppo"))
+    batch = pack(random_samples(seed=1, count=1))
+    with pytest.raises(ContractError, match="trainer.loss.kind"):
+        rl_loss(random_logits(batch, 0), batch, 2, LossConfig(kind="sft"))
+    with pytest.raises(ContractError, match="advantages"):
+        policy_loss(trainer_logprobs=torch.zeros(1, 3), inference_logprobs=torch.zeros(1, 3),
+                    advantages=torch.zeros(1, 2), weights=torch.ones(1, 3), cu_seqlens=torch.tensor([0, 3]),
+                    config=LossConfig(kind="ppo"), step_loss_tokens=3)  # fmt: skip

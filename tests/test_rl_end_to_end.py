@@ -1,0 +1,171 @@
+"""`foveal rl` end to end with real processes: tiny VLM, embedded server, orchestrator and trainer.
+
+The run is killed in the middle (the orchestrator, with SIGKILL) and resumed, and the run folder is then
+checked as a whole: every step's batch published once and atomically, the async bound kept, the first
+step trained with the weights that sampled it (mismatch KL ~ 0), each pushed checkpoint acknowledged by
+the server with its version, and the final eval sampled by the server from exactly the final
+checkpoint's weights (a fresh server loaded from that checkpoint answers the same tokens and logprobs).
+
+The random-weight model answers nothing right, so every reward is 0 and every advantage 0; weight decay
+alone moves its weights (lr and decay are large for that), which is what tells the pushed weights from
+the initial ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from foveal.configs import LoggingConfig, ModelConfig, MultimodalConfig
+from foveal.renderers.contract import encode_mmraw
+from foveal.renderers.inference.wire import Endpoints, GenerateRequest, GenerateResponse, SamplingParams
+from foveal.trainer.inference.config import ServeConfig
+from foveal.trainer.inference.testing import start_server
+from foveal.trainer.metrics import read_metrics
+from foveal.trainer.rl_batches import batch_path, published_steps, read_batch
+from foveal.trainer.tiny_models import build_tiny_model
+from foveal.verifiers.eval.results import read_results
+from foveal.verifiers.rollout import Rollout
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 3
+ASYNC = 1
+
+
+def foveal_rl(home: Path, model: Path, *overrides: str) -> subprocess.Popen[str]:
+    script = shutil.which("foveal", path=str(Path(sys.executable).parent))
+    assert script, "the foveal console script is not installed next to the interpreter"
+    command = [
+        script, "rl", "--no-progress", "--model.name_or_path", str(model), "--logging.run_dir", str(home / "run"),
+        "--logging.plots", "true", "--orchestrator.environments", '[{"name": "shapes", "args": {"image_size": 56}}]',
+        "--orchestrator.batch_size", "2", "--orchestrator.rollouts_per_prompt", "2", "--orchestrator.max_tokens", "6",
+        "--orchestrator.max_async_level", str(ASYNC), "--rl.max_steps", str(STEPS), "--rl.eval_examples", "2",
+        "--inference.max_model_len", "96", "--inference.device", "cpu", "--trainer.device", "cpu",
+        "--trainer.seq_len", "128", "--trainer.micro_batch_tokens", "512",
+        "--trainer.optim.lr", "0.05", "--trainer.optim.weight_decay", "0.5", "--trainer.schedule.kind", "constant",
+        *overrides,
+    ]  # fmt: skip
+    env = {**os.environ, "HOME": str(home)}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 600) -> tuple[int, str, str]:
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, out, err
+
+
+def kill_the_orchestrator_after_step_one(run_dir: Path, launcher: subprocess.Popen[str]) -> int:
+    """Wait for the first published batch, then SIGKILL the orchestrator process; returns its pid."""
+    deadline = time.monotonic() + 300
+    while not published_steps(run_dir):
+        assert launcher.poll() is None, finish(launcher)
+        assert time.monotonic() < deadline, "no batch was published in 300 s"
+        time.sleep(0.05)
+    processes = json.loads((run_dir / "launch" / "processes.json").read_text())
+    pid = next(row["pid"] for row in processes if row["name"] == "orchestrator")
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model("qwen2_5_vl", tmp_path_factory.mktemp("tiny-cache"))
+
+
+def test_an_rl_run_killed_midway_resumes_and_every_part_agrees(tiny_model: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    launcher = foveal_rl(tmp_path, tiny_model)
+    pid = kill_the_orchestrator_after_step_one(run_dir, launcher)
+    code, _, err = finish(launcher)
+    assert code == 1, err
+    assert f"foveal rl: error: orchestrator (pid {pid}) exited with status -9 (killed by SIGKILL)" in err
+    processes = json.loads((run_dir / "launch" / "processes.json").read_text())
+    assert all(not _alive(row["pid"]) for row in processes), "the launcher left a child running"
+
+    refused = finish(foveal_rl(tmp_path, tiny_model))
+    assert refused[0] == 1 and "pass --trainer.checkpoint.resume true" in refused[2]
+    code, out, err = finish(foveal_rl(tmp_path, tiny_model, "--trainer.checkpoint.resume", "true"))
+    assert code == 0, err
+    assert "foveal rl: done" in out and "eval shapes" in out
+
+    # Every step published exactly once, whole, and within the async bound.
+    assert published_steps(run_dir) == [1, 2, 3]
+    assert not [p.name for p in (run_dir / "rollouts").iterdir() if p.name.endswith(".tmp")]
+    batches = [read_batch(batch_path(run_dir, step), step) for step in (1, 2, 3)]
+    assert all(step - 1 - ASYNC <= batch.policy_version < step for step, batch in zip((1, 2, 3), batches))
+    assert all(sample.mm_refs and sample.inference_logprobs for batch in batches for sample in batch.samples)
+    steps_logged = [json.loads(line) for line in (run_dir / "orchestrator.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in steps_logged] == [1, 2, 3]
+
+    # The trainer trained each step once; step 1 with the very weights that sampled it.
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    assert rows[0]["policy_lag"] == 0 and rows[0]["mismatch_kl"] < 1e-4, rows[0]
+    assert all(0 <= row["policy_lag"] <= ASYNC and row["rollouts"] == 4 and row["images"] == 4 for row in rows)
+    assert rows[0]["reward_mean"] == steps_logged[0]["reward_mean"]
+
+    # Weight pushes: the server acknowledged each version; the restarted server was brought to the trainer's.
+    pushes = [push for row in steps_logged for push in row["pushed"]]
+    assert pushes and all(pushed == reported for pushed, reported, _ in pushes)
+    assert [row["policy_version"] for row in steps_logged] == [batch.policy_version for batch in batches]
+
+    # Evals before and after; the final one was sampled from the last checkpoint's weights.
+    evals = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
+    assert [(row["step"], row["environment"]) for row in evals] == [(0, "shapes"), (STEPS, "shapes")]
+    assert (run_dir / "eval_reward.png").is_file() and (run_dir / "rl.png").is_file()
+    final = read_results(Path(evals[-1]["results"]))
+    assert {turn.weight_version for rollout in final for turn in rollout.turns} == {STEPS}
+    checkpoint = run_dir / "checkpoints" / f"step-{STEPS:08d}"
+    served_final = replay(final, checkpoint, run_dir)
+    served_initial = replay(final, tiny_model, run_dir)
+    for rollout, (ids, logprobs), (_, initial) in zip(final, served_final, served_initial, strict=True):
+        turn = rollout.turns[0]
+        assert ids == turn.completion_ids
+        assert logprobs == pytest.approx(turn.completion_logprobs, abs=1e-4)
+        assert max(abs(a - b) for a, b in zip(logprobs, initial)) > 1e-3  # the initial weights answer otherwise
+
+
+def replay(rollouts: list[Rollout], weights: Path, run_dir: Path) -> list[tuple[tuple[int, ...], tuple[float, ...]]]:
+    """Greedy completions of the rollouts' prompts from a fresh server that loads `weights`."""
+    config = ServeConfig(
+        model=ModelConfig(name_or_path=str(weights)),
+        multimodal=MultimodalConfig(offload_dir=run_dir / "assets"),
+        logging=LoggingConfig(run_dir=run_dir / "replay"),
+    )
+    out = []
+    with start_server(config) as server, httpx.Client(trust_env=False, timeout=120) as http:
+        for rollout in rollouts:
+            turn = rollout.turns[0]
+            request = GenerateRequest(
+                prompt_token_ids=turn.prompt_ids,
+                image_refs=tuple(encode_mmraw(image.descriptor) for image in turn.images),
+                sampling=SamplingParams(temperature=0.0, max_tokens=len(turn.completion_ids), seed=0),
+            )
+            answer = http.post(server.url + Endpoints.GENERATE, content=request.model_dump_json(),
+                               headers={**server.data_headers, "Content-Type": "application/json"})  # fmt: skip
+            assert answer.status_code == 200, answer.text
+            completion = GenerateResponse.model_validate_json(answer.content).completions[0]
+            out.append((completion.token_ids, completion.logprobs or ()))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
