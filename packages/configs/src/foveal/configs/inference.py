@@ -18,7 +18,9 @@ class InferenceConfig(BaseModel):
         default="transformers", description="Engine behind the server; vllm needs CUDA."
     )
     host: str = Field(default="127.0.0.1", min_length=1, description="Address the server binds; loopback by default.")
-    port: int = Field(default=8000, ge=1, le=65535, description="Port of the first server; more servers count up.")
+    port: int = Field(
+        default=8000, ge=0, le=65535, description="Port of the first server (more count up); 0 lets the OS pick one."
+    )
     api_token: SecretStr | None = Field(
         default=None, description="Bearer token clients must send; required off loopback. Never printed."
     )
