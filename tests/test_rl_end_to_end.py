@@ -1,10 +1,12 @@
 """`foveal rl` end to end with real processes: tiny VLM, embedded server, orchestrator and trainer.
 
-The run is killed in the middle (the orchestrator, with SIGKILL) and resumed, and the run folder is then
-checked as a whole: every step's batch published once and atomically, the async bound kept, the first
-step trained with the weights that sampled it (mismatch KL ~ 0), each pushed checkpoint acknowledged by
-the server with its version, and the final eval sampled by the server from exactly the final
-checkpoint's weights (a fresh server loaded from that checkpoint answers the same tokens and logprobs).
+A finished run folder is checked as a whole: every step's batch published once and atomically, the async
+bound kept, the first step trained with the weights that sampled it (mismatch KL ~ 0), each pushed
+checkpoint acknowledged by the servers with its version, and the final eval sampled by the server from
+exactly the final checkpoint's weights (a fresh server loaded from that checkpoint answers the same tokens
+and logprobs, and the initial weights answer otherwise). The fast test runs two steps straight through;
+the slow one kills the orchestrator (SIGKILL) after the first step, checks that the launcher stops
+everything and refuses a non-resuming restart, resumes, and checks the same folder invariants.
 
 The random-weight model answers nothing right, so every reward is 0 and every advantage 0; weight decay
 alone moves its weights (lr and decay are large for that), which is what tells the pushed weights from
@@ -25,9 +27,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from foveal.configs import LoggingConfig, ModelConfig, MultimodalConfig
+from foveal.configs import InferenceConfig, LoggingConfig, ModelConfig, MultimodalConfig
 from foveal.renderers.contract import encode_mmraw
-from foveal.renderers.inference.wire import Endpoints, GenerateRequest, GenerateResponse, SamplingParams
+from foveal.renderers.inference.wire import Endpoints, GenerateRequest, GenerateResponse, SamplingParams, ServerInfo
 from foveal.trainer.inference.config import ServeConfig
 from foveal.trainer.inference.testing import start_server
 from foveal.trainer.metrics import read_metrics
@@ -86,7 +88,21 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model("qwen2_5_vl", tmp_path_factory.mktemp("tiny-cache"))
 
 
-def test_an_rl_run_killed_midway_resumes_and_every_part_agrees(tiny_model: Path, tmp_path: Path) -> None:
+def test_an_rl_run_warms_up_publishes_trains_and_serves_every_step(tiny_model: Path, tmp_path: Path) -> None:
+    """With an SFT warm-up: the servers start from the configured model and are given the warm-up checkpoint as
+    version 0, so step 1 (sampled by the servers, trained from the warm-up checkpoint) still has mismatch ~ 0."""
+    warmup = ["--rl.warmup_sft_steps", "2", "--rl.warmup_sft_batch_size", "4", "--rl.warmup_sft_lr", "0.01"]
+    code, out, err = finish(foveal_rl(tmp_path, tiny_model, "--rl.max_steps", "2", "--rl.eval_examples", "1", *warmup))
+    assert code == 0, err
+    run_dir = tmp_path / "run"
+    warm_start = run_dir / "warmup" / "checkpoints" / "step-00000002"
+    assert json.loads((run_dir / "run_meta.json").read_text())["settings"]["model.name_or_path"] == str(warm_start)
+    assert len((run_dir / "warmup" / "data" / "train.jsonl").read_text().splitlines()) == 8
+    check_run_folder(run_dir, tiny_model, steps=2)
+
+
+@pytest.mark.slow
+def test_an_rl_run_killed_midway_resumes_without_lost_or_repeated_steps(tiny_model: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     launcher = foveal_rl(tmp_path, tiny_model)
     pid = kill_the_orchestrator_after_step_one(run_dir, launcher)
@@ -101,37 +117,63 @@ def test_an_rl_run_killed_midway_resumes_and_every_part_agrees(tiny_model: Path,
     code, out, err = finish(foveal_rl(tmp_path, tiny_model, "--trainer.checkpoint.resume", "true"))
     assert code == 0, err
     assert "foveal rl: done" in out and "eval shapes" in out
+    check_run_folder(run_dir, tiny_model, steps=STEPS)
 
+
+@pytest.mark.slow
+def test_foveal_rl_connects_to_running_servers_and_leaves_them_on_the_last_weights(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    run_dir, token = tmp_path / "run", "connect-test-token"
+    config = ServeConfig(
+        model=ModelConfig(name_or_path=str(tiny_model)),
+        multimodal=MultimodalConfig(offload_dir=run_dir / "assets"),
+        logging=LoggingConfig(run_dir=tmp_path / "server"),
+        inference=InferenceConfig(api_token=token),
+    )
+    with start_server(config) as server:
+        connect = ["--connect", "--orchestrator.endpoints", json.dumps([server.url]), "--inference.api_token", token,
+                   "--multimodal.offload_dir", str(run_dir / "assets"), "--rl.max_steps", "2"]  # fmt: skip
+        code, out, err = finish(foveal_rl(tmp_path, tiny_model, *connect))
+        assert code == 0, err
+        info = ServerInfo.model_validate_json(httpx.get(server.url + Endpoints.INFO, headers=server.data_headers).content)
+        assert (info.weight_version, info.state) == (2, "serving")  # the final eval's push: the trainer's last step
+    assert not (run_dir / "launch" / "serve-0.toml").exists()  # no server of its own
+    assert token not in out + err and token not in (run_dir / "logs" / "orchestrator.log").read_text()
+    check_run_folder(run_dir, tiny_model, steps=2)
+
+
+def check_run_folder(run_dir: Path, initial_model: Path, steps: int) -> None:
+    """Everything a finished run folder must show, whatever happened to its processes on the way."""
     # Every step published exactly once, whole, and within the async bound.
-    assert published_steps(run_dir) == [1, 2, 3]
+    assert published_steps(run_dir) == list(range(1, steps + 1))
     assert not [p.name for p in (run_dir / "rollouts").iterdir() if p.name.endswith(".tmp")]
-    batches = [read_batch(batch_path(run_dir, step), step) for step in (1, 2, 3)]
-    assert all(step - 1 - ASYNC <= batch.policy_version < step for step, batch in zip((1, 2, 3), batches))
+    batches = [read_batch(batch_path(run_dir, step), step) for step in range(1, steps + 1)]
+    assert all(step - 1 - ASYNC <= batch.policy_version < step for step, batch in enumerate(batches, start=1))
     assert all(sample.mm_refs and sample.inference_logprobs for batch in batches for sample in batch.samples)
     steps_logged = [json.loads(line) for line in (run_dir / "orchestrator.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in steps_logged] == [1, 2, 3]
+    assert [row["step"] for row in steps_logged] == list(range(1, steps + 1))
+    assert [row["policy_version"] for row in steps_logged] == [batch.policy_version for batch in batches]
 
     # The trainer trained each step once; step 1 with the very weights that sampled it.
     rows = read_metrics(run_dir / "metrics.jsonl")
-    assert [row["step"] for row in rows] == [1, 2, 3]
+    assert [row["step"] for row in rows] == list(range(1, steps + 1))
     assert rows[0]["policy_lag"] == 0 and rows[0]["mismatch_kl"] < 1e-4, rows[0]
     assert all(0 <= row["policy_lag"] <= ASYNC and row["rollouts"] == 4 and row["images"] == 4 for row in rows)
-    assert rows[0]["reward_mean"] == steps_logged[0]["reward_mean"]
+    assert [row["reward_mean"] for row in rows] == [row["reward_mean"] for row in steps_logged]
 
-    # Weight pushes: the server acknowledged each version; the restarted server was brought to the trainer's.
+    # Weight pushes: the servers acknowledged every version pushed to them.
     pushes = [push for row in steps_logged for push in row["pushed"]]
-    assert pushes and all(pushed == reported for pushed, reported, _ in pushes)
-    assert [row["policy_version"] for row in steps_logged] == [batch.policy_version for batch in batches]
+    assert all(pushed == reported for pushed, reported, _ in pushes)
 
     # Evals before and after; the final one was sampled from the last checkpoint's weights.
     evals = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
-    assert [(row["step"], row["environment"]) for row in evals] == [(0, "shapes"), (STEPS, "shapes")]
+    assert [(row["step"], row["environment"]) for row in evals] == [(0, "shapes"), (steps, "shapes")]
     assert (run_dir / "eval_reward.png").is_file() and (run_dir / "rl.png").is_file()
     final = read_results(Path(evals[-1]["results"]))
-    assert {turn.weight_version for rollout in final for turn in rollout.turns} == {STEPS}
-    checkpoint = run_dir / "checkpoints" / f"step-{STEPS:08d}"
-    served_final = replay(final, checkpoint, run_dir)
-    served_initial = replay(final, tiny_model, run_dir)
+    assert {turn.weight_version for rollout in final for turn in rollout.turns} == {steps}
+    served_final = replay(final, run_dir / "checkpoints" / f"step-{steps:08d}", run_dir)
+    served_initial = replay(final, initial_model, run_dir)
     for rollout, (ids, logprobs), (_, initial) in zip(final, served_final, served_initial, strict=True):
         turn = rollout.turns[0]
         assert ids == turn.completion_ids

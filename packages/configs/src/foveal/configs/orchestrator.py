@@ -45,6 +45,6 @@ class OrchestratorConfig(BaseModel):
         description="URLs of running inference servers or a router (`foveal rl --connect`); "
         "empty: `foveal rl` starts inference.num_servers servers and fills this in for its children.",
     )
-    trainer_timeout_s: float = Field(
-        default=600.0, gt=0, description="Longest wait for the trainer's next step (async bound) before failing."
+    wait_timeout_s: float = Field(
+        default=1800.0, gt=0, description="Longest wait for the servers to come up, or for the trainer's next step."
     )

@@ -7,7 +7,7 @@
 `run_rl`, top to bottom: bind the run folder to the config (a folder of another run is refused, naming
 the settings that differ); warm the model up with SFT when `rl.warmup_sft_steps` > 0 (`foveal sft` in
 `<run dir>/warmup`); start `inference.num_servers` x `foveal serve` (and `foveal router` when several) on
-free loopback ports, unless `--connect`; then start `foveal rl-trainer` and `foveal rl-orchestrator`,
+free loopback ports, unless `--connect`, and load the warm-up checkpoint into them; then start `foveal rl-trainer` and `foveal rl-orchestrator`,
 which meet in the run folder (rollout batches one way, checkpoints and trainer_state.json the other);
 show progress until both are done; stop the servers. If any child exits early or with an error, the
 others are stopped and the launch fails with that child's status and log tail. Each child reads one
@@ -19,6 +19,7 @@ Across machines the same three commands run as separate jobs (`examples/slurm/rl
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from foveal.trainer.launcher.configs import launch_token, with_token, write_priv
 from foveal.trainer.launcher.display import RunDisplay, eval_line
 from foveal.trainer.launcher.resources import DevicePlan, ResourceError, count_gpus, cpu_threads, plan_gpus, visible
 from foveal.trainer.launcher.servers import start_servers
-from foveal.trainer.launcher.warmup import sft_config, warmup_checkpoint, warmup_dir, write_warmup_dataset
+from foveal.trainer.launcher.warmup import load_warm_start, sft_config, warmup_checkpoint, warmup_dir
+from foveal.trainer.launcher.warmup import write_warmup_dataset
 from foveal.trainer.metrics import METRICS_FILE
 from foveal.trainer.orchestrator.evaluation import EVAL_PLOT_FILE, read_records
 from foveal.trainer.orchestrator.resume import RunFolderError
@@ -76,7 +78,10 @@ def run_rl(config: RLConfig, *, connect: bool, show_progress: bool = True) -> La
         else:
             display.say(f"starting {config.inference.num_servers} inference server(s) ({config.inference.backend})")
             envs = [visible(gpus) for gpus in plan.servers] if plan else [{}] * config.inference.num_servers
-            endpoints = (start_servers(rl, token, children, run_dir / LAUNCH_DIR, envs),)
+            endpoints = (start_servers(config, token, children, run_dir / LAUNCH_DIR, envs),)
+        if config.rl.warmup_sft_steps:
+            seconds = load_warm_start(endpoints, token, warmup_checkpoint(config))
+            display.say(f"warm-up checkpoint loaded into the servers as weight version 0 ({seconds:.1f} s)")
         child = with_token(rl, token) if token is not None else rl
         child = child.model_copy(update={"orchestrator": child.orchestrator.model_copy(update={"endpoints": endpoints})})
         path = write_private_toml(run_dir / LAUNCH_DIR / "rl.toml", child, secrets)
@@ -157,6 +162,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args, RLConfig)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # stop the children in order, as for Ctrl-C
     try:
         result = run_rl(config, connect=args.connect, show_progress=not args.no_progress)
     except (ChildFailed, RunFolderError, IncompatibleRun, ResourceError) as error:
@@ -167,6 +173,10 @@ def _run(args: argparse.Namespace) -> int:
         return 130
     print(summary(result))
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def summary(result: LaunchResult) -> str:

@@ -8,27 +8,34 @@ followed by an assistant turn with the row's answer. Images go to the warm-up ru
 the rows name them by `file://` URI, so the JSONL is self-contained.
 
 It runs as `foveal sft` in `<run dir>/warmup/` with an SFTConfig derived from the RL config (same model,
-renderer, image settings, sequence limits, device and seed; SFT objective, `warmup_sft_lr`, cosine
-schedule, one checkpoint at the end). RL then starts from that checkpoint: it becomes
-`model.name_or_path` of the servers, the orchestrator and the trainer. A warm-up whose checkpoint exists
-is not run again.
+renderer, image settings, sequence limits, device and seed; SFT objective, `warmup_sft_lr` held constant
+after a short linear ramp, one checkpoint at the end). RL then starts from that checkpoint: it is `model.name_or_path` of
+the orchestrator and the trainer, and weight version 0 of the servers, which load the configured model
+and then this checkpoint through `update_weights` (vLLM cannot start from a folder that also holds an
+optimizer state; the same path serves every backend). A warm-up whose checkpoint exists is not run again.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
 
+from pydantic import SecretStr
+
 from foveal.configs import CheckpointConfig, LoggingConfig, OptimConfig, ScheduleConfig, SFTConfig, SFTSection
 from foveal.configs import TrainerConfig
 from foveal.configs.runs import RLConfig
+from foveal.renderers.inference.client import RemoteInferenceClient
 from foveal.renderers.store import ImageStore
 from foveal.verifiers.policy import store_images
 
 from foveal.trainer.atomic_files import write_atomic
 from foveal.trainer.orchestrator.mixture import load_mixture
 from foveal.trainer.orchestrator.prompts import PromptSampler
+from foveal.trainer.orchestrator.weight_sync import push_weights
 
 WARMUP_DIR = "warmup"
 CHECKPOINT_NAME = "step-{step:08d}"
@@ -54,7 +61,7 @@ def sft_config(config: RLConfig) -> SFTConfig:
         logging=LoggingConfig(run_dir=warmup_dir(config), plots=config.logging.plots),
         trainer=TrainerConfig(
             optim=OptimConfig(lr=config.rl.warmup_sft_lr),
-            schedule=ScheduleConfig(kind="cosine", warmup_steps=min(10, steps // 10)),
+            schedule=ScheduleConfig(kind="constant", warmup_steps=min(10, steps // 10)),
             checkpoint=CheckpointConfig(every_steps=steps, keep_last=1, resume=True),
             seq_len=trainer.seq_len,
             micro_batch_tokens=trainer.micro_batch_tokens,
@@ -88,3 +95,18 @@ def write_warmup_dataset(config: RLConfig, sft: SFTConfig) -> Path:
         row = {"id": example.example_id, "messages": [*messages, {"role": "assistant", "content": example.answer}]}
         lines.append(orjson.dumps(row) + b"\n")
     return write_atomic(Path(sft.sft.dataset), b"".join(lines))
+
+
+def load_warm_start(endpoints: Sequence[str], token: SecretStr | None, checkpoint: Path) -> float:
+    """Load the warm-up checkpoint into the servers as weight version 0; returns the seconds it took."""
+
+    async def load() -> float:
+        secret = token.get_secret_value() if token else None
+        clients = [RemoteInferenceClient.for_url(url, secret) for url in endpoints]
+        try:
+            return (await push_weights(clients, str(checkpoint), 0))[1]
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    return asyncio.run(load())

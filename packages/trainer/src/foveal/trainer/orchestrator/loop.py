@@ -18,15 +18,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import operator
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from foveal.configs import Command, RLConfig, add_config_arguments, config_from_args
 from foveal.configs.errors import ConfigError, Problem
 from foveal.renderers.factory import build_renderer
 from foveal.renderers.inference.client import RemoteInferenceClient, check_base_url
+from foveal.renderers.inference.errors import InferenceError
 from foveal.renderers.inference.redaction import redact_url
+from foveal.renderers.inference.wire import ServerInfo
+from foveal.renderers.rendering import Renderer
 from foveal.renderers.store import ImageStore
 from foveal.verifiers.eval.runner import check_server
 from foveal.verifiers.token_policy import TokenPolicy
@@ -77,21 +82,17 @@ async def orchestrate(config: RLConfig) -> OrchestratorResult:
     token = config.inference.api_token
     client = RemoteInferenceClient(base_urls=endpoints, api_token=token)
     controls = [RemoteInferenceClient.for_url(url, token.get_secret_value() if token else None) for url in endpoints]
-    info = await client.info()
-    check_server(info, renderer)
-    policy = TokenPolicy(renderer, client, max_context=info.max_model_len)
-    served = min([(await control.info()).weight_version for control in controls])
-    sync = WeightSync(controls, run_dir, served, settings.trainer_timeout_s)
-    sync.check_servers()
-    evaluated = {record.step for record in read_records(run_dir)}
-    print(f"orchestrator: steps {first_step}-{last_step} against {[redact_url(url) for url in endpoints]}", flush=True)
-
-    rewards: list[float] = []
     try:
+        sync = await connect(client, controls, renderer, run_dir, settings.wait_timeout_s)
+        policy = TokenPolicy(renderer, client, max_context=sync.max_context)
+        evaluated = {record.step for record in read_records(run_dir)}
+        print(f"orchestrator: steps {first_step}-{last_step} on {[redact_url(url) for url in endpoints]}", flush=True)
+
+        rewards: list[float] = []
         for step in range(first_step, last_step + 1):
             clock = time.perf_counter()
             pushed_before = len(sync.pushes)
-            pushing = await sync.wait_until(lambda version: can_produce(step, version, settings.max_async_level))
+            pushing = await sync.wait_until(partial(can_produce, step, max_async_level=settings.max_async_level))
             await maybe_evaluate(config, mixture, sync.served_version, evaluated, endpoints[0])
 
             draws = sampler.step(step)
@@ -112,7 +113,7 @@ async def orchestrate(config: RLConfig) -> OrchestratorResult:
 
         # The final weights: once the trainer has trained the last batch, push and evaluate them.
         if config.rl.eval_examples and last_step not in evaluated:
-            await sync.wait_until(lambda version: version >= last_step)
+            await sync.wait_until(partial(operator.le, last_step))
             await maybe_evaluate(config, mixture, sync.served_version, evaluated, endpoints[0])
     finally:
         for each in (client, *controls):
@@ -127,6 +128,22 @@ async def orchestrate(config: RLConfig) -> OrchestratorResult:
     )
 
 
+async def connect(
+    client: RemoteInferenceClient,
+    controls: list[RemoteInferenceClient],
+    renderer: Renderer,
+    run_dir: Path,
+    timeout_s: float,
+) -> WeightSync:
+    """Wait for the servers, check they serve what the renderer writes, and learn the weights they hold."""
+    info = await wait_for_servers(client, timeout_s)
+    check_server(info, renderer)
+    served = min([(await control.info()).weight_version for control in controls])
+    sync = WeightSync(controls, run_dir, served, timeout_s, max_context=info.max_model_len)
+    sync.check_servers()
+    return sync
+
+
 async def maybe_evaluate(config: RLConfig, mixture: Mixture, version: int, evaluated: set[int], endpoint: str) -> None:
     """Evaluate the served weights when due (the eval runner is synchronous: it runs in a worker thread)."""
     if not config.rl.eval_examples or not eval_due(version, evaluated, config.rl.eval_every, config.rl.max_steps):
@@ -137,6 +154,19 @@ async def maybe_evaluate(config: RLConfig, mixture: Mixture, version: int, evalu
         await asyncio.to_thread(plot_records, config.logging.run_dir)
     shown = "  ".join(f"{r.environment} {r.reward_mean:.3f}" for r in records)
     print(f"orchestrator: eval at step {version}: {shown}", flush=True)
+
+
+async def wait_for_servers(client: RemoteInferenceClient, timeout_s: float) -> ServerInfo:
+    """The servers' facts once they answer (a large model takes minutes to load); InferenceError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await client.health()
+            return await client.info()
+        except InferenceError as error:
+            if error.status not in (None, 503) or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(1.0)
 
 
 def checked_endpoints(endpoints: tuple[str, ...]) -> tuple[str, ...]:

@@ -5,7 +5,7 @@ samples a step, the orchestrator pushes the newest one it has not pushed yet: pa
 flight finish first, so no rollout mixes two versions) -> update_weights(folder, version) -> resume. The
 servers check the folder in full before swapping and report the version they now hold, which must be the
 one pushed. When the bound does not allow the step yet, the orchestrator polls the trainer's progress,
-pushing each newer checkpoint as it appears, until it does (or `orchestrator.trainer_timeout_s` passes).
+pushing each newer checkpoint as it appears, until it does (or `orchestrator.wait_timeout_s` passes).
 
 The orchestrator samples between pushes only, so the version a server holds is the version every rollout
 of the step was sampled with. Control calls go to every endpoint (a router fans them out to its servers
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +39,11 @@ class WeightSync:
     run_dir: Path
     served_version: int
     timeout_s: float
+    max_context: int | None = None
+    """The servers' max_model_len (what an episode may hold), as they reported it."""
     pushes: list[tuple[int, int, float]] = field(default_factory=list)
-    """(version pushed, version the servers reported, seconds) of every push, in order."""
+    """(version pushed, version the servers reported, seconds) of every push, in order (a push whose
+    version the servers do not report raises WeightSyncError instead)."""
 
     def check_servers(self) -> None:
         """Servers ahead of the trainer hold weights of another run (or of a run restarted from scratch)."""
@@ -68,7 +71,7 @@ class WeightSync:
         while not ready(self.served_version):
             if time.monotonic() > deadline:
                 raise WeightSyncError(
-                    f"orchestrator.trainer_timeout_s: the trainer published no new step in {self.timeout_s:g} s "
+                    f"orchestrator.wait_timeout_s: the trainer published no new step in {self.timeout_s:g} s "
                     f"(servers at version {self.served_version}, trainer at step {self.progress().step}); "
                     "is the trainer running?"
                 )
@@ -77,19 +80,25 @@ class WeightSync:
         return pushing
 
     async def push(self, checkpoint: str, version: int) -> float:
-        """pause(wait) -> update_weights -> resume, always resuming; the servers must report `version`."""
-        started = time.perf_counter()
-        await asyncio.gather(*(client.pause("wait") for client in self.clients))
-        try:
-            answers = await asyncio.gather(*(client.update_weights(checkpoint, version) for client in self.clients))
-        finally:
-            await asyncio.gather(*(client.resume() for client in self.clients))
-        seconds = time.perf_counter() - started
-        reported = min(answer.weight_version for answer in answers)
+        """Load `checkpoint` into every endpoint as `version`; returns the seconds it took."""
+        reported, seconds = await push_weights(self.clients, checkpoint, version)
         self.pushes.append((version, reported, seconds))
-        if reported != version:
-            raise WeightSyncError(
-                f"the servers report weight version {reported} after loading version {version} from {checkpoint}"
-            )
         self.served_version = version
         return seconds
+
+
+async def push_weights(clients: Sequence[RemoteInferenceClient], checkpoint: str, version: int) -> tuple[int, float]:
+    """pause(wait) -> update_weights -> resume on every endpoint, always resuming; each must report `version`.
+
+    Returns the version the endpoints report and the seconds it took.
+    """
+    started = time.perf_counter()
+    await asyncio.gather(*(client.pause("wait") for client in clients))
+    try:
+        answers = await asyncio.gather(*(client.update_weights(checkpoint, version) for client in clients))
+    finally:
+        await asyncio.gather(*(client.resume() for client in clients))
+    reported = sorted({answer.weight_version for answer in answers})
+    if reported != [version]:
+        raise WeightSyncError(f"the servers report weight versions {reported} after loading {version} from {checkpoint}")
+    return reported[0], time.perf_counter() - started
