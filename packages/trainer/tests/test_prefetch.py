@@ -96,16 +96,24 @@ def test_blocked_time_covers_waiting_for_slow_work() -> None:
 
 
 def test_ready_items_cost_almost_no_blocked_time() -> None:
-    with Prefetcher(range(5), lambda x: x, workers=2, depth=5) as prefetched:
-        time.sleep(0.1)  # the "training step": long enough for everything to be ready
+    done = threading.Semaphore(0)
+
+    def prepare(x: int) -> int:
+        done.release()
+        return x
+
+    with Prefetcher(range(5), prepare, workers=2, depth=5) as prefetched:
+        for _ in range(5):  # the "training step" lasts until every item was prepared (no timing guess)
+            assert done.acquire(timeout=30)
+        time.sleep(0.1)
         items = []
         for item in prefetched:
             items.append(item)
             time.sleep(0.02)
         stats = prefetched.stats()
     assert items == list(range(5))
-    assert stats.blocked_s < 0.05 < stats.elapsed_s
-    assert stats.blocked_share < 0.5
+    # Blocked time is only queue hand-offs here; the bound is loose so a loaded CI machine cannot flake it.
+    assert stats.blocked_share < 0.25
 
 
 @pytest.mark.parametrize(("workers", "depth"), [(0, 1), (1, 0)])
