@@ -4,9 +4,11 @@ A finished run folder is checked as a whole: every step's batch published once a
 bound kept, the first step trained with the weights that sampled it (mismatch KL ~ 0), each pushed
 checkpoint acknowledged by the servers with its version, and the final eval sampled by the server from
 exactly the final checkpoint's weights (a fresh server loaded from that checkpoint answers the same tokens
-and logprobs, and the initial weights answer otherwise). The fast test runs two steps straight through;
-the slow one kills the orchestrator (SIGKILL) after the first step, checks that the launcher stops
-everything and refuses a non-resuming restart, resumes, and checks the same folder invariants.
+and logprobs, and the initial weights answer otherwise). One run warms up with SFT and runs two steps
+straight through; one kills the orchestrator (SIGKILL) after the first step, checks that the launcher
+stops everything and refuses a non-resuming restart, resumes, and checks the same folder invariants; one
+connects to a server the test runs and checks the server holds the last step's weights afterwards.
+Each takes 15-35 s on 2 cores (process start-ups dominate).
 
 The random-weight model answers nothing right, so every reward is 0 and every advantage 0; weight decay
 alone moves its weights (lr and decay are large for that), which is what tells the pushed weights from
@@ -101,7 +103,6 @@ def test_an_rl_run_warms_up_publishes_trains_and_serves_every_step(tiny_model: P
     check_run_folder(run_dir, tiny_model, steps=2)
 
 
-@pytest.mark.slow
 def test_an_rl_run_killed_midway_resumes_without_lost_or_repeated_steps(tiny_model: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     launcher = foveal_rl(tmp_path, tiny_model)
@@ -120,7 +121,6 @@ def test_an_rl_run_killed_midway_resumes_without_lost_or_repeated_steps(tiny_mod
     check_run_folder(run_dir, tiny_model, steps=STEPS)
 
 
-@pytest.mark.slow
 def test_foveal_rl_connects_to_running_servers_and_leaves_them_on_the_last_weights(
     tiny_model: Path, tmp_path: Path
 ) -> None:

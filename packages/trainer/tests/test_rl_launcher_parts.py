@@ -9,6 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from foveal.configs import RLConfig, load_config
+from foveal.configs.cli import main
 from foveal.configs.errors import ConfigError
 from foveal.trainer.checkpoint import STEP_PREFIX
 from foveal.trainer.launcher.command import check_run_folder, from_warm_start, resolved, trainer_argv
@@ -17,6 +18,7 @@ from foveal.trainer.launcher.resources import DevicePlan, ResourceError, plan_gp
 from foveal.trainer.orchestrator.evaluation import eval_due
 from foveal.trainer.orchestrator.resume import RunFolderError, first_unpublished_step
 from foveal.trainer.rl_batches import batch_path
+from foveal.trainer.run_meta import RL_BOUND_KEYS, ensure_run_meta
 
 
 def rl_config(tmp_path: Path, *overrides: str) -> RLConfig:
@@ -89,3 +91,16 @@ def test_the_orchestrator_starts_after_the_published_steps(tmp_path: Path) -> No
 def test_evaluations_happen_first_last_and_every_n_steps(version: int, evaluated: set[int], every: int,
                                                           due: bool) -> None:  # fmt: skip
     assert eval_due(version, evaluated, every, last_step=20) is due
+
+
+def test_a_run_folder_of_other_settings_is_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = rl_config(tmp_path, "--trainer.device", "cpu", "--inference.device", "cpu")
+    ensure_run_meta(first.logging.run_dir, first, "rl", RL_BOUND_KEYS)
+    argv = ["rl", "--no-progress", "--logging.run_dir", str(tmp_path / "run"), "--trainer.device", "cpu",
+            "--inference.device", "cpu", "--orchestrator.batch_size", "5", "--trainer.checkpoint.resume", "true"]  # fmt: skip
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("foveal rl: error: ") and "orchestrator.batch_size: 4 in the folder, 5 now" in error
+    assert not (tmp_path / "run" / "launch").exists()  # no child was started

@@ -26,7 +26,7 @@ def launch_token(config: RLConfig) -> SecretStr:
 
 def write_private_toml(path: Path, config: BaseModel, secret_keys: dict[tuple[str, ...], SecretStr]) -> Path:
     """`config` as TOML readable by this user only, with the secrets at `secret_keys` written in clear."""
-    data = _without_none(config.model_dump(mode="json"))
+    data = config.model_dump(mode="json", exclude_none=True)  # TOML has no null: a left-out field is its default
     for keys, secret in secret_keys.items():
         table = data
         for key in keys[:-1]:
@@ -44,10 +44,3 @@ def with_token(config: RLConfig, token: SecretStr) -> RLConfig:
     """The run config with `[inference].api_token` set (its children all need it)."""
     return config.model_copy(update={"inference": config.inference.model_copy(update={"api_token": token})})
 
-
-def _without_none(value: object) -> object:
-    if isinstance(value, dict):
-        return {key: _without_none(item) for key, item in value.items() if item is not None}
-    if isinstance(value, list):
-        return [_without_none(item) for item in value]
-    return value

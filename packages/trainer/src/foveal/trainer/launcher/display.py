@@ -34,10 +34,10 @@ class RunDisplay:
         self.console = Console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]{task.description:<10}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),  # last: a narrow terminal cuts the numbers, not the bars
             console=self.console,
             disable=not enabled,
         )
@@ -80,26 +80,23 @@ class RunDisplay:
         if "rollouts" in self._tasks:
             published = published_steps(self.run_dir)
             step = last_row(self.run_dir / STEPS_FILE)
-            reward = f"reward {step['reward_mean']:.3f}  policy v{step['policy_version']}" if step else ""
+            reward = f"reward {step['reward_mean']:.3f} (v{step['policy_version']})" if step else ""
             self.progress.update(self._tasks["rollouts"], completed=published[-1] if published else 0, info=reward)
             progress = read_progress(self.run_dir)
             row = last_row(self.run_dir / METRICS_FILE)
-            trained = f"loss {row['loss']:.4f}  mismatch kl {row['mismatch_kl']:.1e}" if row else ""
+            trained = f"loss {row['loss']:.3f}  kl {row['mismatch_kl']:.0e}" if row else ""
             self.progress.update(self._tasks["train"], completed=progress.step if progress else 0,
-                                 info=f"{trained}  {eval_line(self.run_dir)}")  # fmt: skip
+                                 info=f"{trained}  {eval_line(self.run_dir, brief=True)}")  # fmt: skip
 
 
-def eval_line(run_dir: Path) -> str:
-    """`eval shapes 0.234 (step 0) -> 0.412 (step 40)` for each evaluated environment."""
+def eval_line(run_dir: Path, brief: bool = False) -> str:
+    """`eval shapes 0.234 (step 0) -> 0.412 (step 40)` for each evaluated environment (brief: no steps)."""
     records = read_records(run_dir)
     parts = []
     for label in dict.fromkeys(record.environment for record in records):
         mine = [record for record in records if record.environment == label]
-        first, last = mine[0], mine[-1]
-        shown = f"{first.reward_mean:.3f} (step {first.step})"
-        if last is not first:
-            shown += f" -> {last.reward_mean:.3f} (step {last.step})"
-        parts.append(f"{label} {shown}")
+        steps = [(r.reward_mean, "" if brief else f" (step {r.step})") for r in (mine[0], mine[-1])[: len(mine)]]
+        parts.append(f"{label} " + " -> ".join(f"{reward:.3f}{step}" for reward, step in steps))
     return ("eval " + "; ".join(parts)) if parts else ""
 
 
