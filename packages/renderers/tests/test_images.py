@@ -30,7 +30,7 @@ def _encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
 
 
 def _pixels(result: NormalizedImage) -> np.ndarray:
-    decoded = Image.open(io.BytesIO(result.png))
+    decoded = Image.open(io.BytesIO(result.data))
     assert decoded.mode == "RGB"
     return np.asarray(decoded)
 
@@ -57,7 +57,7 @@ def test_png_round_trips_pixels_and_hashes_the_stored_bytes() -> None:
     result = load_image_bytes(_encode(source, "PNG"), POLICY)
     assert (result.width, result.height) == (24, 16)
     assert np.array_equal(_pixels(result), np.asarray(source))
-    assert result.hash == xxhash.xxh3_128_hexdigest(result.png)
+    assert result.hash == xxhash.xxh3_128_hexdigest(result.data)
     assert len(result.hash) == 32
 
 
@@ -73,13 +73,13 @@ def test_same_pixels_in_any_container_give_identical_bytes_and_hash() -> None:
         _encode(source.convert("RGBA"), "PNG"),
     ]
     results = {load_image_bytes(data, POLICY) for data in variants}
-    assert len({(r.png, r.hash) for r in results}) == 1
+    assert len({(r.data, r.hash) for r in results}) == 1
 
 
 def test_stored_png_carries_no_metadata_chunks() -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text("Author", "someone@example.com")
-    png = load_image_bytes(_encode(_gradient(), "PNG", pnginfo=info, dpi=(72, 72)), POLICY).png
+    png = load_image_bytes(_encode(_gradient(), "PNG", pnginfo=info, dpi=(72, 72)), POLICY).data
     position, kinds = 8, []
     while position < len(png):
         (length,) = struct.unpack(">I", png[position : position + 4])
@@ -260,7 +260,7 @@ def test_stored_png_decodes_to_exactly_the_pixels_encoded(pixels: np.ndarray) ->
 
 
 def test_stored_png_is_well_formed_8_bit_rgb_with_valid_checksums() -> None:
-    png = load_image_bytes(_encode(_gradient(37, 5), "JPEG", quality=95), POLICY).png
+    png = load_image_bytes(_encode(_gradient(37, 5), "JPEG", quality=95), POLICY).data
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     chunks = _chunks(png)
     assert all(zlib.crc32(data, zlib.crc32(kind)) == crc for kind, data, crc in chunks)

@@ -45,7 +45,7 @@ def _decode_or_reject(data: bytes) -> None:
     except ImageRejected:
         return
     assert result.width * result.height <= POLICY.max_image_pixels
-    assert Image.open(io.BytesIO(result.png)).mode == "RGB"
+    assert Image.open(io.BytesIO(result.data)).mode == "RGB"
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns on corrupt TIFF/EXIF tags

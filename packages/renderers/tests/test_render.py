@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from foveal.renderers.contract import RawImageDescriptor
@@ -126,7 +127,11 @@ def test_each_image_is_stored_once_and_described_by_its_layout() -> None:
     sources = [image(4, kind) for kind in ("pil", "png_bytes", "data_url", "path", "file_uri")]
     rendered = renderer.render([user_with(*sources, image(6))])
     descriptors = [i.descriptor for i in rendered.images]
-    assert len({d.hash for d in descriptors[:5]}) == 1  # five forms of one image, one stored file
+    assert len({d.hash for d in descriptors[1:5]}) == 1  # four forms of one PNG file: stored once, verbatim
+    assert descriptors[0].hash != descriptors[1].hash  # the PIL image: a canonical PNG, stored bytes differ
+    store = renderer.images.store
+    pixels = [np.asarray(store.open_verified(d.raw_image_uri, d.hash)) for d in descriptors[:2]]
+    assert np.array_equal(*pixels) and descriptors[0].payload == descriptors[1].payload
     assert descriptors[5].hash != descriptors[0].hash
     for item in rendered.images:
         assert Path(item.descriptor.raw_image_uri.removeprefix("file://")).is_file()

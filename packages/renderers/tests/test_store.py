@@ -52,11 +52,11 @@ def test_put_writes_the_contract_layout(store: ImageStore) -> None:
     assert _leftovers(store.root) == []
 
 
-def test_same_pixels_from_different_sources_are_stored_once(store: ImageStore, tmp_path: Path) -> None:
+def test_same_stored_bytes_from_different_sources_are_stored_once(store: ImageStore, tmp_path: Path) -> None:
     image = _image()
-    first = store.put(image)
+    first = store.put(image)  # a PIL image: normalized to the canonical PNG
     before = first.path.stat()
-    again = [store.put(_encoded(image, "PNG")), store.put(_encoded(image, "BMP")), store.put(first.path)]
+    again = [store.put(_encoded(image, "BMP")), store.put(first.path), store.put(first.path.read_bytes())]
     assert {s.hash for s in again} == {first.hash}
     after = first.path.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)

@@ -18,11 +18,14 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from foveal.renderers.errors import ImageRejected, PlaceholderMismatch
+from foveal.renderers.images import stored_format
 
 if TYPE_CHECKING:
     from foveal.renderers.rendering import RenderedConversation, RenderedImage, Renderer
 
-ChunkFormat = Literal["png", "jpeg"]
+ChunkFormat = Literal["png", "jpeg", "webp"]
+"""Tinker's two formats, plus WebP: the store keeps WebP sources verbatim, so a pointer may name one."""
+_CHUNK_FORMATS: dict[str, ChunkFormat] = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
 _CHUNK_CONFIG = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -118,9 +121,9 @@ def to_model_input(rendered: RenderedConversation) -> ModelInput:
     for image in rendered.images:
         if image.offset > position:
             chunks.append(EncodedTextChunk(tokens=rendered.token_ids[position : image.offset]))
-        chunks.append(
-            ImageAssetPointerChunk(location=image.descriptor.raw_image_uri, format="png", expected_tokens=image.length)
-        )
+        uri = image.descriptor.raw_image_uri
+        chunk_format = _CHUNK_FORMATS[stored_format(uri)]
+        chunks.append(ImageAssetPointerChunk(location=uri, format=chunk_format, expected_tokens=image.length))
         position = image.offset + image.length
     if position < len(rendered.token_ids):
         chunks.append(EncodedTextChunk(tokens=rendered.token_ids[position:]))
@@ -141,7 +144,8 @@ def _checked_data(chunk: ImageChunk, field: str) -> bytes:
         with Image.open(io.BytesIO(chunk.data)) as image:
             actual = (image.format or "").lower()
     except (UnidentifiedImageError, OSError):
-        raise ImageRejected(f"{field}.data", f"<{len(chunk.data)} bytes>", "an encoded PNG or JPEG image") from None
+        expected = "an encoded PNG, JPEG or WebP image"
+        raise ImageRejected(f"{field}.data", f"<{len(chunk.data)} bytes>", expected) from None
     if {"jpeg": "jpeg", "mpo": "jpeg"}.get(actual, actual) != chunk.format:
         raise ImageRejected(f"{field}.format", chunk.format, f"the data's format ({actual or 'unknown'})")
     return chunk.data

@@ -1,5 +1,9 @@
 """Decode an untrusted image once, check it, and re-encode it as the store's canonical PNG (CONTRACT.md 1).
 
+This is the store's fallback path: source bytes that are already a plain, upright PNG/JPEG/WebP are kept
+verbatim instead (`verbatim.py`), and `decode_stored` turns either kind of stored file back into the
+same RGB pixels.
+
 Checks run cheapest first: the byte size before any parsing, the format and pixel count from the header
 before the pixel data is decoded (a tiny file can claim gigapixels), and only then the full decode. The
 policy comes from `MultimodalConfig`; Pillow's process-wide `Image.MAX_IMAGE_PIXELS` is neither read nor
@@ -34,7 +38,7 @@ anything already stored (the same pixels then get a new file; old descriptors st
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_FILTER_UP = 2
 
-_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # includes UnidentifiedImageError and "image file is truncated"
     SyntaxError,
     ValueError,  # includes "Decompressed Data Too Large" from PNG text chunks
@@ -57,14 +61,26 @@ _CONVERTIBLE_MODES = frozenset({"1", "L", "P", "RGB", "CMYK", "YCbCr", "LAB", "H
 _WARNINGS_LOCK = threading.Lock()
 
 
+STORED_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
+"""The formats a stored file may have, and the file extension that says which one it is."""
+_STORED_FORMATS = {extension: fmt for fmt, extension in STORED_EXTENSIONS.items()}
+
+
 @dataclass(frozen=True)
 class NormalizedImage:
-    """An image as the store keeps it: RGB pixels as metadata-free PNG bytes, and their xxh3-128."""
+    """An image as the store keeps it: its encoded bytes (`format`), their xxh3-128, and its upright size.
+
+    The canonical path makes metadata-free RGB PNG bytes; the verbatim path keeps the source bytes."""
 
     width: int
     height: int
-    png: bytes
+    data: bytes
     hash: str
+    format: str = "PNG"
+
+    @property
+    def extension(self) -> str:
+        return STORED_EXTENSIONS[self.format]
 
 
 def xxh3_128_hex(data: bytes) -> str:
@@ -74,8 +90,7 @@ def xxh3_128_hex(data: bytes) -> str:
 
 def load_image_bytes(data: bytes, policy: MultimodalConfig) -> NormalizedImage:
     """Check, decode once, orient, convert to RGB and re-encode untrusted encoded image bytes."""
-    if len(data) > policy.max_image_bytes:
-        raise ImageRejected("image.bytes", len(data), f"at most {policy.max_image_bytes} bytes")
+    check_bytes(data, policy)
     image = decode_checked(data, policy, policy.allowed_image_formats)
     return normalize_image(image, policy)
 
@@ -85,11 +100,11 @@ def normalize_image(image: Image.Image, policy: MultimodalConfig) -> NormalizedI
     check_pixels(image.size, policy)
     try:
         oriented = _oriented(image)
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise ImageRejected("image.exif", type(exc).__name__, "readable EXIF metadata") from None
     rgb = to_rgb(oriented)
     png = encode_png(rgb)
-    return NormalizedImage(width=rgb.width, height=rgb.height, png=png, hash=xxh3_128_hex(png))
+    return NormalizedImage(width=rgb.width, height=rgb.height, data=png, hash=xxh3_128_hex(png))
 
 
 def _oriented(image: Image.Image) -> Image.Image:
@@ -97,6 +112,12 @@ def _oriented(image: Image.Image) -> Image.Image:
     if image.getexif().get(ExifTags.Base.Orientation, 1) == 1:
         return image
     return ImageOps.exif_transpose(image)
+
+
+def check_bytes(data: bytes, policy: MultimodalConfig) -> None:
+    """Refuse encoded images over the byte cap, before any parsing."""
+    if len(data) > policy.max_image_bytes:
+        raise ImageRejected("image.bytes", len(data), f"at most {policy.max_image_bytes} bytes")
 
 
 def check_pixels(size: tuple[int, int], policy: MultimodalConfig) -> None:
@@ -110,18 +131,28 @@ def check_pixels(size: tuple[int, int], policy: MultimodalConfig) -> None:
 
 def decode_checked(data: bytes, policy: MultimodalConfig, formats: Sequence[str]) -> Image.Image:
     """Open with only the allowed format plugins, check the header, then decode the first frame."""
-    with _bomb_warnings_as_errors():
-        image = _open_header(data, formats)
-    fmt = _FORMAT_ALIASES.get(image.format or "", image.format)
-    if fmt not in formats:
-        raise ImageRejected("image.format", image.format, f"one of {list(formats)}")
-    check_pixels(image.size, policy)
+    image = open_header(data, policy, formats)
     try:
         image.load()
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise ImageRejected("image.data", str(exc), "a complete, decodable image") from None
     check_pixels(image.size, policy)  # a GIF frame may grow the canvas while loading
     return image
+
+
+def open_header(data: bytes, policy: MultimodalConfig, formats: Sequence[str]) -> Image.Image:
+    """The lazily opened image (format, size, mode, metadata; no pixels decoded), format and size checked."""
+    with _bomb_warnings_as_errors():
+        image = _open_header(data, formats)
+    if image_format(image) not in formats:
+        raise ImageRejected("image.format", image.format, f"one of {list(formats)}")
+    check_pixels(image.size, policy)
+    return image
+
+
+def image_format(image: Image.Image) -> str | None:
+    """Pillow's format name, with multi-picture JPEGs (MPO) counted as JPEG."""
+    return _FORMAT_ALIASES.get(image.format or "", image.format)
 
 
 def _open_header(data: bytes, formats: Sequence[str]) -> Image.Image:
@@ -129,7 +160,7 @@ def _open_header(data: bytes, formats: Sequence[str]) -> Image.Image:
         return Image.open(io.BytesIO(data), formats=list(formats))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected("image.pixels", str(exc), "an image under the pixel cap") from None
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise ImageRejected("image.format", type(exc).__name__, f"a decodable image in {list(formats)}") from None
 
 
@@ -189,6 +220,32 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
-def decode_stored_png(data: bytes, policy: MultimodalConfig) -> Image.Image:
-    """Decode bytes already verified against their hash; still pixel-capped, since refs are untrusted."""
-    return decode_checked(data, policy, ("PNG",))
+def stored_format(name: str) -> str:
+    """The format a stored file's name (path or URI) says it has, from its extension."""
+    extension = name.rpartition(".")[2].lower()
+    if extension not in _STORED_FORMATS:
+        raise ImageRejected("raw_image_uri", name, f"a stored file ending in one of {sorted(_STORED_FORMATS)}")
+    return _STORED_FORMATS[extension]
+
+
+def stored_media_type(data: bytes) -> str:
+    """The media type of a stored file's bytes (for a `data:` URL), told from their signature."""
+    if data.startswith(_PNG_SIGNATURE):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "image/webp"
+    raise ImageRejected("image.format", data[:12], "the bytes of a stored PNG, JPEG or WebP file")
+
+
+def decode_stored(data: bytes, policy: MultimodalConfig, fmt: str) -> Image.Image:
+    """Decode bytes already verified against their hash to the RGB pixels the store's canonical path gives.
+
+    Still checked like a new image (the format must be the one the file's name says and, unless it is the
+    store's own PNG, one the policy allows; the pixel cap; a complete decode), because refs are untrusted
+    and a verbatim file's pixel data is first decoded here. Verbatim files are upright by construction, so
+    `to_rgb` alone gives what `normalize_image` would have stored."""
+    if fmt != "PNG" and fmt not in policy.allowed_image_formats:
+        raise ImageRejected("image.format", fmt, f"one of {list(policy.allowed_image_formats)}")
+    return to_rgb(decode_checked(data, policy, (fmt,)))

@@ -1,9 +1,11 @@
 """The content-addressed image store (CONTRACT.md section 1).
 
-`put` normalizes an image and writes it to `<root>/<hash[0:2]>/<hash>.png` through a temporary file in
-the same folder and `os.replace`, so a reader sees either no file or the whole file, and concurrent
-writers of one image each replace it with identical bytes. `read_verified` is the only way back in: it
-stays inside the root and checks the hash, because the URI and hash arrive in untrusted refs.
+`put` keeps a plain PNG/JPEG/WebP's source bytes as they are (`verbatim.py`) and normalizes anything else
+to a canonical PNG (`images.py`), then writes the bytes to `<root>/<hash[0:2]>/<hash>.<ext>` through a
+temporary file in the same folder and `os.replace`, so a reader sees either no file or the whole file,
+and concurrent writers of one image each replace it with identical bytes. `read_verified` is the only
+way back in: it stays inside the root and checks the hash, because the URI and hash arrive in untrusted
+refs; `open_verified` also decodes, to the same RGB pixels whichever way the file was stored.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from PIL import Image
 from foveal.configs.multimodal import MultimodalConfig
 from foveal.renderers.contract import file_uri_to_path, path_to_file_uri
 from foveal.renderers.errors import BadEnvelope, HashMismatch
-from foveal.renderers.images import NormalizedImage, decode_stored_png, load_image_bytes, normalize_image, xxh3_128_hex
+from foveal.renderers.images import NormalizedImage, decode_stored, load_image_bytes, normalize_image, stored_format
+from foveal.renderers.images import xxh3_128_hex
 from foveal.renderers.locations import ImageSource, LocationPolicy, read_location, read_regular_file, require_inside
 from foveal.renderers.security.networks import DEFAULT_BLOCKED_NETWORKS, IPNetwork
+from foveal.renderers.verbatim import verbatim_image
 
 _HASH = re.compile(r"[0-9a-f]{32}")
 _MAX_STORED_BYTES = 1 << 31
@@ -38,6 +42,8 @@ class StoredImage:
     width: int
     height: int
     size_bytes: int
+    format: str = "PNG"
+    """PNG, JPEG or WEBP: what the stored bytes are (a verbatim source's own format, else canonical PNG)."""
 
 
 class ImageStore:
@@ -71,19 +77,20 @@ class ImageStore:
         """The run's store: `[multimodal].offload_dir`, else `<run dir>/assets` (never an env var)."""
         return cls(config.store_dir(run_dir), config, blocked_networks=blocked_networks, durable=durable)
 
-    def path_for(self, hash_hex: str) -> Path:
-        return self.root / hash_hex[:2] / f"{hash_hex}.png"
+    def path_for(self, hash_hex: str, extension: str = "png") -> Path:
+        return self.root / hash_hex[:2] / f"{hash_hex}.{extension}"
 
     def put(self, source: ImageSource) -> StoredImage:
-        """Check, normalize and store an image; a second put of the same pixels rewrites nothing."""
+        """Check and store an image (verbatim when its bytes allow, else normalized); a second put of the
+        same stored bytes rewrites nothing."""
         raw = read_location(source, self.locations)
         if isinstance(raw, Image.Image):
             image = normalize_image(raw, self.config)
         else:
-            image = load_image_bytes(raw, self.config)
-        path = self.path_for(image.hash)
+            image = verbatim_image(raw, self.config) or load_image_bytes(raw, self.config)
+        path = self.path_for(image.hash, image.extension)
         if not _holds(path, image.hash):
-            self._write_atomically(path, image.png)
+            self._write_atomically(path, image.data)
         return _stored(image, path)
 
     def read_verified(self, uri: str, expected_hash: str) -> bytes:
@@ -98,8 +105,10 @@ class ImageStore:
         return data
 
     def open_verified(self, uri: str, expected_hash: str) -> Image.Image:
-        """The verified stored image, decoded (pixel-capped: the ref that named it is untrusted)."""
-        return decode_stored_png(self.read_verified(uri, expected_hash), self.config)
+        """The verified stored image decoded to RGB, checked like a new image (the ref that named it is
+        untrusted, and a verbatim file's pixel data is first decoded here)."""
+        data = self.read_verified(uri, expected_hash)
+        return decode_stored(data, self.config, stored_format(uri))
 
     def _write_atomically(self, path: Path, data: bytes) -> None:
         """Temp file in the target folder (same filesystem, so the rename is atomic), then os.replace."""
@@ -151,5 +160,6 @@ def _stored(image: NormalizedImage, path: Path) -> StoredImage:
         path=path,
         width=image.width,
         height=image.height,
-        size_bytes=len(image.png),
+        size_bytes=len(image.data),
+        format=image.format,
     )

@@ -34,6 +34,7 @@ from foveal.renderers.inference.openai import (
 )
 from foveal.renderers.inference.redaction import redact_text, redact_url
 from foveal.renderers.inference.wire import Endpoints, SamplingParams
+from foveal.renderers.images import stored_media_type
 from foveal.renderers.locations import read_location
 from foveal.renderers.messages import AssistantMessage, ImagePart, Message, ToolCall, ToolMessage, ToolSpec
 from foveal.renderers.store import ImageStore
@@ -188,13 +189,14 @@ def _content(message: Message, index: int, store: ImageStore | None) -> str | tu
 
 
 def _data_url(part: ImagePart, index: int, store: ImageStore | None) -> str:
-    """The image as a PNG `data:` URL, read under the store's location rules (prompts hold store URIs)."""
+    """The image as a `data:` URL of its own format, read under the store's location rules (prompts hold
+    store URIs)."""
     if store is None:
         raise PolicyError(f"messages[{index}].content", "<image>", "a chat policy with an image store")
     data = read_location(part.image, store.locations)
     if not isinstance(data, bytes):
         raise PolicyError(f"messages[{index}].content", type(part.image).__name__, "an image stored as a file")
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return f"data:{stored_media_type(data)};base64," + base64.b64encode(data).decode("ascii")
 
 
 def _tool_call(call: ChatToolCall) -> ToolCall:

@@ -1,17 +1,17 @@
 """Image part -> stored file + raw descriptor + placeholder count, the only place a renderer touches pixels.
 
-New images go through `ImageStore.put` (decode, checks, canonical PNG, de-duplication, location rules)
-and the family's pure layout math. Decoding and re-encoding dominate rendering cost, and the same image
-is rendered again and again (epochs, RL groups of rollouts per prompt), so results are cached by the
-xxh3-128 of the exact source bytes (or pixels): the location rules still run on every call, only the
-decode/encode of content already stored is skipped. An already-stored descriptor is trusted only as far
-as it can be checked cheaply: its file must verify against its hash, and the layout recomputed from the
-stored image's size under this renderer's spec must equal the descriptor's payload.
+New images go through `ImageStore.put` (header checks, then the source bytes verbatim or a canonical PNG,
+de-duplication, location rules) and the family's pure layout math. Decoding and re-encoding, where still
+needed, dominate rendering cost, and the same image is rendered again and again (epochs, RL groups of
+rollouts per prompt), so results are cached by the xxh3-128 of the exact source bytes (or pixels): the
+location rules still run on every call, only the store work for content already stored is skipped. An
+already-stored descriptor is trusted only as far as it can be checked cheaply: its file must verify
+against its hash, and the layout recomputed from the stored image's size under this renderer's spec
+must equal the descriptor's payload.
 """
 
 from __future__ import annotations
 
-import io
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from PIL import Image
 
 from foveal.renderers.contract import RawImageDescriptor
 from foveal.renderers.errors import FingerprintMismatch, PlaceholderMismatch, UnknownFamily
+from foveal.renderers.images import open_header, stored_format
 from foveal.renderers.layout import LayoutSpec, compute_layout
 from foveal.renderers.locations import read_location
 from foveal.renderers.store import ImageStore, StoredImage
@@ -100,7 +101,8 @@ class ImageResolver:
                 f"{spec.family}:{spec.fingerprint} (this renderer's layout)",
             )
         data = store.read_verified(descriptor.raw_image_uri, descriptor.hash)
-        with Image.open(io.BytesIO(data)) as image:  # header only: the size decides the layout
+        fmt = stored_format(descriptor.raw_image_uri)
+        with open_header(data, store.config, (fmt,)) as image:  # header only: the size decides the layout
             width, height = image.size
         layout = compute_layout(spec, width, height)
         if layout.payload() != descriptor.payload:

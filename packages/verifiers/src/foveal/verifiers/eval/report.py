@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 
 from foveal.renderers.errors import ContractError
+from foveal.renderers.images import stored_media_type
 from foveal.renderers.messages import AssistantMessage, ImagePart, Message
 from foveal.renderers.store import ImageStore
 
@@ -47,7 +48,7 @@ class _Images:
             data = self.store.read_verified(uri, hash_hex)
         except ContractError as error:
             return {"kind": "missing", "reason": f"{type(error).__name__}: {error.expected}"}
-        src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        src = f"data:{stored_media_type(data)};base64," + base64.b64encode(data).decode("ascii")
         return {"kind": "image", "src": src, "hash": hash_hex}
 
 
