@@ -120,7 +120,8 @@ def test_error_answers_become_typed_errors() -> None:
 
 
 def test_nothing_is_logged_while_building_and_copying(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
+    for name in (None, "httpx", "httpcore"):  # named too: an imported library (the tinker SDK) may quiet httpx
+        caplog.set_level(logging.DEBUG, logger=name)
     client = make_client()
     logging.getLogger("test").info("client %s %r", client, client)
     pickle.loads(pickle.dumps(client))
