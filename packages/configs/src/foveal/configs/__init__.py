@@ -2,6 +2,7 @@
 
 from foveal.configs.arguments import add_config_arguments, config_from_args
 from foveal.configs.command import ENTRY_POINT_GROUP, Command
+from foveal.configs.dflash import DFlashConfig, DFlashSection, DraftConfig
 from foveal.configs.dumping import to_toml
 from foveal.configs.errors import ConfigError, IncompatibleSettings, Problem, UsageError
 from foveal.configs.inference import InferenceConfig
@@ -12,7 +13,9 @@ from foveal.configs.model import ModelConfig
 from foveal.configs.multimodal import MultimodalConfig
 from foveal.configs.orchestrator import EnvironmentConfig, OrchestratorConfig
 from foveal.configs.renderer import RendererConfig
-from foveal.configs.runs import RUN_KINDS, EvalConfig, RLConfig, RunConfig, SFTConfig
+from foveal.configs.kinds import RUN_KINDS
+from foveal.configs.runs import EvalConfig, RLConfig, RunConfig, SFTConfig
+from foveal.configs.tinker_service import TinkerServiceConfig, TinkerServiceSection
 from foveal.configs.trainer import (
     CheckpointConfig,
     LossConfig,
@@ -30,6 +33,9 @@ __all__ = [
     "CheckpointConfig",
     "Command",
     "ConfigError",
+    "DFlashConfig",
+    "DFlashSection",
+    "DraftConfig",
     "EnvironmentConfig",
     "EvalConfig",
     "EvalSection",
@@ -51,6 +57,8 @@ __all__ = [
     "RunConfig",
     "SFTConfig",
     "SFTSection",
+    "TinkerServiceConfig",
+    "TinkerServiceSection",
     "ScheduleConfig",
     "TrainerConfig",
     "UsageError",

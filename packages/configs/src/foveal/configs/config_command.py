@@ -11,7 +11,7 @@ from pydantic_core import PydanticUndefined
 from foveal.configs.arguments import add_config_arguments, config_from_args
 from foveal.configs.command import Command
 from foveal.configs.dumping import to_toml
-from foveal.configs.runs import RUN_KINDS
+from foveal.configs.kinds import RUN_KINDS
 from foveal.configs.schema import iter_fields
 
 

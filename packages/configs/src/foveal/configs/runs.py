@@ -100,5 +100,3 @@ class EvalConfig(RunConfig):
             *checks.completion_fits_in_context(self.eval.max_tokens, "eval.max_tokens", self.inference),
         ]
 
-
-RUN_KINDS: dict[str, type[RunConfig]] = {"sft": SFTConfig, "rl": RLConfig, "eval": EvalConfig}
