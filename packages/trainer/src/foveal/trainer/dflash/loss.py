@@ -1,0 +1,77 @@
+"""The DFlash objective on one packed micro-batch: weighted cross-entropy of every block position's prediction.
+
+The step loss is sum(weight * CE) / (sum of weights over the whole step, all micro-batches and ranks), so
+micro-batches and ranks add up to the weighted mean DFlash minimises, whatever the packing. Logits are only
+computed where a weight is non-zero (the anchor position and positions past the sample never are), which
+keeps the `[positions, vocab]` tensor to the supervised positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from foveal.trainer.dflash.blocks import Blocks, attention_mask, chunks, context_window
+from foveal.trainer.dflash.draft import DFlashDraft
+from foveal.trainer.dflash.weights import TargetWeights
+
+
+@dataclass(frozen=True)
+class BlockLoss:
+    """One micro-batch's share of the step loss (a graph to backward through) and its accuracy counts."""
+
+    loss: torch.Tensor
+    correct: int
+    """Supervised positions whose argmax equals the label."""
+    supervised: int
+    """Positions with a non-zero weight."""
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, total_weight: float
+) -> torch.Tensor:
+    """sum(weights * CE(logits, labels)) / total_weight, in fp32."""
+    losses = F.cross_entropy(logits.float(), labels, reduction="none")
+    return (losses * weights).sum() / max(total_weight, 1e-12)
+
+
+def block_loss(
+    draft: DFlashDraft,
+    target: TargetWeights,
+    features: torch.Tensor,
+    text_positions: torch.Tensor,
+    blocks: Blocks,
+    total_weight: float,
+    anchor_chunk: int,
+) -> BlockLoss:
+    """The loss term of `blocks` over one row's context `features` `[T, n*H]`, `anchor_chunk` blocks per forward.
+
+    Blocks never attend to each other, so chunking the draft forward changes nothing but the mask size.
+    `blocks` and the row tensors must be on the draft's device.
+    """
+    size = blocks.positions.shape[1]
+    loss = features.new_zeros((), dtype=torch.float32)
+    correct = supervised = 0
+    for start, stop in chunks(blocks.count, anchor_chunk):
+        part = blocks.chunk(start, stop)
+        first, length = context_window(part)
+        mask = attention_mask(part, first, length, size).to(features.device)
+        hidden = draft(
+            features[first : first + length],
+            text_positions[first : first + length],
+            target.embed_tokens(part.anchor_tokens),
+            part.positions,
+            mask,
+        )
+        weights, labels = part.weights.reshape(-1), part.labels.reshape(-1)
+        kept = torch.nonzero(weights > 0).view(-1)
+        if kept.numel() == 0:  # a weightless block: keep it in the graph so every rank runs the same backward
+            loss = loss + hidden.sum() * 0.0
+            continue
+        logits = target.logits(hidden[kept])
+        loss = loss + weighted_cross_entropy(logits, labels[kept], weights[kept], total_weight)
+        correct += int((logits.argmax(-1) == labels[kept]).sum())
+        supervised += int(kept.numel())
+    return BlockLoss(loss, correct, supervised)
