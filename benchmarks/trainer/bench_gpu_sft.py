@@ -14,11 +14,20 @@ Every sample: a length drawn uniformly from 512-4096 tokens, one 448x448 image (
 placeholder tokens) framed by vision start/end, loss on its second half. Each mode trains on the same
 seeded samples, `--samples-per-step` per optimizer step, in one process:
   - padded (baseline): micro-batches of 4 samples padded to the longest, 2-D attention mask, HF's usual path;
-  - packed-N: `plan_micro_batches` bins of at most N tokens, each collated into one row
+  - packed sdpa-N: `plan_micro_batches` bins of at most N tokens, each collated into one row
     (`collate_packed`), run through `packed_logits` (boundaries from the position row, see
     `foveal.trainer.model.attention`) and `sft_loss`. N = 16384 is the padded batch's slot budget (4 x 4096);
     N = 4096 holds one longest sample. Both are measured because under sdpa a packed row attends through a
-    block-diagonal boolean mask over the whole row, whose cost grows with the row length squared.
+    block-diagonal boolean mask over the whole row, whose cost grows with the row length squared;
+  - packed flex-N: the same rows with `[model].attn_implementation = "flex_attention"` (the text model on
+    torch's compiled flex attention with a document BlockMask, the vision tower on sdpa), switched on the
+    same model with `set_attn_implementation`. `packed_logits` pads each flex row to a multiple of
+    `--flex-bucket` tokens (`[model].flex_bucket_tokens`, default 2048; see
+    `foveal.trainer.model.flex_padding`), so flex compiles once per bucket length, at most N / bucket times;
+    `bucket_padding` is the share of the flex rows' tokens that padding adds. Compilation happens in the
+    warm-up steps (`warmup_s` in the JSON): give enough of them to meet every bucket length, or a measured
+    step pays a compile. On CPU (--tiny) flex has no backward, so its rows there run forward and loss only
+    (`backward`).
 Useful tokens = the samples' own tokens (no padding). MFU = 6 * params * useful tokens / step time / peak
 (model FLOPs: neither the checkpointing recompute nor attention is counted), against both the spec peak
 (989e12 bf16 dense FLOP/s, H100/H200 SXM) and the bf16 matmul rate this script measures. Step time covers
@@ -47,6 +56,8 @@ from foveal.trainer.data.collate import IGNORE_INDEX, PackedBatch, PackSample, c
 from foveal.trainer.data.packing import PackItem, plan_micro_batches
 from foveal.trainer.data.positions import PositionScheme, position_scheme
 from foveal.trainer.loss import local_loss_tokens, micro_batch_loss, sft_loss
+from foveal.trainer.model.attention import attention_implementation
+from foveal.trainer.model.flex_padding import DEFAULT_BUCKET, bucket_length, set_flex_bucket
 from foveal.trainer.model.forward import packed_logits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -160,6 +171,7 @@ class Shape:
 REAL = Shape(QWEN25_VL_3B_TEXT, QWEN25_VL_3B_VISION, QWEN25_VL_3B_IDS, QWEN25_PAD_ID, 151643, 512, 4096, 32)
 TINY = Shape(TINY_TEXT, TINY_VISION, TINY_IDS, TINY_PAD_ID, 1000, 64, 256, 8)
 PADDED_BATCH = 4
+SDPA, FLEX = "sdpa", "flex_attention"
 
 
 def build_model(shape: Shape, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -250,6 +262,8 @@ class Mode:
     name: str
     collate: Callable[[Sequence[PackSample], PositionScheme], list[Any]]
     loss: Callable[[torch.nn.Module, Any, int], torch.Tensor]
+    attention: str = SDPA
+    """`[model].attn_implementation` of this mode."""
 
 
 def padded_mode(pad_id: int) -> Mode:
@@ -260,7 +274,7 @@ def padded_mode(pad_id: int) -> Mode:
     return Mode(f"padded (batch {PADDED_BATCH})", collate, padded_loss)
 
 
-def packed_mode(budget: int) -> Mode:
+def packed_mode(budget: int, attention: str = SDPA) -> Mode:
     def collate(samples: Sequence[PackSample], positions: PositionScheme) -> list[PackedBatch]:
         items = [PackItem(s.sample_id, len(s.token_ids), True) for s in samples]
         return [collate_packed([samples[i] for i in row], positions) for row in plan_micro_batches(items, budget)]
@@ -268,7 +282,8 @@ def packed_mode(budget: int) -> Mode:
     def loss(model: torch.nn.Module, batch: PackedBatch, loss_tokens: int) -> torch.Tensor:
         return sft_loss(packed_logits(model, batch), batch, loss_tokens)
 
-    return Mode(f"packed ({budget} tokens/row)", collate, loss)
+    kernel = "flex" if attention == FLEX else attention
+    return Mode(f"packed {kernel} ({budget} tokens/row)", collate, loss, attention)
 
 
 def step_loss_tokens(micro_batches: Sequence[Any]) -> int:
@@ -289,46 +304,64 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.params, lr=1e-5, fused=fused, foreach=foreach)
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
 
-    def step(self, mode: Mode, micro_batches: Sequence[Any]) -> float:
+    def use_attention(self, setting: str) -> None:
+        """Switch the attention kernel (for flex: the text model's; the vision tower stays on sdpa)."""
+        self.model.set_attn_implementation(attention_implementation(setting, self.model.config))
+
+    def step(self, mode: Mode, micro_batches: Sequence[Any], backward: bool = True) -> float:
+        """One optimizer step; with `backward=False` only the forward and loss (flex on CPU has no backward)."""
         loss_tokens = step_loss_tokens(micro_batches)
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         for batch in micro_batches:
             batch = batch.to(self.device)
-            with self.autocast:
+            with self.autocast, torch.set_grad_enabled(backward):
                 loss = mode.loss(self.model, batch, loss_tokens)
-            loss.backward()
+            if backward:
+                loss.backward()
             total += loss.detach()
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0, foreach=True)
-        self.optimizer.step()
+        if backward:
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0, foreach=True)
+            self.optimizer.step()
         return float(total)  # synchronizes: the step is done when this returns
 
 
 def run_mode(trainer: Trainer, mode: Mode, shape: Shape, args: Any, positions: PositionScheme) -> dict[str, Any]:
     device = trainer.device
+    trainer.use_attention(mode.attention)
+    backward = not (device.type == "cpu" and mode.attention == FLEX)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    times, losses, tokens, slots, passes = [], [], 0, 0, 0
+    times, losses, tokens, slots, padding, passes, warmup_s = [], [], 0, 0, 0, 0, 0.0
+    bucket = args.flex_bucket if mode.attention == FLEX else 0
+    graphs = _compiled_graphs()
     for step in range(args.warmup + args.steps):
         samples = draw_samples(shape, args.samples_per_step, seed=args.seed * 100_003 + step)
         micro_batches = mode.collate(samples, positions)
         started = time.perf_counter()
-        loss = trainer.step(mode, micro_batches)
+        loss = trainer.step(mode, micro_batches, backward)
         elapsed = time.perf_counter() - started
+        warmup_s += elapsed if step < args.warmup else 0.0
         if step >= args.warmup:
             times.append(elapsed)
             losses.append(loss)
             tokens += sum(len(s.token_ids) for s in samples)
             slots += sum(_slots(batch) for batch in micro_batches)
+            padding += sum(_bucket_padding(batch, bucket) for batch in micro_batches)
             passes += len(micro_batches)
     seconds = sum(times)
     return {
         "mode": mode.name,
+        "attention": mode.attention,
+        "backward": backward,
+        "warmup_s": warmup_s,
+        "compiled_graphs": _compiled_graphs() - graphs,
         "steps": len(times),
         "micro_batches_per_step": passes / len(times),
         "useful_tokens": tokens,
         "token_efficiency": tokens / slots,
+        "bucket_padding": padding / (slots + padding),
         "step_s_mean": statistics.mean(times),
         "step_s_median": statistics.median(times),
         "tokens_per_s": tokens / seconds,
@@ -340,10 +373,15 @@ def run_mode(trainer: Trainer, mode: Mode, shape: Shape, args: Any, positions: P
 
 ROW_KEYS = (
     "mode",
+    "attention",
+    "backward",
+    "warmup_s",
+    "compiled_graphs",
     "steps",
     "micro_batches_per_step",
     "useful_tokens",
     "token_efficiency",
+    "bucket_padding",
     "step_s_mean",
     "step_s_median",
     "tokens_per_s",
@@ -354,8 +392,20 @@ ROW_KEYS = (
 """What `run_mode` reports; a mode that ran out of memory has them all None and an `error`."""
 
 
+def _compiled_graphs() -> int:
+    """Graphs torch.compile has built in this process (flex attention and its mask builder compile per shape kind)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
 def _slots(batch: Any) -> int:
     return batch.slots if isinstance(batch, PaddedBatch) else batch.num_tokens
+
+
+def _bucket_padding(batch: Any, bucket: int) -> int:
+    """Tokens `packed_logits` adds to a flex row to reach its bucket length (the model runs them, no loss)."""
+    return bucket_length(batch.num_tokens, bucket) - batch.num_tokens if bucket else 0
 
 
 def matmul_peak(device: torch.device, size: int, iterations: int) -> float:
@@ -375,7 +425,9 @@ def matmul_peak(device: torch.device, size: int, iterations: int) -> float:
 def modes_of(args: Any, shape: Shape) -> Iterator[Mode]:
     yield padded_mode(shape.pad_id)
     for budget in args.packed_budgets:
-        yield packed_mode(budget)
+        yield packed_mode(budget, SDPA)
+    for budget in args.flex_budgets:
+        yield packed_mode(budget, FLEX)
 
 
 def run(args: Any, save: Callable[[dict[str, Any]], None] = lambda body: None) -> dict[str, Any]:
@@ -386,12 +438,13 @@ def run(args: Any, save: Callable[[dict[str, Any]], None] = lambda body: None) -
         torch.set_num_threads(1)  # toy tensors gain nothing from OpenMP workers, which only spin on a busy CPU
     if not args.tiny and device.type != "cuda":
         raise SystemExit("bench_gpu_sft: no CUDA device; run with --tiny for the CPU smoke run")
-    if min(args.packed_budgets) < shape.max_len:
-        raise SystemExit(f"--packed-budgets: every budget must hold the longest sample ({shape.max_len} tokens)")
+    if min([*args.packed_budgets, *args.flex_budgets]) < shape.max_len:
+        raise SystemExit(f"--packed-budgets/--flex-budgets: every budget must hold the longest sample, {shape.max_len}")
     on_cuda = device.type == "cuda"
     peak_measured = matmul_peak(device, 8192, 50) if on_cuda else None
     started = time.perf_counter()
     model = build_model(shape, device, torch.bfloat16 if on_cuda else torch.float32)
+    set_flex_bucket(model, args.flex_bucket)
     settings = {
         "seed": args.seed,
         "tiny": args.tiny,
@@ -407,6 +460,8 @@ def run(args: Any, save: Callable[[dict[str, Any]], None] = lambda body: None) -
         "image_placeholders": shape.placeholders,
         "padded_batch": PADDED_BATCH,
         "packed_budgets": list(args.packed_budgets),
+        "flex_budgets": list(args.flex_budgets),
+        "flex_bucket_tokens": args.flex_bucket,
         "model_build_s": time.perf_counter() - started,
         "spec_peak_flops": SPEC_PEAK_BF16 if on_cuda else None,  # MFU means nothing for a toy model on a CPU
         "measured_matmul_peak_flops": peak_measured,
@@ -431,7 +486,8 @@ def run_or_report_oom(
     except torch.cuda.OutOfMemoryError as error:
         trainer.optimizer.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
-        return {**dict.fromkeys(ROW_KEYS), "mode": mode.name, "error": str(error).splitlines()[0]}
+        row = {"mode": mode.name, "attention": mode.attention, "error": str(error).splitlines()[0]}
+        return {**dict.fromkeys(ROW_KEYS), **row}
 
 
 def rated(rows: list[dict[str, Any]], settings: dict[str, Any]) -> list[dict[str, Any]]:
@@ -439,7 +495,7 @@ def rated(rows: list[dict[str, Any]], settings: dict[str, Any]) -> list[dict[str
     baseline = rows[0]["tokens_per_s"]
     out = []
     for row in rows:
-        rate = row["tokens_per_s"]
+        rate = row["tokens_per_s"] if row["backward"] else None  # a forward-only row is no training rate
         flops = None if rate is None else 6 * settings["params"] * rate
         out.append(
             {
@@ -457,7 +513,7 @@ def _share(value: float | None, whole: float | None) -> float | None:
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    packed = [row for row in rows[1:] if row["tokens_per_s"] is not None]
+    packed = [row for row in rows[1:] if row["tokens_per_s"] is not None and row["backward"]]
     best = max(packed, key=lambda row: row["tokens_per_s"]) if packed else None
     baseline = rows[0]["tokens_per_s"]
     return {
@@ -479,6 +535,8 @@ COLUMNS = (
     Column("mode", "mode"),
     Column("micro_batches_per_step", "passes/step", fixed(1)),
     Column("token_efficiency", "non-pad share", percent),
+    Column("bucket_padding", "bucket pad", percent),
+    Column("warmup_s", "warm-up s", fixed(1)),
     Column("step_s_mean", "step s", fixed(3)),
     Column("tokens_per_s", "useful tokens/s", fixed(0)),
     Column("vs_padded", "vs padded", ratio),
@@ -497,13 +555,19 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps per mode (default 3; --tiny 1)")
     parser.add_argument("--steps", type=int, default=None, help="measured steps per mode (default 8; --tiny 1)")
     parser.add_argument("--samples-per-step", type=int, default=None, help="samples per optimizer step (16; --tiny 4)")
-    parser.add_argument("--packed-budgets", type=int, nargs="+", default=None, help="tokens per packed row")
+    parser.add_argument("--packed-budgets", type=int, nargs="*", default=None, help="tokens per packed row, sdpa")
+    parser.add_argument("--flex-budgets", type=int, nargs="*", default=None, help="tokens per packed row, flex")
+    bucket_help = f"flex rows padded to multiples of this many tokens ({DEFAULT_BUCKET}; --tiny 256)"
+    parser.add_argument("--flex-bucket", type=int, default=None, help=bucket_help)
     args = parser.parse_args(argv)
     shape = TINY if args.tiny else REAL
     args.warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 3)
     args.steps = args.steps if args.steps is not None else (1 if args.tiny else 8)
     args.samples_per_step = args.samples_per_step or (4 if args.tiny else 16)
-    args.packed_budgets = args.packed_budgets or [PADDED_BATCH * shape.max_len, shape.max_len]
+    args.flex_bucket = args.flex_bucket if args.flex_bucket is not None else (256 if args.tiny else DEFAULT_BUCKET)
+    budgets = [PADDED_BATCH * shape.max_len, shape.max_len]
+    args.packed_budgets = budgets if args.packed_budgets is None else args.packed_budgets
+    args.flex_budgets = budgets if args.flex_budgets is None else args.flex_budgets
     command = command_line(__file__, argv)
     context = {"command": command, "environment": environment()}
     body = run(args, save=lambda partial: write_result(NAME, args.out, {**context, **partial}))
@@ -511,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     header = (
         f"{s['device']}: {s['params']:,} params ({s['dtype']}), {s['samples_per_step']} samples/step, "
         f"{s['warmup_steps']} warm-up + {s['measured_steps']} measured steps per mode, model built in "
-        f"{s['model_build_s']:.1f} s\n"
+        f"{s['model_build_s']:.1f} s; flex rows padded to multiples of {s['flex_bucket_tokens']} tokens\n"
     )
     if s["spec_peak_flops"]:
         header += (

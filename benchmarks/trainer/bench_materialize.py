@@ -1,17 +1,23 @@
 """Materializer images/s, and the share of the training loop's wall time spent blocked waiting for images.
 
-    python benchmarks/trainer/bench_materialize.py [--images 32] [--batch-size 4]
+    python benchmarks/trainer/bench_materialize.py [--images 32] [--batch-size 4] [--threads 2 4 8]
+    PYTHONPATH=packages/configs/src:packages/renderers/src:packages/verifiers/src:packages/trainer/src \
+        python3 benchmarks/trainer/bench_materialize.py ...     # outside the venv (needs pydantic and orjson)
 
 Real PNGs (256-2048 px per side, seeded) sit in a real `ImageStore`; each sample (prompt, one image's
 placeholders, answer) travels as msgpack and is decoded with `TrainingSample.from_msgpack`. Pixels come
 from the real `Materializer` with the tiny Qwen2.5-VL processor at max_pixels = 1024 merged tokens.
 
 1. Serial images/s: one thread, pixel cache off (every image read, hash-verified, decoded, processed),
-   then the same images through a warm cache, and through `Prefetcher(workers=2)` (threads).
+   then the same images through a warm cache, and on thread pools of `--threads` sizes (cache off) through
+   `materialize_share`, the function `SFTDataStream` materializes a step's share with. `cpu/wall` is the
+   process's CPU time over wall time: how many cores the threads kept busy, i.e. how much of the work ran
+   with the GIL released (one thread holding the GIL throughout would read at most 1.0).
 2. The loop: steps of `--batch-size` samples as `foveal sft` runs them: rows planned by `plan_step`,
    materialized, collated, then per micro-batch forward (`packed_logits`), `sft_loss`, backward, clip
    and AdamW. Data arrives either from the real `SFTDataStream` (its `Prefetcher` prepares steps ahead in a
-   background thread) or, as the baseline run in the same process, inline in the loop. Blocked time is
+   background thread; a step's images are materialized by 1 thread, then by `--stream-threads`) or, as the
+   baseline run in the same process, inline in the loop. Blocked time is
    measured as `run_sft` measures `data_wait_seconds`: from the end of one step to the arrival of the next
    batch. Two kinds of step: the tiny model's real step on this CPU, and a simulated accelerator step
    that sleeps `tokens / --sim-tokens-per-s` per micro-batch (by default Qwen2.5-VL-3B at 40% MFU of an
@@ -22,11 +28,13 @@ from the real `Materializer` with the tiny Qwen2.5-VL processor at max_pixels = 
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +56,7 @@ from foveal.trainer.data.materialize import Materializer, PixelCache
 from foveal.trainer.data.mm_refs import build_mm_refs
 from foveal.trainer.data.packing import PackItem
 from foveal.trainer.data.positions import PositionScheme, position_scheme
-from foveal.trainer.data.prefetch import Prefetcher
+from foveal.trainer.data.pool import materialize_share, materialize_threads
 from foveal.trainer.data.samples import TrainingSample
 from foveal.trainer.distributed import init_distributed
 from foveal.trainer.loss import local_loss_tokens, sft_loss
@@ -130,42 +138,52 @@ def _sample(
     return TrainingSample(sample_id=sample_id, token_ids=tokens, loss_weights=weights, mm_refs=tuple(refs))
 
 
-def materialize_rate(bench: Bench) -> list[dict[str, Any]]:
-    """Images/s of the materializer alone: serial cold, serial warm cache, and two prefetch threads (cold)."""
+def materialize_rate(bench: Bench, pool_sizes: Sequence[int]) -> list[dict[str, Any]]:
+    """Images/s of the materializer alone: serial cold, serial warm cache, then thread pools (cold)."""
     samples = [TrainingSample.from_msgpack(data) for data in bench.wire]
     rows = []
     cold = bench.materializer(cache=False)
     times = []
+    cpu = time.process_time()
     for sample in samples:
         started = time.perf_counter()
         cold.materialize(sample)
         times.append(time.perf_counter() - started)
-    rows.append(_rate("serial, cache off", len(samples), sum(times), times))
+    rows.append(_rate("serial, cache off", 1, len(samples), sum(times), time.process_time() - cpu, times))
     warm = bench.materializer(cache=True)
     for sample in samples:
         warm.materialize(sample)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for sample in samples:
         warm.materialize(sample)
-    rows.append(_rate("serial, cache hits", len(samples), time.perf_counter() - started, None))
-    threaded = bench.materializer(cache=False)
-    started = time.perf_counter()
-    with Prefetcher(samples, threaded.materialize, workers=2) as prefetched:
-        for _ in prefetched:
-            pass
-    rows.append(_rate("Prefetcher(workers=2), cache off", len(samples), time.perf_counter() - started, None))
+    rows.append(_rate("serial, cache hits", 1, len(samples), *_since(started, cpu), None))
+    for threads in pool_sizes:
+        pooled = bench.materializer(cache=False)
+        with ThreadPoolExecutor(threads) as pool:
+            started, cpu = time.perf_counter(), time.process_time()
+            materialize_share(samples, range(len(samples)), pooled.materialize, pool)
+            seconds, cpu_s = _since(started, cpu)
+        rows.append(_rate(f"{threads} threads, cache off", threads, len(samples), seconds, cpu_s, None))
     baseline = rows[0]["images_per_s"]
     return [{**row, "vs_serial": row["images_per_s"] / baseline} for row in rows]
 
 
-def _rate(name: str, images: int, seconds: float, times: list[float] | None) -> dict[str, Any]:
+def _since(started: float, cpu: float) -> tuple[float, float]:
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def _rate(
+    name: str, threads: int, images: int, seconds: float, cpu_s: float, times: list[float] | None
+) -> dict[str, Any]:
     per_image = statistics.median(times) if times else seconds / images
     return {
         "mode": name,
+        "threads": threads,
         "images": images,
         "seconds": seconds,
         "images_per_s": images / seconds,
         "median_ms": 1e3 * per_image,
+        "cpu_per_wall": cpu_s / seconds,
     }
 
 
@@ -206,9 +224,9 @@ def inline_steps(bench: Bench, limits: PackingLimits, count: int) -> Iterator[Se
 
 
 def streamed_steps(
-    bench: Bench, limits: PackingLimits, count: int
+    bench: Bench, limits: PackingLimits, count: int, threads: int
 ) -> tuple[SFTDataStream, Iterator[Sequence[PackedBatch]]]:
-    """The real data stream, its steps prepared ahead in its background thread."""
+    """The real data stream, its steps prepared ahead in its background thread, images on `threads` threads."""
     stream = SFTDataStream(
         WireSource(bench.wire),  # type: ignore[arg-type]  # msgpack bytes stand in for conversations
         TrainingSample.from_msgpack,  # type: ignore[arg-type]
@@ -217,6 +235,7 @@ def streamed_steps(
         limits,
         init_distributed("cpu"),
         epochs=1,
+        materialize_threads=threads,
     )
     steps = stream.steps(DataPosition(shuffle_seed=SHUFFLE_SEED), count)
     return stream, (batch.micro_batches for batch in steps)
@@ -246,7 +265,9 @@ def timed_loop(batches: Iterator[Sequence[PackedBatch]], step: StepFn) -> dict[s
     }
 
 
-def loop_runs(bench: Bench, limits: PackingLimits, steps: int, tokens_per_s: float) -> list[dict[str, Any]]:
+def loop_runs(
+    bench: Bench, limits: PackingLimits, steps: int, tokens_per_s: float, stream_threads: int
+) -> list[dict[str, Any]]:
     rows = []
     for kind, make_step in (
         ("tiny model (CPU)", lambda: model_step(bench)),
@@ -254,33 +275,48 @@ def loop_runs(bench: Bench, limits: PackingLimits, steps: int, tokens_per_s: flo
     ):
         step = make_step()
         step(next(inline_steps(bench, limits, 1)))  # warm-up: first-call allocations belong to neither run
-        inline = timed_loop(inline_steps(bench, limits, steps), step)
-        stream, batches = streamed_steps(bench, limits, steps)
-        with stream:
-            prefetched = timed_loop(batches, step)
-        for mode, result in (("inline (baseline)", inline), ("SFTDataStream prefetch", prefetched)):
-            rows.append({"step": kind, "data": mode, **result, "wall_vs_inline": result["wall_s"] / inline["wall_s"]})
+        results = [("inline (baseline)", 1, timed_loop(inline_steps(bench, limits, steps), step))]
+        for threads in dict.fromkeys((1, stream_threads)):
+            stream, batches = streamed_steps(bench, limits, steps, threads)
+            with stream:
+                result = timed_loop(batches, step)
+            results.append((f"SFTDataStream, {threads} thread{'s' * (threads > 1)}", threads, result))
+        inline = results[0][2]
+        for mode, threads, result in results:
+            wall_vs_inline = result["wall_s"] / inline["wall_s"]
+            rows.append({"step": kind, "data": mode, "threads": threads, **result, "wall_vs_inline": wall_vs_inline})
     return rows
 
 
 def run(
-    images: int, batch_size: int, sides: tuple[int, int], tokens_per_s: float, seed: int, cache_root: Path | None = None
+    images: int,
+    batch_size: int,
+    sides: tuple[int, int],
+    tokens_per_s: float,
+    seed: int,
+    cache_root: Path | None = None,
+    pool_sizes: Sequence[int] = (2, 4, 8),
+    stream_threads: int = 1,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="foveal-materialize-") as workdir:
         bench = build_bench(Path(workdir), images, sides, seed, cache_root)
-        rates = materialize_rate(bench)
+        rates = materialize_rate(bench, pool_sizes)
         limits = PackingLimits(batch_size=batch_size, seq_len=4096, micro_batch_tokens=4096)
-        loops = loop_runs(bench, limits, images // batch_size, tokens_per_s)
+        loops = loop_runs(bench, limits, images // batch_size, tokens_per_s, stream_threads)
     samples = [TrainingSample.from_msgpack(data) for data in bench.wire]
     tokens_per_image = statistics.mean(s.num_tokens for s in samples)
     needed = tokens_per_s / tokens_per_image
-    prefetched = [row for row in loops if row["data"].startswith("SFTDataStream")]
+    streamed = [row for row in loops if row["data"].startswith("SFTDataStream")]
+    best = max(rates, key=lambda row: row["images_per_s"] if row["mode"].endswith("cache off") else 0.0)
     summary = {
         "baseline": "serial materializer (images/s); the same loop with data prepared inline (blocked share)",
         "serial_images_per_s": rates[0]["images_per_s"],
+        "best_cold_mode": best["mode"],
+        "best_cold_images_per_s": best["images_per_s"],
         "images_per_s_needed_at_sim_rate": needed,
         "serial_headroom_at_sim_rate": rates[0]["images_per_s"] / needed,
-        "blocked_share_steady": {row["step"]: row["blocked_share_steady"] for row in prefetched},
+        "best_cold_headroom_at_sim_rate": best["images_per_s"] / needed,
+        "blocked_share_steady": {f"{row['step']}, {row['data']}": row["blocked_share_steady"] for row in streamed},
         "target_blocked_share": TARGET_BLOCKED_SHARE,
     }
     settings = {
@@ -295,6 +331,9 @@ def run(
         "mean_image_megapixels": statistics.mean(bench.pixels) / 1e6,
         "mean_sample_tokens": tokens_per_image,
         "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "pool_sizes": list(pool_sizes),
+        "stream_threads": stream_threads,
     }
     return {"settings": settings, "rates": rates, "loops": loops, "summary": summary}
 
@@ -303,6 +342,7 @@ RATE_COLUMNS = (
     Column("mode", "materializer"),
     Column("images_per_s", "images/s", fixed(1)),
     Column("median_ms", "ms/image", fixed(1)),
+    Column("cpu_per_wall", "cpu/wall", fixed(2)),
     Column("vs_serial", "vs serial", ratio),
 )
 LOOP_COLUMNS = (
@@ -325,21 +365,37 @@ def main(argv: Sequence[str] | None = None, cache_root: Path | None = None) -> P
     parser.add_argument("--sides", type=int, nargs=2, default=[256, 2048], help="min and max image side, px")
     parser.add_argument("--sim-tokens-per-s", type=float, default=SIM_TOKENS_PER_S, help="simulated device rate")
     parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads of the tiny model's step")
+    parser.add_argument("--threads", type=int, nargs="*", default=[2, 4, 8], help="materializer pool sizes to rate")
+    parser.add_argument(
+        "--stream-threads", type=int, default=None, help="SFTDataStream materialize threads (default min(8, CPUs))"
+    )
     args = parser.parse_args(argv)
+    stream_threads = materialize_threads(args.stream_threads)
     # One thread by default: on a small shared CPU, OpenMP workers spinning beside the prefetch thread made the
     # same tiny step 2-7x slower and erratic (the test suite's conftest pins 1 thread for the same reason).
     torch.set_num_threads(args.torch_threads)
-    body = run(args.images, args.batch_size, tuple(args.sides), args.sim_tokens_per_s, args.seed, cache_root)
+    body = run(
+        args.images,
+        args.batch_size,
+        tuple(args.sides),
+        args.sim_tokens_per_s,
+        args.seed,
+        cache_root,
+        args.threads,
+        stream_threads,
+    )
     s = body["settings"]
     header = (
         f"{s['images']} images of {s['mean_image_megapixels']:.2f} Mpx mean, {s['mean_sample_tokens']:.0f} "
-        f"tokens/sample, {s['batch_size']} samples/step, torch threads {s['torch_threads']}\n"
+        f"tokens/sample, {s['batch_size']} samples/step, torch threads {s['torch_threads']}, {s['cpu_count']} CPUs\n"
     )
     summary = body["summary"]
     needed, serial = summary["images_per_s_needed_at_sim_rate"], summary["serial_images_per_s"]
     footer = (
         f"\nat {args.sim_tokens_per_s:,.0f} tokens/s the device consumes {needed:.1f} images/s; one serial "
-        f"materializer thread gives {serial:.1f} ({summary['serial_headroom_at_sim_rate']:.2f}x)"
+        f"materializer thread gives {serial:.1f} ({summary['serial_headroom_at_sim_rate']:.2f}x), "
+        f"{summary['best_cold_mode']} {summary['best_cold_images_per_s']:.1f} "
+        f"({summary['best_cold_headroom_at_sim_rate']:.2f}x)"
     )
     table = format_table(body["rates"], RATE_COLUMNS) + "\n\n" + format_table(body["loops"], LOOP_COLUMNS) + footer
     return emit(NAME, __file__, argv, args.out, body, header + table)

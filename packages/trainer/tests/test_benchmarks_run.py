@@ -72,12 +72,15 @@ def test_wire_bytes_of_refs_are_far_below_the_pixel_tensors(tmp_path: Path, tiny
 
 def test_materialize_measures_rates_and_blocked_shares(tmp_path: Path, tiny_cache_root: Path) -> None:
     bench = load("bench_materialize")
-    argv = ["--images", "4", "--batch-size", "2", "--sides", "64", "160", "--sim-tokens-per-s", "1e6"]
+    argv = ["--images", "4", "--batch-size", "2", "--sides", "64", "160", "--sim-tokens-per-s", "1e6",
+            "--threads", "2", "--stream-threads", "2"]  # fmt: skip
     document = result(bench.main, argv, tmp_path / "materialize.json", cache_root=tiny_cache_root)
     assert [row["images"] for row in document["rates"]] == [4, 4, 4]
-    assert all(row["images_per_s"] > 0 for row in document["rates"])
+    assert [row["threads"] for row in document["rates"]] == [1, 1, 2]
+    assert all(row["images_per_s"] > 0 and row["cpu_per_wall"] > 0 for row in document["rates"])
     loops = document["loops"]
-    assert len(loops) == 4 and {row["data"] for row in loops} == {"inline (baseline)", "SFTDataStream prefetch"}
+    modes = {"inline (baseline)", "SFTDataStream, 1 thread", "SFTDataStream, 2 threads"}
+    assert len(loops) == 6 and {row["data"] for row in loops} == modes
     tokens = {row["tokens"] for row in loops}
     assert len(tokens) == 1 and tokens.pop() > 0  # every run trains on the same samples
     for row in loops:
@@ -87,17 +90,20 @@ def test_materialize_measures_rates_and_blocked_shares(tmp_path: Path, tiny_cach
 
 def test_gpu_sft_tiny_runs_every_mode_on_the_same_samples_on_cpu(tmp_path: Path) -> None:
     bench = load("bench_gpu_sft")
-    argv = ["--tiny", "--warmup", "0", "--steps", "1"]
+    argv = ["--tiny", "--warmup", "0", "--steps", "1", "--flex-budgets", "1024"]  # one flex mode: ~15 s to compile
     document = result(bench.main, argv, tmp_path / "gpu.json")
     assert document["complete"] is True
     rows = document["rows"]
-    assert [row["mode"] for row in rows] == ["padded (batch 4)", "packed (1024 tokens/row)", "packed (256 tokens/row)"]
+    modes = ["padded (batch 4)", "packed sdpa (1024 tokens/row)", "packed sdpa (256 tokens/row)"]
+    assert [row["mode"] for row in rows] == [*modes, "packed flex (1024 tokens/row)"]
     assert len({row["useful_tokens"] for row in rows}) == 1
-    padded, *packed = rows
-    assert 0 < padded["token_efficiency"] < 1 and all(row["token_efficiency"] == 1 for row in packed)
+    padded, *packed, flex = rows
+    assert 0 < padded["token_efficiency"] < 1 and all(row["token_efficiency"] == 1 for row in [*packed, flex])
     for row in rows:
         assert row["tokens_per_s"] > 0 and row["mfu_spec"] is None and row["peak_memory_gib"] is None
         assert math.isfinite(row["loss_first"])
         # Same samples, same objective; weights moved by one lr=1e-5 step per earlier mode at most.
         assert row["loss_first"] == pytest.approx(padded["loss_first"], rel=1e-3)
     assert packed[1]["micro_batches_per_step"] > packed[0]["micro_batches_per_step"] == 1
+    # Flex has no backward on CPU: its row is forward and loss only, and no training rate is compared.
+    assert [row["backward"] for row in rows] == [True, True, True, False] and flex["vs_padded"] is None

@@ -23,5 +23,13 @@ class ModelConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto", description="Weights dtype when loading; auto uses the checkpoint's."
     )
-    attn_implementation: Literal["sdpa", "eager"] = Field(default="sdpa", description="Attention kernel.")
+    attn_implementation: Literal["sdpa", "eager", "flex_attention"] = Field(
+        default="sdpa",
+        description="Attention kernel; flex_attention (CUDA training only) skips the blocks between packed samples.",
+    )
+    flex_bucket_tokens: int = Field(
+        default=2048,
+        ge=0,
+        description="Under flex_attention, pad each packed row to a multiple of this (one compile per length); 0: off.",
+    )
     trust_remote_code: bool = Field(default=False, description="Allow running model code shipped with the checkpoint.")

@@ -47,6 +47,9 @@ class MultimodalConfig(BaseModel):
         default=40_000_000, gt=0, description="Largest decoded width*height accepted (decompression-bomb cap)."
     )
     http_timeout_s: float = Field(default=10.0, gt=0, description="Timeout for fetching an http(s) image.")
+    materialize_threads: int | None = Field(
+        default=None, ge=1, description="Trainer threads materializing a step's images; None means min(8, CPUs)."
+    )
 
     @model_validator(mode="after")
     def _check_pixel_bounds(self) -> MultimodalConfig:

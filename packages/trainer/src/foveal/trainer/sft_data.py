@@ -19,15 +19,20 @@ of forward/backward passes (FSDP2 collectives) without changing the loss.
 
 Steps are prepared one or two ahead in a background thread (`Prefetcher`), so rendering, image reads and
 the processor overlap the previous step's compute; the renderer is only ever used from that one thread.
+Within a step, the samples' images are materialized on a small thread pool (`[multimodal].materialize_threads`):
+file reads, PNG decoding and the processor's numpy/torch work release the GIL for much of their time, and one
+thread alone cannot feed a fast accelerator. Results keep the plan's order whatever order they finish in.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import random
 import re
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +48,7 @@ from foveal.trainer.data.adapters import image_adapter
 from foveal.trainer.data.collate import Packable, PackedBatch, PackSample, collate_packed, fit_sample
 from foveal.trainer.data.mm_refs import build_mm_refs
 from foveal.trainer.data.packing import OverlongText, PackItem, plan_micro_batches
+from foveal.trainer.data.pool import materialize_share, materialize_threads
 from foveal.trainer.data.materialize import Materializer
 from foveal.trainer.data.positions import PositionScheme, position_scheme
 from foveal.trainer.data.prefetch import Prefetcher
@@ -225,20 +231,30 @@ class SFTDataStream:
         limits: PackingLimits,
         context: DistributedContext,
         epochs: int,
+        materialize_threads: int = 1,
     ) -> None:
+        if materialize_threads < 1:
+            raise DatasetError("multimodal.materialize_threads", materialize_threads, "at least 1 thread")
         self.source, self.render, self.materialize = source, render, materialize
         self.positions, self.limits, self.context, self.epochs = positions, limits, context, epochs
+        self.materialize_threads = materialize_threads
         self._prefetcher: Prefetcher[tuple[list[int], DataPosition], StepBatch] | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def steps(self, start: DataPosition, count: int) -> Iterator[StepBatch]:
         """`count` steps starting at `start` (fewer if the epochs run out)."""
+        if self.materialize_threads > 1 and self._pool is None:
+            self._pool = ThreadPoolExecutor(self.materialize_threads, thread_name_prefix="foveal-materialize")
         self._prefetcher = Prefetcher(self._step_indices(start, count), self._prepare, workers=1, depth=2)
         return self._prefetcher
 
     def close(self) -> None:
-        """Stop the background preparation (cancels steps not started, waits for the running one)."""
+        """Stop the background preparation (cancels steps not started, waits for the running one), then the pool."""
         if self._prefetcher is not None:
             self._prefetcher.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def __enter__(self) -> SFTDataStream:
         return self
@@ -266,7 +282,7 @@ class SFTDataStream:
     def _prepare(self, step: tuple[list[int], DataPosition]) -> StepBatch:
         indices, position = step
         samples = [self.render(self.source[i]) for i in indices]
-        return pack_step(samples, self.materialize, self.positions, self.limits, self.context, position)
+        return pack_step(samples, self.materialize, self.positions, self.limits, self.context, position, self._pool)
 
 
 def pack_step(
@@ -276,20 +292,19 @@ def pack_step(
     limits: PackingLimits,
     context: DistributedContext,
     position: DataPosition,
+    pool: Executor | None = None,
 ) -> StepBatch:
     """This rank's micro-batches of one step's samples: plan, take the rank's share, materialize, collate.
 
-    Shared by SFT and RL. Only this rank's share (and its padding) is materialized; a text sample longer
-    than `seq_len` is cut when `overlong_text` allows it (`plan_step` refused the rest).
+    Shared by SFT and RL. Only this rank's share (and its padding) is materialized, on `pool` when given (see
+    `materialize_share`); a text sample longer than `seq_len` is cut when `overlong_text` allows it
+    (`plan_step` refused the rest).
     """
     items = [PackItem(sample.sample_id, sample.num_tokens, bool(sample.mm_refs)) for sample in samples]
     plan = plan_step(items, limits)
     mine, padding = padded_share(plan, context)
-    fit = {
-        i: fit_sample(materialize(samples[i]), limits.seq_len, limits.overlong_text)
-        for group in mine + padding
-        for i in group
-    }
+    needed = list(dict.fromkeys(i for group in mine + padding for i in group))
+    fit = materialize_share(samples, needed, functools.partial(_fitted, materialize, limits), pool)
     batches = [collate_packed([fit[i] for i in group], positions) for group in mine + padding]
     batches[len(mine) :] = [_weightless(batch) for batch in batches[len(mine) :]]
     real = [i for group in mine for i in group]
@@ -301,6 +316,13 @@ def pack_step(
         zeroed_samples=sum(bool(getattr(fit[i], "missing_images", ())) for i in real),
         position=position,
     )
+
+
+def _fitted(
+    materialize: Callable[[TrainingSample], Packable], limits: PackingLimits, sample: TrainingSample
+) -> Packable:
+    """The sample materialized, at the length the plan gives it."""
+    return fit_sample(materialize(sample), limits.seq_len, limits.overlong_text)
 
 
 def build_sft_data(
@@ -323,7 +345,8 @@ def build_sft_data(
     )
     store = ImageStore.from_config(multimodal, run_dir, durable=False)
     renderer = build_renderer(source, config.renderer, store=store, multimodal=multimodal)
-    materialize = build_materializer(renderer.adapter.layout_family, processor, store, multimodal)
+    layout = renderer.adapter.layout_family
+    materialize = build_materializer(layout, processor, store, multimodal)
     trainer = config.trainer
     limits = PackingLimits(config.sft.batch_size, trainer.seq_len, trainer.micro_batch_tokens, trainer.overlong_text)
     return SFTDataStream(
@@ -334,6 +357,7 @@ def build_sft_data(
         limits,
         context,
         config.sft.epochs,
+        materialize_threads=1 if layout is None else materialize_threads(multimodal.materialize_threads),
     )
 
 

@@ -18,26 +18,107 @@ text models ignore boundaries when given only the three mrope rows. `packed_logi
 cache, and `check_boundaries` refuses the three-row form and proves that the position row implies exactly
 our `cu_seqlens`.
 The vision towers need nothing: they attend within each image by `image_grid_thw`, packed or not.
+
+Flex attention (`[model].attn_implementation = "flex_attention"`): with the same position row,
+`create_causal_mask` builds a `BlockMask` of `causal AND same sample` (torch's `create_block_mask`, compiled),
+so each sample attends only to itself, whole blocks outside the samples are skipped and the cost is the sum of
+the per-sample squares, not the row's square (sdpa's dense boolean mask over a packed row is both quadratic in
+the row and off sdpa's flash kernel). The attention itself is transformers' `flex_attention_forward`, which
+wraps torch's `flex_attention` in `torch.compile`. transformers refuses "flex_attention" for the Qwen-VL
+classes (`_supports_flex_attn` is False there, 5.17-5.19), so the same two transformers functions are
+registered under our own name, `FLEX_ATTENTION`, and given to the text model only: the vision tower keeps sdpa
+(under flex it would call the compiled kernel once per image window). torch's flex attention has no backward
+on CPU, so training with it needs CUDA. Both the kernel and the mask builder compile per row length, so
+`packed_logits` pads flex rows to a few lengths (`foveal.trainer.model.flex_padding`), and the registered mask
+builder, `flex_document_mask`, gives a row of one sample the same mask function as a packed row, so it does not
+compile a second time at the same length.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from foveal.renderers.errors import ContractError
 
-# Attention implementations that build per-sample attention from the position row (see above). eager and sdpa
-# are proven by tests/test_packed_equivalence.py; flash_attention_2 takes transformers' varlen path from the
-# same row but is untested here (flash-attn is installed on none of our machines).
-PACKED_ATTENTION = frozenset({"eager", "sdpa", "flash_attention_2"})
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
+
+FLEX_SETTING = "flex_attention"
+"""The `[model].attn_implementation` value that selects flex attention."""
+FLEX_ATTENTION = "foveal_flex"
+"""The name transformers knows our flex route by (not containing "flex_attention", which it refuses for VLMs)."""
+# Attention implementations that build per-sample attention from the position row (see above). eager, sdpa and
+# FLEX_ATTENTION are proven by tests/test_packed_equivalence.py and tests/test_flex_attention.py;
+# flash_attention_2 takes transformers' varlen path from the same row but is untested here (flash-attn is
+# installed on none of our machines).
+PACKED_ATTENTION = frozenset({"eager", "sdpa", "flash_attention_2", FLEX_ATTENTION})
+NO_CPU_BACKWARD = frozenset({FLEX_ATTENTION})
 MROPE_ROWS = 4  # text row + temporal, height, width
 
 
-def check_packed_attention(config: object) -> None:
-    """Refuse an attention implementation not known to honour packed boundaries (flex, paged, custom)."""
+@functools.cache
+def register_flex_attention() -> None:
+    """Make `FLEX_ATTENTION` a transformers attention implementation (once per process)."""
+    from transformers import AttentionInterface
+    from transformers.integrations.flex_attention import flex_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(FLEX_ATTENTION, flex_attention_forward)
+    AttentionMaskInterface.register(FLEX_ATTENTION, flex_document_mask)
+
+
+def flex_document_mask(
+    batch_size: int, q_length: int, kv_length: int, *, mask_function: Callable[..., Any], **kwargs: Any
+) -> BlockMask:
+    """transformers' flex `BlockMask`, with a one-sample row given the document mask a packed row gets.
+
+    `create_causal_mask` finds no packed samples in a row of one sample and passes the bare causal function
+    instead of `causal AND same document`. Dynamo guards on the mask function's code objects, so that row would
+    compile `create_block_mask` and `flex_attention` again at a length already compiled; an all-zero document
+    row (every token in sample 0) is the same mask through the same code. The document ids themselves are
+    guarded by shape and dtype only, so other packed rows of a compiled length reuse it.
+    """
+    from transformers.masking_utils import (
+        and_masks,
+        causal_mask_function,
+        flex_attention_mask,
+        packed_sequence_mask_function,
+    )
+
+    if mask_function is causal_mask_function:
+        tokens = kv_length + kwargs.get("kv_offset", 0)
+        one_sample = torch.zeros(batch_size, tokens, dtype=torch.long, device=kwargs.get("device", "cpu"))
+        mask_function = and_masks(causal_mask_function, packed_sequence_mask_function(one_sample))
+    return flex_attention_mask(batch_size, q_length, kv_length, mask_function=mask_function, **kwargs)
+
+
+def attention_implementation(setting: str, config: object) -> str | dict[str, str]:
+    """The `attn_implementation` argument (`from_pretrained`, `set_attn_implementation`) for a model setting.
+
+    Every setting but flex passes through unchanged (one kernel for the text model and any vision tower);
+    flex goes to the text model of a VLM and sdpa to its vision tower.
+    """
+    if setting != FLEX_SETTING:
+        return setting
+    register_flex_attention()
+    if getattr(config, "vision_config", None) is None:
+        return FLEX_ATTENTION
+    return {"text_config": FLEX_ATTENTION, "vision_config": "sdpa"}
+
+
+def check_packed_attention(config: object, device: torch.device | None = None, backward: bool = False) -> None:
+    """Refuse an attention implementation not known to honour packed boundaries (native flex, paged, custom),
+    and one that cannot run the backward pass on `device` when a backward will follow."""
     implementation = getattr(config, "_attn_implementation", None)
     if implementation not in PACKED_ATTENTION:
         raise ContractError("attn_implementation", implementation, f"one of {sorted(PACKED_ATTENTION)}")
+    if backward and device is not None and device.type == "cpu" and implementation in NO_CPU_BACKWARD:
+        expected = "sdpa or eager to train on CPU (torch's flex attention has no backward pass on CPU)"
+        raise ContractError("attn_implementation", FLEX_SETTING, expected)
 
 
 def boundary_row(position_ids: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,9 @@
 attention inside samples (no attention mask, no KV cache, the boundary row present; see
 `foveal.trainer.model.attention`) hold for every caller. Labels never go to the model: its built-in loss
 shifts over the whole row and would make each sample's first token a target of the previous sample; the
-caller scores `batch.labels` (`foveal.trainer.loss`).
+caller scores `batch.labels` (`foveal.trainer.loss`). Under flex attention the row is padded to its length
+bucket here (`foveal.trainer.model.flex_padding`) and only the real tokens' logits come back, so SFT, RL
+and the Tinker service get the padding without knowing of it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,31 @@ import torch
 
 from foveal.trainer.data.collate import PackedBatch
 from foveal.trainer.model.attention import check_boundaries, check_packed_attention
+from foveal.trainer.model.flex_padding import bucket_length, flex_bucket, pad_row, pad_token_id
+
+
+def packed_inputs(model: torch.nn.Module, batch: PackedBatch) -> dict[str, torch.Tensor | bool | None]:
+    """The model's keyword arguments for a packed row, padded to the flex bucket when the text model runs flex.
+
+    The first `batch.num_tokens` positions of every output are the row's own; `logits_to_keep` asks the LM head
+    for those only, so no logits are computed for the padding.
+    """
+    device = batch.input_ids.device
+    check_packed_attention(model.config.get_text_config(), device, backward=torch.is_grad_enabled())
+    check_boundaries(batch.position_ids, batch.cu_seqlens)
+    length = bucket_length(batch.num_tokens, flex_bucket(model))
+    input_ids, position_ids = pad_row(batch.input_ids, batch.position_ids, length, pad_token_id(model))
+    inputs: dict[str, torch.Tensor | bool | None] = {
+        "input_ids": input_ids,
+        "position_ids": position_ids,
+        "attention_mask": None,
+        "use_cache": False,
+    }
+    if length > batch.num_tokens:
+        inputs["logits_to_keep"] = torch.arange(batch.num_tokens, device=device)
+    if batch.pixel_values is not None:
+        inputs |= {"pixel_values": batch.pixel_values, "image_grid_thw": batch.image_grid_thw}
+    return inputs
 
 
 def packed_logits(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
@@ -20,14 +47,4 @@ def packed_logits(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
 
     `batch` must already be on the model's device (`batch.to(device)`).
     """
-    check_packed_attention(model.config.get_text_config())
-    check_boundaries(batch.position_ids, batch.cu_seqlens)
-    inputs: dict[str, torch.Tensor | bool | None] = {
-        "input_ids": batch.input_ids,
-        "position_ids": batch.position_ids,
-        "attention_mask": None,
-        "use_cache": False,
-    }
-    if batch.pixel_values is not None:
-        inputs |= {"pixel_values": batch.pixel_values, "image_grid_thw": batch.image_grid_thw}
-    return model(**inputs).logits
+    return model(**packed_inputs(model, batch)).logits[:, : batch.num_tokens]
