@@ -108,7 +108,7 @@ def test_chat_completions_render_on_the_server_and_sample_through_vllm(
     body = {"model": "tiny:qwen2_5_vl", "messages": [{"role": "user", "content": content}], "max_tokens": 3}
     answer = httpx.post(f"{vlm_server.url}{Endpoints.CHAT_COMPLETIONS}", json={**body, "return_token_ids": True})
     assert answer.status_code == 200, answer.text
-    turn = [{"type": "image", "image": image}, {"type": "text", "text": "What is it?"}]
+    turn = [{"type": "image", "image": url}, {"type": "text", "text": "What is it?"}]  # the same bytes: the store keeps them verbatim
     expected = client_renderer.render([{"role": "user", "content": turn}], add_generation_prompt=True)
     (request,) = engine.inputs
     assert answer.json()["prompt_token_ids"] == request.prompt_token_ids == list(expected.token_ids)
