@@ -41,12 +41,12 @@ from foveal.configs.multimodal import MultimodalConfig
 from foveal.configs.runs import SFTConfig
 from foveal.renderers.factory import build_renderer
 from foveal.renderers.messages import ImagePart, Message, parse_messages
-from foveal.renderers.rendering import Renderer
+from foveal.renderers.rendering import RenderedConversation, Renderer
 from foveal.renderers.store import ImageStore
 from foveal.trainer.checkpoint import DataPosition
 from foveal.trainer.data.adapters import image_adapter
 from foveal.trainer.data.collate import Packable, PackedBatch, PackSample, collate_packed, fit_sample
-from foveal.trainer.data.mm_refs import build_mm_refs
+from foveal.trainer.data.mm_refs import mm_refs_of
 from foveal.trainer.data.packing import OverlongText, PackItem, plan_micro_batches
 from foveal.trainer.data.pool import materialize_share, materialize_threads
 from foveal.trainer.data.materialize import Materializer
@@ -148,13 +148,20 @@ def open_dataset(dataset: str, run_dir: Path, seed: int) -> tuple[ConversationSo
 def render_sample(renderer: Renderer, conversation: Conversation) -> TrainingSample:
     """Render a conversation (with its loss mask) and check its image spans into a TrainingSample."""
     rendered = renderer.render(conversation.messages)
-    spans = [(image.descriptor, (image.offset, image.length)) for image in rendered.images]
-    image_token = renderer.image_token_id if renderer.image_token_id is not None else -1
+    weights = loss_weights_from_mask(rendered.loss_mask)
+    return sample_from_render(rendered, renderer.image_token_id, conversation.sample_id, weights)
+
+
+def sample_from_render(
+    rendered: RenderedConversation, image_token_id: int | None, sample_id: str, loss_weights: Sequence[float] | None
+) -> TrainingSample:
+    """A rendered sequence as a TrainingSample with checked MMRefs; `loss_weights` None means no loss on it."""
+    weights = tuple(loss_weights) if loss_weights is not None else (0.0,) * len(rendered.token_ids)
     return TrainingSample(
-        sample_id=conversation.sample_id,
+        sample_id=sample_id,
         token_ids=rendered.token_ids,
-        loss_weights=loss_weights_from_mask(rendered.loss_mask),
-        mm_refs=tuple(build_mm_refs(rendered.token_ids, spans, image_token, sample_id=conversation.sample_id)),
+        loss_weights=weights,
+        mm_refs=mm_refs_of(rendered.token_ids, rendered.images, image_token_id, sample_id=sample_id),
     )
 
 

@@ -9,7 +9,7 @@ image index (CONTRACT.md section 4).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
@@ -108,6 +108,23 @@ def build_mm_refs(
     refs = [_ref(sample_id, index, item) for index, item in enumerate(images)]
     check_mm_refs(token_ids, refs, image_token_id, sample_id)
     return refs
+
+
+class PlacedImage(Protocol):
+    """An image with its placeholder run, as renderers (`RenderedImage`) and rollouts (`RolloutImage`) give it."""
+
+    descriptor: RawImageDescriptor
+    offset: int
+    length: int
+
+
+def mm_refs_of(
+    token_ids: Sequence[int], images: Sequence[PlacedImage], image_token_id: int | None, *, sample_id: str
+) -> tuple[MMRef, ...]:
+    """`build_mm_refs` for placed images; a model without an image token (-1: matches no token) has none."""
+    spans = [(image.descriptor, (image.offset, image.length)) for image in images]
+    token = -1 if image_token_id is None else image_token_id
+    return tuple(build_mm_refs(token_ids, spans, token, sample_id=sample_id))
 
 
 def _ref(sample_id: str, index: int, item: ImageSpan) -> MMRef:

@@ -23,10 +23,16 @@ from pathlib import Path
 from foveal.renderers.messages import parse_messages
 from foveal.renderers.rendering import Renderer
 from foveal.trainer.data.collate import Packable
-from foveal.trainer.data.mm_refs import build_mm_refs
 from foveal.trainer.data.samples import TrainingSample
 from foveal.trainer.dflash.target import FrozenTarget
-from foveal.trainer.sft_data import Conversation, ConversationSource, DatasetError, open_dataset, render_sample
+from foveal.trainer.sft_data import (
+    Conversation,
+    ConversationSource,
+    DatasetError,
+    open_dataset,
+    render_sample,
+    sample_from_render,
+)
 from foveal.verifiers.datasets import write_shapes_dataset
 from foveal.verifiers.datasets.arithmetic import generate_problem
 from foveal.verifiers.environments.arithmetic import SYSTEM_PROMPT
@@ -128,14 +134,7 @@ def prompt_of(renderer: Renderer, conversation: Conversation) -> TrainingSample:
         raise DatasetError(f"conversation {conversation.sample_id!r}", roles, "at least one assistant turn")
     last = len(roles) - 1 - roles[::-1].index("assistant")
     rendered = renderer.render(conversation.messages[:last], add_generation_prompt=True)
-    spans = [(image.descriptor, (image.offset, image.length)) for image in rendered.images]
-    image_token = renderer.image_token_id if renderer.image_token_id is not None else -1
-    return TrainingSample(
-        sample_id=conversation.sample_id,
-        token_ids=rendered.token_ids,
-        loss_weights=(0.0,) * len(rendered.token_ids),
-        mm_refs=tuple(build_mm_refs(rendered.token_ids, spans, image_token, sample_id=conversation.sample_id)),
-    )
+    return sample_from_render(rendered, renderer.image_token_id, conversation.sample_id, loss_weights=None)
 
 
 def with_response(prompt: TrainingSample, response: Sequence[int]) -> TrainingSample:

@@ -20,7 +20,7 @@ from foveal.configs.orchestrator import AdvantageKind
 from foveal.verifiers.rollout import Rollout
 
 from foveal.trainer.advantages import grouped_advantages, token_advantages
-from foveal.trainer.data.mm_refs import build_mm_refs
+from foveal.trainer.data.mm_refs import mm_refs_of
 from foveal.trainer.data.samples import TrainingSample, loss_weights_from_mask
 from foveal.trainer.orchestrator.collect import CollectedStep
 from foveal.trainer.rl_batches import RLBatch, RolloutMetrics
@@ -61,15 +61,13 @@ def training_sample(sample_id: str, rollout: Rollout, advantage: float, image_to
     if sequence.inference_logprobs is None:
         raise ValueError(f"rollout {sample_id}: turns without logprobs (sampling.logprobs must be on for RL)")
     weights = loss_weights_from_mask(sequence.loss_mask)
-    spans = [(image.descriptor, (image.offset, image.length)) for image in sequence.mm_refs]
-    image_token = -1 if image_token_id is None else image_token_id
     return TrainingSample(
         sample_id=sample_id,
         token_ids=sequence.token_ids,
         loss_weights=weights,
         inference_logprobs=sequence.inference_logprobs,
         advantages=token_advantages(advantage, weights),
-        mm_refs=tuple(build_mm_refs(sequence.token_ids, spans, image_token, sample_id=sample_id)),
+        mm_refs=mm_refs_of(sequence.token_ids, sequence.mm_refs, image_token_id, sample_id=sample_id),
     )
 
 

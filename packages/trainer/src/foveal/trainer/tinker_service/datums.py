@@ -19,9 +19,9 @@ import numpy as np
 from foveal.renderers.chunks import ModelInput
 from foveal.renderers.errors import ContractError
 from foveal.renderers.rendering import RenderedConversation, Renderer
-from foveal.trainer.data.mm_refs import build_mm_refs
 from foveal.trainer.data.samples import TrainingSample
 from foveal.trainer.inference.errors import invalid, too_long
+from foveal.trainer.sft_data import sample_from_render
 from foveal.trainer.tinker_service.losses import LossSpec
 from foveal.trainer.tinker_service.protowire import DatumIn
 
@@ -60,15 +60,6 @@ def check_token_ids(token_ids: Sequence[int], vocab: Vocabulary, field: str) -> 
         raise invalid(f"{field}[{bad}]", f"a token id in [0, {vocab.size}) (got {token_ids[bad]})")
 
 
-def sample_of(rendered: RenderedConversation, image_token_id: int | None, sample_id: str) -> TrainingSample:
-    """The rendered sequence as a TrainingSample carrying MMRefs (its loss weights are unused: Tinker's
-    losses read `target_tokens` and their own inputs)."""
-    spans = [(image.descriptor, (image.offset, image.length)) for image in rendered.images]
-    refs = build_mm_refs(rendered.token_ids, spans, -1 if image_token_id is None else image_token_id, sample_id=sample_id)
-    zeros = (0.0,) * len(rendered.token_ids)
-    return TrainingSample(sample_id=sample_id, token_ids=rendered.token_ids, loss_weights=zeros, mm_refs=tuple(refs))
-
-
 def prepare_datum(
     datum: DatumIn, index: int, renderer: Renderer, vocab: Vocabulary, loss: LossSpec
 ) -> PreparedDatum:
@@ -89,7 +80,8 @@ def prepare_datum(
     for name, values in inputs.items():
         if not np.isfinite(values).all():
             raise invalid(f"{field}.loss_fn_inputs.{name}", "finite numbers only")
-    sample = sample_of(rendered, renderer.image_token_id, f"datum-{index}")
+    # No loss weights: Tinker's losses read `target_tokens` and their own inputs.
+    sample = sample_from_render(rendered, renderer.image_token_id, f"datum-{index}", loss_weights=None)
     return PreparedDatum(sample, targets, inputs)
 
 

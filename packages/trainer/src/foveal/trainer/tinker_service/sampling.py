@@ -29,7 +29,7 @@ from foveal.trainer.data.samples import TrainingSample
 from foveal.trainer.inference.backends.transformers import TransformersBackend
 from foveal.trainer.inference.config import ServeConfig
 from foveal.trainer.model.forward import packed_logits
-from foveal.trainer.tinker_service.datums import sample_of
+from foveal.trainer.sft_data import sample_from_render
 from foveal.trainer.tinker_service.protowire import SampledOut, sample_response
 from foveal.trainer.tinker_service.wire import SampleRequest, SamplingParams
 
@@ -97,7 +97,7 @@ async def sample(
     ]
     prompt = None
     if request.prompt_logprobs:
-        sample_ = sample_of(rendered, backend.renderer.image_token_id, "prompt")
+        sample_ = sample_from_render(rendered, backend.renderer.image_token_id, "prompt", loss_weights=None)
         prompt = await asyncio.wrap_future(backend.engine.call(lambda: prompt_logprobs(backend, sample_)))
         if request.prompt_logprobs_last_n is not None:
             keep = len(prompt) - request.prompt_logprobs_last_n
