@@ -12,9 +12,11 @@ fp32 weights under bf16 autocast, fused AdamW (as `foveal.trainer.optim.build_op
 
 Data (seeded): prompts of random text tokens, 64-256 long, half of them with one 448x448 image (32x32 patches,
 256 placeholders between vision start/end); the target regenerates each response greedily (`--new-tokens`),
-as `foveal dflash` does (self-distillation). A step packs `--samples-per-step` samples into rows of at most
-`--micro-batch-tokens` (`plan_micro_batches` + `collate_packed`, 3-D rope positions per sample), captures the
-target's features of each row, and trains the draft on random anchors of the responses. Training tokens/s =
+as `foveal dflash` does (self-distillation), `--generate-batch-size` prompts per `generate`; the same first
+batch of prompts is also answered one prompt at a time, and the ratio of the two times is reported. A step
+packs `--samples-per-step` samples into rows of at most `--micro-batch-tokens` (`plan_micro_batches` +
+`collate_packed`, 3-D rope positions per sample), captures the target's features of each row, and trains the
+draft on random anchors of the responses. Training tokens/s =
 packed tokens / wall time of the measured steps (target forward + draft forward/backward + optimizer).
 Acceptance is simulated greedy speculative decoding on held-out prompts (`foveal.trainer.dflash.speculate`),
 before training (the baseline: an untrained draft) and after.
@@ -43,7 +45,8 @@ from foveal.trainer.data.packing import PackItem, plan_micro_batches
 from foveal.trainer.dflash.blocks import default_target_layer_ids, plan_blocks, text_positions
 from foveal.trainer.dflash.draft import DFlashDraft, DraftSpec
 from foveal.trainer.dflash.loss import block_loss
-from foveal.trainer.dflash.speculate import eval_sequence, evaluate
+from foveal.trainer.dflash.regenerate import generation_batches
+from foveal.trainer.dflash.speculate import eval_sequences, evaluate
 from foveal.trainer.dflash.target import FrozenTarget
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -103,8 +106,34 @@ def draw_prompt(shape: Shape, index: int, generator: torch.Generator, image_side
     return PackSample(f"p{index}", tokens, torch.zeros(length), pixel_values=pixels, image_grid_thw=grid)
 
 
-def with_response(target: FrozenTarget, prompt: PackSample, new_tokens: int) -> PackSample:
-    response = target.greedy_continuation(prompt, new_tokens, stop_ids=())
+def with_responses(
+    target: FrozenTarget, prompts: Sequence[PackSample], new_tokens: int, batch: int
+) -> list[PackSample]:
+    """The prompts with the target's greedy responses, `batch` prompts per `generate` (as `foveal dflash` does)."""
+    samples = []
+    for indices in generation_batches(len(prompts), batch):
+        chosen = [prompts[i] for i in indices]
+        responses = target.greedy_continuations(chosen, new_tokens, stop_ids=())
+        samples.extend(with_response(p, r) for p, r in zip(chosen, responses, strict=True))
+    return samples
+
+
+def generation_ratio(
+    target: FrozenTarget, prompts: Sequence[PackSample], new_tokens: int, batch: int
+) -> dict[str, Any]:
+    """Seconds to answer the same prompts one at a time (the baseline) and `batch` per `generate`."""
+    seconds = []
+    for size in (1, batch):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        clock = time.perf_counter()
+        with_responses(target, prompts, new_tokens, size)  # .tolist() inside synchronizes
+        seconds.append(time.perf_counter() - clock)
+    return {"prompts": len(prompts), "batch": batch, "one_at_a_time_s": seconds[0], "batched_s": seconds[1],
+            "speedup": seconds[0] / seconds[1]}  # fmt: skip
+
+
+def with_response(prompt: PackSample, response: Sequence[int]) -> PackSample:
     ids = torch.cat([torch.as_tensor(prompt.token_ids), torch.tensor(response, dtype=torch.long)])
     weights = torch.cat([torch.zeros(len(prompt.token_ids)), torch.ones(len(response))])
     images = {"pixel_values": prompt.pixel_values, "image_grid_thw": prompt.image_grid_thw}
@@ -160,10 +189,12 @@ def run(args: Any) -> dict[str, Any]:
     prompts = [draw_prompt(shape, i, generator, image_side) for i in range(args.train_prompts + args.eval_prompts)]
     started = time.perf_counter()
     with autocast:
-        train = [with_response(target, p, args.new_tokens) for p in prompts[: args.train_prompts]]
-        held_out = [eval_sequence(target, p, args.new_tokens, ()) for p in prompts[args.train_prompts :]]
+        train = with_responses(target, prompts[: args.train_prompts], args.new_tokens, args.generate_batch_size)
+        held_out = eval_sequences(target, prompts[args.train_prompts :], args.new_tokens, (), args.generate_batch_size)
         before = evaluate(draft, target.weights, held_out, args.block_size)
-    generation_s = time.perf_counter() - started
+        generation_s = time.perf_counter() - started
+        first_batch = prompts[: args.generate_batch_size]
+        generation = generation_ratio(target, first_batch, args.new_tokens, args.generate_batch_size)
 
     # As foveal.trainer.optim.build_optimizer (not imported: it pulls in foveal.configs and tomli_w).
     fused, foreach = (True, None) if on_cuda else (None, True)
@@ -206,6 +237,7 @@ def run(args: Any) -> dict[str, Any]:
         "measured_steps": args.steps,
         "build_s": built,
         "generation_s": generation_s,
+        "generate_batch_size": args.generate_batch_size,
     }  # fmt: skip
     seconds = sum(times)
     training = {
@@ -223,7 +255,7 @@ def run(args: Any) -> dict[str, Any]:
         "baseline": "the same draft before training, on the same held-out prompts and target continuations",
         "acceptance_gain": after.acceptance_length / before.acceptance_length,
     }
-    return {"settings": settings, "training": training, "rows": rows, "summary": summary}
+    return {"settings": settings, "training": training, "generation": generation, "rows": rows, "summary": summary}
 
 
 COLUMNS = (
@@ -251,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--warmup", type=int, default=None, help="unmeasured first steps (3; --tiny 1)")
     parser.add_argument("--steps", type=int, default=None, help="measured steps (40; --tiny 2)")
     parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--generate-batch-size", type=int, default=8, help="prompts per batched generate")
     args = parser.parse_args(argv)
     defaults = {"samples_per_step": (8, 32), "micro_batch_tokens": (1024, 8192), "train_prompts": (8, 64),
                 "eval_prompts": (2, 8), "new_tokens": (16, 64), "warmup": (1, 3), "steps": (2, 40)}  # fmt: skip
@@ -258,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         if getattr(args, name) is None:
             setattr(args, name, tiny if args.tiny else real)
     body = run(args)
-    s, t = body["settings"], body["training"]
+    s, t, g = body["settings"], body["training"], body["generation"]
     peak = "-" if t["peak_memory_gib"] is None else f"{t['peak_memory_gib']:.1f} GiB"
     header = (
         f"{s['device']}: target {s['target_params']:,} params ({s['target_text_params']:,} text; "
@@ -267,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
         f"({s['samples_per_step']} samples/step, rows of <= {s['micro_batch_tokens']} tokens), loss "
         f"{t['loss_first']:.3f} -> {t['loss_last']:.3f}, peak {peak}; responses generated in "
         f"{s['generation_s']:.1f} s\n"
+        f"regeneration: {g['prompts']} prompts, {g['batch']} per generate {g['batched_s']:.2f} s vs one at a time "
+        f"{g['one_at_a_time_s']:.2f} s (the baseline): {g['speedup']:.2f}x\n"
     )
     return emit(NAME, __file__, argv, args.out, body, header + format_table(body["rows"], COLUMNS))
 

@@ -22,6 +22,9 @@ def test_the_tiny_dflash_benchmark_reports_throughput_and_acceptance(tmp_path: P
     assert document["benchmark"] == "dflash" and document["command"].startswith("python benchmarks/trainer/")
     assert document["training"]["tokens_per_s"] > 0 and "baseline" in document["summary"]
     assert document["settings"]["draft"]["block_size"] == 16
+    generation = document["generation"]
+    assert generation["prompts"] == generation["batch"] == 8 and generation["batched_s"] > 0
+    assert generation["speedup"] == generation["one_at_a_time_s"] / generation["batched_s"]
     for row in document["rows"]:
         assert 1.0 <= row["acceptance_length"] <= 16 and row["speedup"] >= 1.0
         assert row["samples"] == 2 and row["target_forwards"] <= row["generated"]

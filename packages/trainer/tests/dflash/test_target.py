@@ -17,6 +17,7 @@ from foveal.trainer.checkpoint import DataPosition
 from foveal.trainer.data.collate import collate_packed
 from foveal.trainer.dflash.blocks import plan_blocks
 from foveal.trainer.dflash.data import open_dflash_data, prompt_of, with_response
+from foveal.trainer.dflash.regenerate import generation_batches, regenerate
 from foveal.trainer.dflash.target import FrozenTarget
 from foveal.trainer.dflash.weights import TargetWeightError, resolve_target_weights
 from foveal.trainer.distributed import DistributedContext
@@ -97,7 +98,7 @@ def test_a_regenerated_sample_is_the_prompt_then_the_targets_greedy_tokens(setup
     renderer, target, materialize = setup["renderer"], setup["target"], setup["materialize"]
     prompt = prompt_of(renderer, setup["data"].train[0])
     assert prompt.mm_refs and sum(prompt.loss_weights) == 0
-    response = target.greedy_continuation(materialize(prompt), 6, renderer.stop_token_ids)
+    [response] = target.greedy_continuations([materialize(prompt)], 6, renderer.stop_token_ids)
     assert 1 <= len(response) <= 6
     sample = with_response(prompt, response)
     assert sample.token_ids[-len(response) :] == tuple(response) and sample.mm_refs == prompt.mm_refs
@@ -109,3 +110,30 @@ def test_a_regenerated_sample_is_the_prompt_then_the_targets_greedy_tokens(setup
         image_grid_thw=batch.image_grid_thw, use_cache=False,
     ).logits  # fmt: skip
     assert logits[0, prompt.num_tokens - 1 :].argmax(-1).tolist() == list(response)
+
+
+def test_batched_generation_answers_each_prompt_as_it_would_alone(setup: dict[str, Any]) -> None:
+    """Left-padded batches of image and text prompts of different lengths give each prompt's own greedy answer."""
+    renderer, target, materialize, train = setup["renderer"], setup["target"], setup["materialize"], setup["data"].train
+    prompts = [materialize(prompt_of(renderer, train[i])) for i in range(6)]
+    assert len({len(p.token_ids) for p in prompts}) > 2 and 0 < sum(p.pixel_values is not None for p in prompts) < 6
+    stops = renderer.stop_token_ids
+    alone = [target.greedy_continuations([prompt], 12, stops)[0] for prompt in prompts]
+    assert target.greedy_continuations(prompts, 12, stops) == alone
+    assert target.greedy_continuations(prompts[1:4], 12, stops) == alone[1:4]
+    assert all(1 <= len(a) <= 12 and not set(a[:-1]) & set(stops) for a in alone)
+    stopped = [a for a in alone if a[-1] in stops]
+    assert len(stopped) < len(alone) or all(len(a) < 12 for a in stopped)
+
+
+def test_regeneration_answers_every_prompt_in_order_batch_by_batch(setup: dict[str, Any]) -> None:
+    """A world of one answers all batches; the token lists survive the int64 wire form (tested with 2 ranks too)."""
+    renderer, target, materialize, train = setup["renderer"], setup["target"], setup["materialize"], setup["data"].train
+    prompts, stops = [prompt_of(renderer, train[i]) for i in range(7)], renderer.stop_token_ids
+    assert generation_batches(7, 3) == [range(3), range(3, 6), range(6, 7)]
+    one = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    answers = regenerate(prompts, materialize, target, 8, stops, 3, one)
+    for batch in generation_batches(7, 3):
+        alone = target.greedy_continuations([materialize(prompts[i]) for i in batch], 8, stops)
+        assert answers[batch.start : batch.stop] == alone
+    assert one.gather_token_lists([[5, 6], [], [7]]) == [[[5, 6], [], [7]]] and one.gather_token_lists([]) == [[]]

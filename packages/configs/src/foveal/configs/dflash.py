@@ -57,6 +57,12 @@ class DFlashSection(BaseModel):
     )
     train_examples: int = Field(default=256, ge=1, description="Conversations used for training (the first N).")
     max_new_tokens: int = Field(default=64, ge=1, description="Longest regenerated or evaluated response, in tokens.")
+    generate_batch_size: int = Field(
+        default=8,
+        ge=1,
+        description="Prompts per batched greedy generate (responses and held-out continuations); "
+        "the batches are shared out over ranks.",
+    )
     block_size: int = Field(default=16, ge=2, description="Tokens per draft block: the anchor plus block_size - 1.")
     target_layer_ids: list[int] | None = Field(
         default=None, description="Target decoder layers whose outputs feed the draft; None: spread as DFlash does."

@@ -80,8 +80,39 @@ class DistributedContext:
             dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return tensor.tolist()
 
+    def gather_token_lists(self, lists: Sequence[Sequence[int]]) -> list[list[list[int]]]:
+        """Every rank's `lists` (token ids), indexed by rank: one int64 tensor per rank, no pickle on the wire.
+
+        A rank's lists travel as `[count, len_0 .. len_{count-1}, tokens...]`, padded to the longest rank's.
+        """
+        flat = torch.tensor(
+            [len(lists), *(len(item) for item in lists), *(int(t) for item in lists for t in item)],
+            dtype=torch.int64,
+            device=self._comm_device(),
+        )
+        if not self.is_distributed:
+            return [_token_lists(flat)]
+        sizes = [torch.zeros(1, dtype=torch.int64, device=flat.device) for _ in range(self.world_size)]
+        dist.all_gather(sizes, torch.tensor([flat.numel()], dtype=torch.int64, device=flat.device))
+        longest = int(max(size.item() for size in sizes))
+        padded = torch.nn.functional.pad(flat, (0, longest - flat.numel()))
+        gathered = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(gathered, padded)
+        return [_token_lists(rows) for rows in gathered]
+
     def _comm_device(self) -> torch.device:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+
+def _token_lists(flat: torch.Tensor) -> list[list[int]]:
+    """Decode `[count, lengths..., tokens...]` (trailing padding ignored)."""
+    values = flat.tolist()
+    count = values[0]
+    lists, start = [], 1 + count
+    for length in values[1 : 1 + count]:
+        lists.append(values[start : start + length])
+        start += length
+    return lists
 
 
 def init_distributed(device: DeviceSetting, timeout_s: float = 1800.0) -> DistributedContext:

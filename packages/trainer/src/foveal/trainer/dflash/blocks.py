@@ -14,6 +14,7 @@ the accepted run), times 0 where the label is outside the sample or its loss spa
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -44,12 +45,21 @@ class Blocks:
     def count(self) -> int:
         return int(self.anchors.shape[0])
 
+    @property
+    def weighted_count(self) -> int:
+        """Blocks with a weighted position (not the weightless block of a row without anchors, or its padding)."""
+        return int((self.weights > 0).any(dim=1).sum())
+
     def to(self, device: torch.device | str) -> Blocks:
         return Blocks(*(getattr(self, name).to(device) for name in self.__dataclass_fields__))
 
     def chunk(self, start: int, stop: int) -> Blocks:
         """Blocks start..stop-1 (a draft forward takes a few hundred at a time)."""
         return Blocks(*(getattr(self, name)[start:stop] for name in self.__dataclass_fields__))
+
+    def weightless(self) -> Blocks:
+        """The same blocks with every weight 0: a forward that adds no loss (keeps ranks' collectives in step)."""
+        return dataclasses.replace(self, weights=torch.zeros_like(self.weights))
 
 
 def default_target_layer_ids(num_target_layers: int, num_draft_layers: int) -> tuple[int, ...]:

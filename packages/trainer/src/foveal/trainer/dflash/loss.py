@@ -45,17 +45,23 @@ def block_loss(
     blocks: Blocks,
     total_weight: float,
     anchor_chunk: int,
+    forwards: int = 0,
 ) -> BlockLoss:
     """The loss term of `blocks` over one row's context `features` `[T, n*H]`, `anchor_chunk` blocks per forward.
 
     Blocks never attend to each other, so chunking the draft forward changes nothing but the mask size.
+    `forwards` pads the draft forwards to that count with weightless reruns of the first chunk: under FSDP2 every
+    forward all-gathers the draft's shards, so every rank must run as many as the rank with the most chunks.
     `blocks` and the row tensors must be on the draft's device.
     """
     size = blocks.positions.shape[1]
     loss = features.new_zeros((), dtype=torch.float32)
     correct = supervised = 0
-    for start, stop in chunks(blocks.count, anchor_chunk):
+    spans = chunks(blocks.count, anchor_chunk)
+    for number, (start, stop) in enumerate(spans + spans[:1] * max(forwards - len(spans), 0)):
         part = blocks.chunk(start, stop)
+        if number >= len(spans):
+            part = part.weightless()
         first, length = context_window(part)
         mask = attention_mask(part, first, length, size).to(features.device)
         hidden = draft(

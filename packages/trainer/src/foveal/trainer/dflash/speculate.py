@@ -22,6 +22,7 @@ import torch
 
 from foveal.trainer.data.collate import Packable, PackSample, collate_packed
 from foveal.trainer.dflash.draft import DFlashDraft
+from foveal.trainer.dflash.regenerate import generation_batches
 from foveal.trainer.dflash.target import FrozenTarget
 from foveal.trainer.dflash.weights import TargetWeights
 
@@ -116,9 +117,19 @@ def evaluate(
     )
 
 
-def eval_sequence(target: FrozenTarget, prompt: Packable, max_new_tokens: int, stop_ids: Sequence[int]) -> EvalSequence:
-    """Generate the target's greedy continuation of `prompt` (materialized) and capture the features of both."""
-    continuation = target.greedy_continuation(prompt, max_new_tokens, stop_ids)
+def eval_sequences(
+    target: FrozenTarget, prompts: Sequence[Packable], max_new_tokens: int, stop_ids: Sequence[int], batch_size: int
+) -> list[EvalSequence]:
+    """The target's greedy continuations of `prompts` (materialized; batched `generate`), with features of each."""
+    sequences = []
+    for batch in generation_batches(len(prompts), batch_size):
+        chosen = [prompts[i] for i in batch]
+        continuations = target.greedy_continuations(chosen, max_new_tokens, stop_ids)
+        sequences.extend(_captured(target, prompt, c) for prompt, c in zip(chosen, continuations, strict=True))
+    return sequences
+
+
+def _captured(target: FrozenTarget, prompt: Packable, continuation: Sequence[int]) -> EvalSequence:
     ids = [*map(int, prompt.token_ids), *continuation]
     whole = PackSample(
         prompt.sample_id, ids, [0.0] * len(ids), pixel_values=prompt.pixel_values, image_grid_thw=prompt.image_grid_thw

@@ -7,8 +7,12 @@ row's images), with forward hooks on the configured decoder layers. The hook of 
 output, which transformers' `output_hidden_states` would list at index i + 1 (DFlash's offset). Only the
 captured layers are kept, concatenated in `layer_ids` order into `[T, len(layer_ids) * hidden]`.
 
-`greedy_continuation` is `generate` with sampling off, which handles the KV cache and the mrope position
-offsets of the Qwen-VL families; the hooks are attached only during `capture`.
+`capture` builds the row's inputs with `packed_inputs`, the same function every training forward uses (its
+checks, and under flex attention the bucket padding, whose positions are cut off the features).
+
+`greedy_continuations` is `generate` with sampling off over a left-padded batch of prompts (the attention
+mask tells the Qwen-VL families' mrope index where each prompt starts), which handles the KV cache; the hooks
+are attached only during `capture`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from foveal.trainer.data.collate import Packable, PackedBatch
 from foveal.trainer.data.positions import PositionScheme, position_scheme
 from foveal.trainer.dflash.weights import TargetWeightError, TargetWeights, resolve_target_weights
 from foveal.trainer.distributed import decoder_layers
-from foveal.trainer.model.attention import check_boundaries, check_packed_attention
+from foveal.trainer.model.forward import packed_inputs
 
 
 @dataclass
@@ -36,9 +40,7 @@ class FrozenTarget:
     positions: PositionScheme
 
     @classmethod
-    def wrap(
-        cls, model: torch.nn.Module, layer_ids: Sequence[int], embed_path: str, lm_head_path: str
-    ) -> FrozenTarget:
+    def wrap(cls, model: torch.nn.Module, layer_ids: Sequence[int], embed_path: str, lm_head_path: str) -> FrozenTarget:
         """Freeze `model` and check that every layer id names one of its decoder layers."""
         model.eval().requires_grad_(False)
         depth = len(decoder_layers(model))
@@ -54,44 +56,63 @@ class FrozenTarget:
     @torch.no_grad()
     def capture(self, batch: PackedBatch) -> torch.Tensor:
         """`[T, len(layer_ids) * hidden]` features of a packed row already on the target's device."""
-        check_packed_attention(self.model.config.get_text_config())
-        check_boundaries(batch.position_ids, batch.cu_seqlens)
+        inputs = packed_inputs(self.model, batch)  # flex rows come padded to their bucket; cut back below
+        inputs.pop("logits_to_keep", None)  # the base model computes no logits
+        if batch.pixel_values is not None:
+            inputs["pixel_values"] = batch.pixel_values.to(self.weights.embed.dtype)
         layers = decoder_layers(self.model)
         seen: dict[int, torch.Tensor] = {}
         hooks = [layers[i].register_forward_hook(_keeper(seen, i)) for i in self.layer_ids]
-        inputs: dict[str, Any] = {
-            "input_ids": batch.input_ids,
-            "position_ids": batch.position_ids,
-            "attention_mask": None,
-            "use_cache": False,
-        }
-        if batch.pixel_values is not None:
-            pixels = batch.pixel_values.to(self.weights.embed.dtype)
-            inputs |= {"pixel_values": pixels, "image_grid_thw": batch.image_grid_thw}
         try:
             self.model.model(**inputs)
         finally:
             for hook in hooks:
                 hook.remove()
-        return torch.cat([seen[i] for i in self.layer_ids], dim=-1).reshape(batch.num_tokens, -1)
+        features = torch.cat([seen[i] for i in self.layer_ids], dim=-1)
+        return features.reshape(-1, features.shape[-1])[: batch.num_tokens]
 
     @torch.no_grad()
-    def greedy_continuation(self, sample: Packable, max_new_tokens: int, stop_ids: Sequence[int]) -> list[int]:
-        """The target's greedy tokens after `sample`'s tokens (a prompt), ending at a stop token or the limit."""
-        ids = torch.as_tensor(sample.token_ids, dtype=torch.long, device=self.device)[None]
-        inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        if sample.pixel_values is not None:
-            pixels = sample.pixel_values.to(self.device, self.weights.embed.dtype)
-            inputs |= {"pixel_values": pixels, "image_grid_thw": sample.image_grid_thw.to(self.device)}
+    def greedy_continuations(
+        self, prompts: Sequence[Packable], max_new_tokens: int, stop_ids: Sequence[int]
+    ) -> list[list[int]]:
+        """The target's greedy tokens after each prompt, in one `generate` over the left-padded batch.
+
+        Each continuation ends at (and keeps) its first stop token, or at `max_new_tokens`; the padding
+        `generate` writes after a finished row is cut off with it.
+        """
+        width = max(len(prompt.token_ids) for prompt in prompts)
+        pad = self.weights.pad_token_id or 0
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt.token_ids) :] = torch.as_tensor(prompt.token_ids, dtype=torch.long)
+            mask[row, width - len(prompt.token_ids) :] = 1
+        inputs: dict[str, Any] = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        pictured = [prompt for prompt in prompts if prompt.pixel_values is not None]
+        if pictured:
+            pixels = torch.cat([prompt.pixel_values for prompt in pictured])  # type: ignore[misc]
+            grids = torch.cat([prompt.image_grid_thw for prompt in pictured])  # type: ignore[misc]
+            inputs |= {
+                "pixel_values": pixels.to(self.device, self.weights.embed.dtype),
+                "image_grid_thw": grids.to(self.device),
+            }
         out = self.model.generate(
             **inputs,
             max_new_tokens=max_new_tokens,
             do_sample=False,
             eos_token_id=list(stop_ids) or None,
-            pad_token_id=self.weights.pad_token_id,
+            pad_token_id=pad,
             use_cache=True,
         )
-        return out[0, ids.shape[1] :].tolist()
+        return [_through_first_stop(row, set(stop_ids)) for row in out[:, width:].tolist()]
+
+
+def _through_first_stop(tokens: list[int], stop_ids: set[int]) -> list[int]:
+    """`tokens` up to and including the first stop token (all of them when none is there)."""
+    for index, token in enumerate(tokens):
+        if token in stop_ids:
+            return tokens[: index + 1]
+    return tokens
 
 
 def _keeper(seen: dict[int, torch.Tensor], index: int) -> Any:

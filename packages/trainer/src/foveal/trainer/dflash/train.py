@@ -10,13 +10,20 @@ sample), draw anchors, capture the target's features of each micro-batch, run th
 backward the weighted block loss, clip, step, log, evaluate acceptance when due, checkpoint when due.
 
 The draft is FSDP2-sharded like the SFT model (its layers, then the root); the target is replicated on every
-rank (frozen, forward only). Acceptance is measured on rank 0 with a gathered, unsharded copy of the draft.
+rank (frozen, forward only). Ranks share the regeneration (`foveal.trainer.dflash.regenerate`) and a step's
+micro-batches (`rank_share`); anchors are drawn per micro-batch of the whole step and the draft starts from
+the seed alone, so N ranks train as one process does (test_two_ranks). Every rank runs as many draft forwards
+per micro-batch as the rank with the most anchor chunks: FSDP2 all-gathers on every forward, and ranks whose
+counts differ would wait on each other forever. Acceptance is measured on rank 0 with a gathered, unsharded
+copy of the draft.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -27,13 +34,16 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from foveal.configs import Command, add_config_arguments, config_from_args
 from foveal.configs.dflash import DFlashConfig
 from foveal.renderers.factory import build_renderer
+from foveal.renderers.rendering import Renderer
 from foveal.renderers.store import ImageStore
 from foveal.trainer.checkpoint import Checkpointer, DataPosition, TrainingState
-from foveal.trainer.dflash.blocks import default_target_layer_ids, plan_blocks, text_positions
-from foveal.trainer.dflash.data import open_dflash_data, prompt_of, training_samples
+from foveal.trainer.data.collate import Packable
+from foveal.trainer.data.samples import TrainingSample
+from foveal.trainer.dflash.blocks import chunks, default_target_layer_ids, plan_blocks, text_positions
+from foveal.trainer.dflash.data import Generation, open_dflash_data, prompt_of, training_samples
 from foveal.trainer.dflash.draft import DFlashDraft, DraftSpec
 from foveal.trainer.dflash.loss import block_loss
-from foveal.trainer.dflash.speculate import EvalResult, EvalSequence, eval_sequence, evaluate
+from foveal.trainer.dflash.speculate import EvalResult, EvalSequence, eval_sequences, evaluate
 from foveal.trainer.dflash.target import FrozenTarget
 from foveal.trainer.dflash.weights import required_setting, rope_theta, text_setting
 from foveal.trainer.distributed import (
@@ -48,7 +58,7 @@ from foveal.trainer.model.loading import Precision, load_model, load_processor, 
 from foveal.trainer.optim import build_optimizer, build_scheduler, clip_gradients
 from foveal.trainer.plots import plot_metrics
 from foveal.trainer.progress import TrainingProgress
-from foveal.trainer.sft_data import PackingLimits, SFTDataStream, build_materializer, count_steps
+from foveal.trainer.sft_data import ConversationSource, PackingLimits, SFTDataStream, build_materializer, count_steps
 from foveal.trainer.train_sft import seed_everything
 
 PLOT_FILE = "dflash.png"
@@ -62,6 +72,7 @@ class DFlashStepMetrics(StepMetrics):
     accuracy: float = 0.0
     """Share of supervised block positions whose argmax is the label."""
     blocks: int = 0
+    """Blocks that carry loss, over all ranks (a padding micro-batch's weightless block is not counted)."""
     eval_acceptance_length: float | None = None
     eval_speedup: float | None = None
 
@@ -106,7 +117,7 @@ def run_dflash(config: DFlashConfig) -> DFlashResult:
     stream, held_out = build_data(config, source, processor, target, context, precision)
 
     # The draft, shaped after the target (or read back from the checkpoint), and its optimizer.
-    draft = DFlashDraft.from_pretrained(resume_from) if resume_from else new_draft(config, target)
+    draft = DFlashDraft.from_pretrained(resume_from) if resume_from else new_draft(config, target, config.trainer.seed)
     draft = shard_model(draft.to(context.device), context)
     total_steps = count_steps(len(stream.source), settings.batch_size, settings.epochs, settings.max_steps)
     optimizer = build_optimizer(draft, config.trainer.optim)
@@ -122,12 +133,12 @@ def run_dflash(config: DFlashConfig) -> DFlashResult:
     with TrainingProgress(total_steps, state.step, context.is_main, "dflash") as progress, stream:
         for step, batch in enumerate(stream.steps(state.data, total_steps - state.step), start=state.step + 1):
             step_started = time.perf_counter()
-            generator = torch.Generator().manual_seed(anchor_seed(config.trainer.seed, step, context.rank))
             plans = [
                 plan_blocks(mb, settings.block_size, settings.anchors_per_sample, settings.loss_decay_gamma, generator)
-                for mb in batch.micro_batches
+                for mb, generator in zip(batch.micro_batches, anchor_generators(config, step, context), strict=False)
             ]
             total_weight = context.sum([sum(float(plan.weights.sum()) for plan in plans)])[0]
+            forwards = context.max([len(chunks(plan.count, settings.anchor_chunk)) for plan in plans])
             optimizer.zero_grad(set_to_none=True)
             rank_loss, correct, supervised = 0.0, 0, 0
             for index, (micro_batch, blocks) in enumerate(zip(batch.micro_batches, plans, strict=True)):
@@ -143,6 +154,7 @@ def run_dflash(config: DFlashConfig) -> DFlashResult:
                         blocks.to(context.device),
                         total_weight,
                         settings.anchor_chunk,
+                        int(forwards[index]),
                     )
                 term.loss.backward()
                 rank_loss += term.loss.item()
@@ -153,7 +165,8 @@ def run_dflash(config: DFlashConfig) -> DFlashResult:
             scheduler.step()
 
             rank_step = batch.rank_step(rank_loss, time.perf_counter() - clock, waited=step_started - clock)
-            all_correct, all_supervised, all_blocks = context.sum([correct, supervised, sum(p.count for p in plans)])
+            blocks_with_loss = sum(plan.weighted_count for plan in plans)
+            all_correct, all_supervised, all_blocks = context.sum([correct, supervised, blocks_with_loss])
             metrics = reduce_step(
                 context,
                 rank_step,
@@ -230,9 +243,14 @@ def draft_spec(config: DFlashConfig, target: FrozenTarget) -> DraftSpec:
     )
 
 
-def new_draft(config: DFlashConfig, target: FrozenTarget) -> DFlashDraft:
-    """A freshly initialised draft whose mask embedding starts at the target's mean token embedding."""
-    return DFlashDraft(draft_spec(config, target), mask_embedding=target.weights.embed.float().mean(0))
+def new_draft(config: DFlashConfig, target: FrozenTarget, seed: int) -> DFlashDraft:
+    """A freshly initialised draft whose mask embedding starts at the target's mean token embedding.
+
+    Initialised from `seed` alone, so every rank builds the same draft before FSDP2 keeps each rank's shard of it.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return DFlashDraft(draft_spec(config, target), mask_embedding=target.weights.embed.float().mean(0))
 
 
 def build_data(
@@ -260,11 +278,12 @@ def build_data(
     store = ImageStore.from_config(multimodal, run_dir, durable=False)
     renderer = build_renderer(source, config.renderer, store=store, multimodal=multimodal)
     materialize = build_materializer(renderer.adapter.layout_family, processor, store, multimodal)
-    limit, stops = settings.max_new_tokens, renderer.stop_token_ids
+    generation = Generation(settings.max_new_tokens, settings.generate_batch_size)
     with precision.autocast():
-        samples = training_samples(data.train, renderer, settings.responses, target, materialize, limit)
-        prompts = [prompt_of(renderer, data.held_out[i]) for i in range(len(data.held_out))] if context.is_main else []
-        held_out = [eval_sequence(target, materialize(prompt), limit, stops) for prompt in prompts]
+        samples = training_samples(data.train, renderer, settings.responses, target, materialize, generation, context)
+        held_out = (
+            held_out_sequences(data.held_out, renderer, materialize, target, generation) if context.is_main else []
+        )
     trainer = config.trainer
     limits = PackingLimits(settings.batch_size, trainer.seq_len, trainer.micro_batch_tokens, trainer.overlong_text)
     stream = SFTDataStream(
@@ -277,6 +296,19 @@ def build_data(
         settings.epochs,
     )
     return stream, held_out
+
+
+def held_out_sequences(
+    conversations: ConversationSource,
+    renderer: Renderer,
+    materialize: Callable[[TrainingSample], Packable],
+    target: FrozenTarget,
+    generation: Generation,
+) -> list[EvalSequence]:
+    """The held-out prompts with the target's greedy continuations and features (what `measure` replays)."""
+    prompts = [materialize(prompt_of(renderer, conversations[i])) for i in range(len(conversations))]
+    stops = renderer.stop_token_ids
+    return eval_sequences(target, prompts, generation.max_new_tokens, stops, generation.batch_size)
 
 
 def measure(
@@ -310,9 +342,18 @@ def unsharded_copy(draft: torch.nn.Module, context: DistributedContext) -> DFlas
     return local.to(context.device)
 
 
-def anchor_seed(seed: int, step: int, rank: int) -> int:
-    """The anchor draw of a step on a rank: a pure function of (seed, step, rank), so a resumed run draws the same."""
-    return (seed * 1_000_003 + step) * 4099 + rank
+def anchor_generators(config: DFlashConfig, step: int, context: DistributedContext) -> Iterator[torch.Generator]:
+    """One anchor generator per micro-batch of this rank, seeded by the micro-batch's index in the whole step.
+
+    Rank r's i-th micro-batch is the step's micro-batch r + i * world (`rank_share`), so the draw is a pure function
+    of (seed, step, micro-batch): a resumed run, and a run on any number of ranks, draws the same anchors.
+    """
+    for index in itertools.count(context.rank, context.world_size):
+        yield torch.Generator().manual_seed(anchor_seed(config.trainer.seed, step, index))
+
+
+def anchor_seed(seed: int, step: int, micro_batch: int) -> int:
+    return (seed * 1_000_003 + step) * 4099 + micro_batch
 
 
 def write_plot(config: DFlashConfig, is_main: bool) -> Path | None:
