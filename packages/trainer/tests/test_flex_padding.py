@@ -1,10 +1,11 @@
 """Flex rows padded to length buckets: the real tokens' logits are unchanged, and the compiled kernels see few shapes.
 
 CPU, fp32, forward only (torch's flex attention has no backward on CPU). The references are the same row
-unpadded under sdpa and under flex. Tolerance: per-logit atol 1e-5 (fp32; padded flex, unpadded flex and
-sdpa differ only in kernels and reduction order). The recompile test turns dynamo's automatic dynamic shapes
-off, as transformers 5.17 compiles flex with `dynamic=False`, so every new length is a new compile unless
-padding removes it.
+unpadded under sdpa and under flex padded to another length (a CPU flex row is always padded to a multiple of
+`CPU_FLEX_MULTIPLE`: unpadded rows of some lengths came out wrong from torch's CPU kernel). Tolerance:
+per-logit atol 1e-5 (fp32; flex at either padding and sdpa differ only in kernels and reduction order). The
+recompile test turns dynamo's automatic dynamic shapes off, as transformers 5.17 compiles flex with
+`dynamic=False`, so every new length is a new compile unless padding removes it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from foveal.trainer.data.collate import PackedBatch, PackSample, collate_packed
 from foveal.trainer.data.packing import PackItem, plan_micro_batches
 from foveal.trainer.data.positions import position_scheme
 from foveal.trainer.model.attention import attention_implementation, boundary_row
-from foveal.trainer.model.flex_padding import bucket_length, flex_bucket, set_flex_bucket
+from foveal.trainer.model.flex_padding import (
+    CPU_FLEX_MULTIPLE,
+    bucket_length,
+    flex_bucket,
+    row_length,
+    set_flex_bucket,
+)
 from foveal.trainer.model.forward import packed_inputs, packed_logits
 from foveal.trainer.model.loading import load_model
 
@@ -122,11 +129,27 @@ def test_padded_flex_row_gives_the_logits_of_the_unpadded_row(
     with torch.no_grad():
         got = packed_logits(flex, batch)
         by_sdpa = packed_logits(sdpa, batch)
-        set_flex_bucket(flex, 0)
+        set_flex_bucket(flex, 3 * CPU_FLEX_MULTIPLE)
         by_flex = packed_logits(flex, batch)
+    assert row_length(flex, batch.num_tokens, batch.input_ids.device) == 3 * CPU_FLEX_MULTIPLE != padded
     assert got.shape == by_sdpa.shape == by_flex.shape == (1, batch.num_tokens, got.shape[-1])
     torch.testing.assert_close(got, by_sdpa, atol=LOGIT_ATOL, rtol=0)
     torch.testing.assert_close(got, by_flex, atol=LOGIT_ATOL, rtol=0)
+
+
+def test_cpu_flex_rows_are_padded_to_a_multiple_of_64_even_without_a_bucket(
+    tiny_model_dir: Callable[[str], Path],
+) -> None:
+    """An 88-token row (37 + 51: 8 more than a multiple of 16) came out wrong from torch's CPU flex kernel unpadded."""
+    folder = tiny_model_dir("qwen3")
+    sdpa, flex = _load(folder, "sdpa", 0), _load(folder, FLEX, 0)
+    batch = collate_packed(_samples(None), position_scheme(flex))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert batch.num_tokens == 88 and row_length(flex, 88, cpu) == 128 and row_length(flex, 128, cpu) == 128
+    assert row_length(flex, 88, cuda) == 88 and row_length(sdpa, 88, cpu) == 88  # CUDA and sdpa rows: as they are
+    with torch.no_grad():
+        assert packed_inputs(flex, batch)["input_ids"].shape == (1, 128)
+        torch.testing.assert_close(packed_logits(flex, batch), packed_logits(sdpa, batch), atol=LOGIT_ATOL, rtol=0)
 
 
 def _row(lengths: list[int], generator: torch.Generator, model: torch.nn.Module) -> PackedBatch:

@@ -12,6 +12,12 @@ wherever the position does not grow by one) makes it its own document. Being las
 it from every real token, and the document mask hides the real tokens from it, so flex skips the blocks
 between. It never reaches a label or a loss: only the model inputs are padded, and `packed_logits` returns
 the real tokens' logits.
+
+On CPU a flex row is also padded to a multiple of `CPU_FLEX_MULTIPLE`, bucket or not: torch 2.13's compiled
+CPU flex kernel returned wrong outputs (or NaN) on a 2-core AVX2 machine for rows of 24-120 tokens whose
+length is 8 more than a multiple of 16, against sdpa with the same document mask, each length compiled
+afresh; every multiple of 16 up to 296 was right (on an AVX-512 host with torch 2.11, every multiple of 8 up
+to 512 was right). CUDA rows are not affected and keep their bucket alone.
 """
 
 from __future__ import annotations
@@ -39,6 +45,26 @@ def bucket_length(length: int, bucket: int) -> int:
     return -(-length // bucket) * bucket
 
 
+CPU_FLEX_MULTIPLE = 64
+"""Flex rows on CPU are padded to a multiple of this at least (see the module docstring)."""
+
+
+def row_length(model: torch.nn.Module, length: int, device: torch.device) -> int:
+    """The length `packed_inputs` gives a row of `length` tokens: `length` itself unless the text model runs flex.
+
+    Under flex: the bucket's multiple, and on CPU a multiple of `CPU_FLEX_MULTIPLE` as well.
+    """
+    if not runs_flex(model):
+        return length
+    length = bucket_length(length, flex_bucket(model))
+    return bucket_length(length, CPU_FLEX_MULTIPLE) if device.type == "cpu" else length
+
+
+def runs_flex(model: torch.nn.Module) -> bool:
+    """Whether the text model runs flex attention now (read at each call: `set_attn_implementation` switches it)."""
+    return getattr(model.config.get_text_config(), "_attn_implementation", None) == FLEX_ATTENTION
+
+
 def set_flex_bucket(model: torch.nn.Module, tokens: int) -> None:
     """Make `packed_logits` pad `model`'s rows to multiples of `tokens` while its text model runs flex."""
     bucket_length(1, tokens)  # refuses a negative bucket here, not at the first forward
@@ -51,7 +77,7 @@ def flex_bucket(model: torch.nn.Module) -> int:
     Read at each call, so switching kernels (`set_attn_implementation`) switches padding with them; a model
     not loaded by `load_model` gets the `[model]` default.
     """
-    if getattr(model.config.get_text_config(), "_attn_implementation", None) != FLEX_ATTENTION:
+    if not runs_flex(model):
         return 0
     return int(getattr(model, BUCKET_ATTRIBUTE, DEFAULT_BUCKET))
 

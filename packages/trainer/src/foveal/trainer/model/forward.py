@@ -15,7 +15,7 @@ import torch
 
 from foveal.trainer.data.collate import PackedBatch
 from foveal.trainer.model.attention import check_boundaries, check_packed_attention
-from foveal.trainer.model.flex_padding import bucket_length, flex_bucket, pad_row, pad_token_id
+from foveal.trainer.model.flex_padding import pad_row, pad_token_id, row_length
 
 
 def packed_inputs(model: torch.nn.Module, batch: PackedBatch) -> dict[str, torch.Tensor | bool | None]:
@@ -27,7 +27,7 @@ def packed_inputs(model: torch.nn.Module, batch: PackedBatch) -> dict[str, torch
     device = batch.input_ids.device
     check_packed_attention(model.config.get_text_config(), device, backward=torch.is_grad_enabled())
     check_boundaries(batch.position_ids, batch.cu_seqlens)
-    length = bucket_length(batch.num_tokens, flex_bucket(model))
+    length = row_length(model, batch.num_tokens, device)
     input_ids, position_ids = pad_row(batch.input_ids, batch.position_ids, length, pad_token_id(model))
     inputs: dict[str, torch.Tensor | bool | None] = {
         "input_ids": input_ids,
