@@ -39,7 +39,7 @@ from foveal.trainer.rl_loss import PolicyStats, rl_loss
 from foveal.trainer.rl_metrics import RL_PLOT_KEYS, RLStepMetrics, StepTimings, reduce_rl_step
 from foveal.trainer.rl_sync import TrainerProgress, check_policy_lag, write_progress
 from foveal.trainer.run_meta import RL_BOUND_KEYS, ensure_run_meta
-from foveal.trainer.train_sft import seed_everything
+from foveal.trainer.seeding import seed_everything
 
 
 @dataclass(frozen=True)

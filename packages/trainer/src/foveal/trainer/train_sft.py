@@ -12,13 +12,9 @@ lives in its own module.
 from __future__ import annotations
 
 import argparse
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from foveal.configs import Command, SFTConfig, add_config_arguments, config_from_args
 from foveal.trainer.checkpoint import Checkpointer, DataPosition, TrainingState
@@ -30,6 +26,7 @@ from foveal.trainer.model.loading import load_model, load_processor, resolve_pre
 from foveal.trainer.optim import build_optimizer, build_scheduler, clip_gradients
 from foveal.trainer.plots import PLOT_FILE, plot_training
 from foveal.trainer.progress import TrainingProgress
+from foveal.trainer.seeding import seed_everything
 from foveal.trainer.sft_data import build_sft_data, count_steps
 
 
@@ -141,13 +138,6 @@ def refuse_unsupported(config: SFTConfig) -> None:
         raise UnsupportedSetting(
             f"sft.eval_every: 0 (evaluation during SFT is not implemented yet) (got {config.sft.eval_every})"
         )
-
-
-def seed_everything(seed: int, rank: int) -> None:
-    """Seed Python, NumPy and torch; ranks differ so per-rank randomness (e.g. dropout) is independent."""
-    random.seed(seed + rank)
-    np.random.seed((seed + rank) % 2**32)
-    torch.manual_seed(seed + rank)
 
 
 def write_plot(config: SFTConfig, is_main: bool) -> Path | None:

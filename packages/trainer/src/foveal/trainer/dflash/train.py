@@ -58,8 +58,8 @@ from foveal.trainer.model.loading import Precision, load_model, load_processor, 
 from foveal.trainer.optim import build_optimizer, build_scheduler, clip_gradients
 from foveal.trainer.plots import plot_metrics
 from foveal.trainer.progress import TrainingProgress
+from foveal.trainer.seeding import seed_everything
 from foveal.trainer.sft_data import ConversationSource, PackingLimits, SFTDataStream, build_materializer, count_steps
-from foveal.trainer.train_sft import seed_everything
 
 PLOT_FILE = "dflash.png"
 PLOT_KEYS = ("loss", "accuracy", "eval_acceptance_length", "tokens_per_second")
