@@ -26,11 +26,13 @@ from foveal.trainer.advantages import grouped_advantages, token_advantages
 from foveal.trainer.data.collate import collate_packed
 from foveal.trainer.data.positions import position_scheme
 from foveal.trainer.data.samples import TrainingSample
+from foveal.trainer.distributed import DistributedContext
 from foveal.trainer.loss import token_nll
 from foveal.trainer.metrics import read_metrics
 from foveal.trainer.model.forward import packed_logits
 from foveal.trainer.model.loading import load_model, load_processor
 from foveal.trainer.rl_batches import BatchTimeout, RLBatch, RolloutMetrics, write_batch
+from foveal.trainer.rl_data import build_rl_packer
 from foveal.trainer.rl_sync import SyncError, can_produce, read_progress
 from foveal.trainer.run_meta import IncompatibleRun
 from foveal.trainer.sft_data import Conversation, build_materializer, render_sample
@@ -235,3 +237,30 @@ def test_foveal_rl_trainer_command_trains_on_published_batches(
     out = capsys.readouterr().out
     assert "rl-trainer: steps 1-1" in out and str(run_dir / "checkpoints" / "step-00000001") in out
     assert read_metrics(run_dir / "metrics.jsonl")[0]["mismatch_kl"] < KL_NEAR_ZERO
+
+
+def test_rl_packer_on_four_threads_packs_exactly_what_one_thread_packs(
+    tiny_model_dir: Callable[[str], Path], load_tiny_model: Callable, tmp_path: Path
+) -> None:
+    """A rollout batch of image samples through the real processor, serially and on the packer's pool."""
+    model_dir = tiny_model_dir(FAMILY)
+    config = rl_config(tmp_path / "run", model_dir)
+    batch = ShapesRollouts(config, tmp_path / "images").batch(1, policy_version=0, weights=str(model_dir))
+    model, context = load_tiny_model(FAMILY), DistributedContext(0, 1, 0, torch.device("cpu"))
+    packed = {}
+    for threads in (1, 4):
+        multimodal = config.multimodal.model_copy(update={"materialize_threads": threads})
+        processor = load_processor(config.model, str(model_dir))
+        with build_rl_packer(config.model_copy(update={"multimodal": multimodal}), str(model_dir), processor, model,
+                             context) as packer:  # fmt: skip
+            assert (packer.pool is None) == (threads == 1)
+            packed[threads] = packer.pack(batch)
+        if packer.pool is not None:
+            with pytest.raises(RuntimeError, match="shutdown"):  # leaving the packer shut its pool down
+                packer.pool.submit(int)
+    one, four = packed[1], packed[4]
+    assert one.images == four.images == 4 and len(one.micro_batches) == len(four.micro_batches) > 1
+    for a, b in zip(one.micro_batches, four.micro_batches, strict=True):
+        assert a.sample_ids == b.sample_ids
+        for name in ("input_ids", "position_ids", "pixel_values", "image_grid_thw", "advantages", "logprobs"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name

@@ -2,12 +2,14 @@
 
 The orchestrator already rendered every sample (tokens, loss weights, MMRefs into the run's image store),
 sampled its logprobs and computed its advantages, so the trainer renders nothing: it materializes the
-images of its share with the model's own processor and packs exactly as SFT does (`sft_data.pack_step`).
+images of its share with the model's own processor (on `[multimodal].materialize_threads` threads) and packs
+exactly as SFT does (`sft_data.pack_step`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ from foveal.renderers.factory import build_renderer
 from foveal.renderers.store import ImageStore
 from foveal.trainer.checkpoint import DataPosition
 from foveal.trainer.data.collate import Packable
+from foveal.trainer.data.pool import materialize_threads
 from foveal.trainer.data.positions import PositionScheme, position_scheme
 from foveal.trainer.data.samples import TrainingSample
 from foveal.trainer.distributed import DistributedContext
@@ -26,12 +29,21 @@ from foveal.trainer.sft_data import PackingLimits, StepBatch, build_materializer
 
 @dataclass(frozen=True)
 class RLPacker:
-    """Turns a step's RLBatch into this rank's `StepBatch`."""
+    """Turns a step's RLBatch into this rank's `StepBatch`; a context manager that shuts its thread pool down."""
 
     materialize: Callable[[TrainingSample], Packable]
     positions: PositionScheme
     limits: PackingLimits
     context: DistributedContext
+    pool: ThreadPoolExecutor | None = None
+    """Materializes a step's images concurrently (`[multimodal].materialize_threads` > 1), as SFT's stream does."""
+
+    def __enter__(self) -> RLPacker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
     def pack(self, batch: RLBatch) -> StepBatch:
         """Plan, materialize and collate the batch; every sample must carry inference logprobs and advantages.
@@ -43,7 +55,8 @@ class RLPacker:
                 if getattr(sample, name) is None:
                     field = f"rollout batch {batch.step}: sample {sample.sample_id!r}.{name}"
                     raise ContractError(field, None, "present on every sample of an RL batch")
-        return pack_step(batch.samples, self.materialize, self.positions, self.limits, self.context, DataPosition())
+        position = DataPosition()
+        return pack_step(batch.samples, self.materialize, self.positions, self.limits, self.context, position, self.pool)
 
 
 def build_rl_packer(
@@ -59,9 +72,11 @@ def build_rl_packer(
     layout = build_renderer(source, config.renderer, multimodal=config.multimodal).adapter.layout_family
     trainer, orchestrator = config.trainer, config.orchestrator
     samples = orchestrator.batch_size * orchestrator.rollouts_per_prompt
+    threads = materialize_threads(config.multimodal.materialize_threads)
     return RLPacker(
         materialize=build_materializer(layout, processor, store, config.multimodal),
         positions=position_scheme(model),
         limits=PackingLimits(samples, trainer.seq_len, trainer.micro_batch_tokens, trainer.overlong_text),
         context=context,
+        pool=ThreadPoolExecutor(threads, thread_name_prefix="foveal-materialize") if threads > 1 else None,
     )

@@ -84,7 +84,7 @@ def run_rl_trainer(config: RLConfig) -> RLTrainerResult:
 
     history: list[RLStepMetrics] = []
     checkpoint = resume_from
-    with TrainingProgress(total_steps, state.step, context.is_main, description="rl") as progress:
+    with TrainingProgress(total_steps, state.step, context.is_main, description="rl") as progress, packer:
         for step in range(state.step + 1, total_steps + 1):
             clock = time.perf_counter()
             rollouts = wait_for_batch(run_dir, step, trainer.rollout_timeout_s)

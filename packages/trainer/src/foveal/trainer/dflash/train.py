@@ -38,6 +38,7 @@ from foveal.renderers.rendering import Renderer
 from foveal.renderers.store import ImageStore
 from foveal.trainer.checkpoint import Checkpointer, DataPosition, TrainingState
 from foveal.trainer.data.collate import Packable
+from foveal.trainer.data.pool import materialize_threads
 from foveal.trainer.data.samples import TrainingSample
 from foveal.trainer.dflash.blocks import chunks, default_target_layer_ids, plan_blocks, text_positions
 from foveal.trainer.dflash.data import Generation, open_dflash_data, prompt_of, training_samples
@@ -294,6 +295,7 @@ def build_data(
         limits,
         context,
         settings.epochs,
+        materialize_threads(config.multimodal.materialize_threads),
     )
     return stream, held_out
 
