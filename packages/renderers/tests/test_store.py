@@ -13,7 +13,7 @@ import xxhash
 from PIL import Image
 
 from foveal.configs.multimodal import MultimodalConfig
-from foveal.renderers import store as store_module
+from foveal.renderers import atomic_files as writer_module
 from foveal.renderers.contract import RawImageDescriptor, decode_mmraw, encode_mmraw
 from foveal.renderers.errors import BadEnvelope, DisallowedLocation, HashMismatch, ImageRejected, MissingAsset
 from foveal.renderers.families.image_refs import ImageResolver
@@ -69,7 +69,7 @@ def test_second_put_does_not_write(store: ImageStore, monkeypatch: pytest.Monkey
     def no_writes(*args: object) -> None:
         raise AssertionError("a de-duplicated put wrote a file")
 
-    monkeypatch.setattr(store_module.tempfile, "mkstemp", no_writes)
+    monkeypatch.setattr(writer_module.tempfile, "mkstemp", no_writes)
     store.put(_image())
 
 
@@ -106,9 +106,9 @@ def test_failed_write_leaves_no_file_and_no_temp(
         raise OSError(28, "No space left on device")
 
     if failing == "write":
-        monkeypatch.setattr(store_module.os, "fdopen", lambda fd, mode: _FailingFile(fd))
+        monkeypatch.setattr(writer_module.os, "fdopen", lambda fd, mode: _FailingFile(fd))
     else:
-        monkeypatch.setattr(store_module.os, failing, boom)
+        monkeypatch.setattr(writer_module.os, failing, boom)
     with pytest.raises(OSError):
         store.put(_image())
     assert list(store.root.rglob("*.png")) == []

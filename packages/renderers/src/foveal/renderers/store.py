@@ -10,15 +10,14 @@ refs; `open_verified` also decodes, to the same RGB pixels whichever way the fil
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from foveal.configs.multimodal import MultimodalConfig
+from foveal.renderers.atomic_files import write_atomic
 from foveal.renderers.contract import file_uri_to_path, path_to_file_uri
 from foveal.renderers.errors import BadEnvelope, HashMismatch
 from foveal.renderers.images import NormalizedImage, decode_stored, load_image_bytes, normalize_image, stored_format
@@ -90,7 +89,7 @@ class ImageStore:
             image = verbatim_image(raw, self.config) or load_image_bytes(raw, self.config)
         path = self.path_for(image.hash, image.extension)
         if not _holds(path, image.hash):
-            self._write_atomically(path, image.data)
+            write_atomic(path, image.data, durable=self.durable)
         return _stored(image, path)
 
     def read_verified(self, uri: str, expected_hash: str) -> bytes:
@@ -110,24 +109,6 @@ class ImageStore:
         data = self.read_verified(uri, expected_hash)
         return decode_stored(data, self.config, stored_format(uri))
 
-    def _write_atomically(self, path: Path, data: bytes) -> None:
-        """Temp file in the target folder (same filesystem, so the rename is atomic), then os.replace."""
-        path.parent.mkdir(exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; servers may run as another user
-                if self.durable:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-        if self.durable:
-            _fsync_folder(path.parent)
-
 
 def _holds(path: Path, hash_hex: str) -> bool:
     """True when the final file exists with the right bytes; a corrupt one (or a planted symlink, which
@@ -138,14 +119,6 @@ def _holds(path: Path, hash_hex: str) -> bool:
         return xxh3_128_hex(path.read_bytes()) == hash_hex
     except FileNotFoundError:
         return False
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_hash_format(expected_hash: str) -> None:

@@ -18,9 +18,9 @@ from typing import Annotated, Any, Literal
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from foveal.renderers.atomic_files import write_atomic
 from foveal.renderers.contract import contract_error_from_validation
 from foveal.renderers.errors import BadEnvelope, ContractError
-from foveal.trainer.atomic_files import write_atomic
 from foveal.trainer.data.samples import TrainingSample, sample_from_obj
 
 ROLLOUTS_DIR = "rollouts"

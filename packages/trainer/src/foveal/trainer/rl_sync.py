@@ -22,7 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from foveal.trainer.atomic_files import write_atomic
+from foveal.renderers.atomic_files import write_atomic
 
 TRAINER_STATE_FILE = "trainer_state.json"
 

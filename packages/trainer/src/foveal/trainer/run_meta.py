@@ -18,7 +18,7 @@ import xxhash
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from foveal.configs.runs import RunConfig
-from foveal.trainer.atomic_files import write_atomic
+from foveal.renderers.atomic_files import write_atomic
 
 RUN_META_FILE = "run_meta.json"
 RL_BOUND_KEYS = (

@@ -28,11 +28,11 @@ from pydantic import SecretStr
 from foveal.configs import CheckpointConfig, LoggingConfig, OptimConfig, ScheduleConfig, SFTConfig, SFTSection
 from foveal.configs import TrainerConfig
 from foveal.configs.runs import RLConfig
+from foveal.renderers.atomic_files import write_atomic
 from foveal.renderers.inference.client import RemoteInferenceClient
 from foveal.renderers.store import ImageStore
 from foveal.verifiers.policy import store_images
 
-from foveal.trainer.atomic_files import write_atomic
 from foveal.trainer.orchestrator.mixture import load_mixture
 from foveal.trainer.orchestrator.prompts import PromptSampler
 from foveal.trainer.orchestrator.weight_sync import push_weights

@@ -15,9 +15,9 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from foveal.renderers.atomic_files import write_atomic
 from foveal.verifiers.rollout import ErrorRecord
 
-from foveal.trainer.atomic_files import write_atomic
 from foveal.trainer.orchestrator.collect import CollectedStep
 from foveal.trainer.rl_batches import ROLLOUTS_DIR, RLBatch
 

@@ -14,11 +14,10 @@ next run regenerates instead of reading a partial file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from foveal.renderers.atomic_files import write_atomic
 from foveal.verifiers.datasets.shapes import ShapesExample, ShapesSpec, Split, iter_examples
 
 FORMAT_VERSION = 1
@@ -44,8 +43,8 @@ def write_shapes_dataset(
     image_dir = folder / "images" / split
     image_dir.mkdir(parents=True, exist_ok=True)
     lines = [_line(example, image_dir, folder) for example in iter_examples(count, seed=seed, split=split, spec=spec)]
-    _write_atomically(jsonl, "".join(lines))
-    _write_atomically(manifest, json.dumps(wanted, sort_keys=True))
+    write_atomic(jsonl, "".join(lines).encode("utf-8"), durable=False)
+    write_atomic(manifest, json.dumps(wanted, sort_keys=True).encode("utf-8"), durable=False)
     return jsonl
 
 
@@ -66,14 +65,3 @@ def _read_manifest(path: Path) -> object:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

@@ -17,6 +17,7 @@ from typing import Any
 
 import jinja2
 
+from foveal.renderers.atomic_files import write_atomic
 from foveal.renderers.errors import ContractError
 from foveal.renderers.images import stored_media_type
 from foveal.renderers.messages import AssistantMessage, ImagePart, Message
@@ -58,10 +59,7 @@ def write_report(path: Path, summary: Summary, groups: Sequence[Sequence[Rollout
     examples = [_example(group, images, summary.pass_threshold) for group in groups]
     template = _environment().get_template("report.html.jinja")
     html = template.render(summary=summary, examples=examples, image_width=IMAGE_WIDTH)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(html, encoding="utf-8")
-    temporary.replace(path)
-    return path
+    return write_atomic(path, html.encode("utf-8"), durable=False)
 
 
 def _environment() -> jinja2.Environment:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 
+from foveal.renderers.atomic_files import write_atomic
 from foveal.verifiers.eval.summary import Summary
 from foveal.verifiers.rollout import Rollout
 
@@ -24,18 +25,11 @@ def write_results(folder: Path, groups: Sequence[Sequence[Rollout]], summary: Su
     """Write `results.jsonl` and `summary.json` into `folder`; returns their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = b"".join(orjson.dumps(r.model_dump(mode="json")) + b"\n" for group in groups for r in group)
-    results = _write(folder / RESULTS_FILE, lines)
+    results = write_atomic(folder / RESULTS_FILE, lines, durable=False)
     summary_json = orjson.dumps(summary.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
-    return results, _write(folder / SUMMARY_FILE, summary_json)
+    return results, write_atomic(folder / SUMMARY_FILE, summary_json, durable=False)
 
 
 def read_results(path: Path) -> list[Rollout]:
     """The rollouts of a results file, validated."""
     return [Rollout.model_validate_json(line) for line in path.read_bytes().splitlines() if line.strip()]
-
-
-def _write(path: Path, data: bytes) -> Path:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    temporary.replace(path)
-    return path
