@@ -7,6 +7,8 @@ The cache root is a per-session temporary folder (never ~/.cache); each family i
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,3 +54,21 @@ def load_tiny_model(tiny_model_dir: Callable[[str], Path]) -> Callable[[str], Pr
         return auto.from_pretrained(tiny_model_dir(family))
 
     return load
+
+
+@pytest.fixture(scope="session")
+def run_two_ranks() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """(command, args) -> `torchrun --standalone --nproc-per-node 2 -m foveal.configs command *args`, finished.
+
+    The production launch path on CPU (gloo). A non-zero exit fails the test with the ranks' stderr; `timeout_s`
+    turns a hang (ranks waiting on each other's collectives) into a failure.
+    """
+
+    def run(command: str, args: list[str], timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                  "-m", "foveal.configs", command, *args]  # fmt: skip
+        done = subprocess.run(launch, capture_output=True, text=True, timeout=timeout_s, check=False)
+        assert done.returncode == 0, done.stderr[-4000:]
+        return done
+
+    return run

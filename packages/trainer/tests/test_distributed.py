@@ -12,8 +12,6 @@ ranks importing torch and transformers, so it stays in the default run.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,13 +34,12 @@ def overrides(run_dir: Path, model_dir: Path) -> list[str]:
             "--trainer.checkpoint.every_steps", "4"]  # fmt: skip
 
 
-def test_two_gloo_processes_match_one_process(tiny_model_dir: Callable[[str], Path], tmp_path: Path) -> None:
+def test_two_gloo_processes_match_one_process(
+    tiny_model_dir: Callable[[str], Path], run_two_ranks: Callable[..., object], tmp_path: Path
+) -> None:
     model_dir = tiny_model_dir(FAMILY)
     single = run_sft(load_config(SFTConfig, [], overrides(tmp_path / "one", model_dir)))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "foveal.configs", "sft", *overrides(tmp_path / "two", model_dir)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
+    run_two_ranks("sft", overrides(tmp_path / "two", model_dir))
 
     one, two = read_metrics(single.metrics_path), read_metrics(tmp_path / "two" / "metrics.jsonl")
     assert [row["micro_batches"] for row in one] == [4] * 4 and [row["micro_batches"] for row in two] == [4] * 4

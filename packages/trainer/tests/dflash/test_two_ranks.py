@@ -12,7 +12,6 @@ to float summation order (the tolerances of test_distributed). About 30 s on 2 c
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,13 +34,14 @@ def overrides(run_dir: Path, model_dir: Path) -> list[str]:
             "--trainer.checkpoint.every_steps", "3"]  # fmt: skip
 
 
-def test_two_gloo_ranks_train_the_draft_like_one_process(tiny_model_dir: Callable[[str], Path], tmp_path: Path) -> None:
+def test_two_gloo_ranks_train_the_draft_like_one_process(
+    tiny_model_dir: Callable[[str], Path],
+    run_two_ranks: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+) -> None:
     model_dir = tiny_model_dir("qwen2_5_vl")
     single = run_dflash(load_config(DFlashConfig, [], overrides(tmp_path / "one", model_dir)))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "foveal.configs", "dflash", *overrides(tmp_path / "two", model_dir)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
+    done = run_two_ranks("dflash", overrides(tmp_path / "two", model_dir), timeout_s=300)
 
     one, two = read_metrics(single.metrics_path), read_metrics(tmp_path / "two" / "metrics.jsonl")
     assert [row["step"] for row in two] == [1, 2, 3]

@@ -19,7 +19,7 @@ from foveal.renderers.factory import build_renderer
 from foveal.renderers.store import ImageStore
 from foveal.trainer.checkpoint import DataPosition
 from foveal.trainer.data.collate import Packable
-from foveal.trainer.data.pool import materialize_threads
+from foveal.trainer.data.pool import materialize_pool, materialize_threads
 from foveal.trainer.data.positions import PositionScheme, position_scheme
 from foveal.trainer.data.samples import TrainingSample
 from foveal.trainer.distributed import DistributedContext
@@ -72,11 +72,10 @@ def build_rl_packer(
     layout = build_renderer(source, config.renderer, multimodal=config.multimodal).adapter.layout_family
     trainer, orchestrator = config.trainer, config.orchestrator
     samples = orchestrator.batch_size * orchestrator.rollouts_per_prompt
-    threads = materialize_threads(config.multimodal.materialize_threads)
     return RLPacker(
         materialize=build_materializer(layout, processor, store, config.multimodal),
         positions=position_scheme(model),
         limits=PackingLimits(samples, trainer.seq_len, trainer.micro_batch_tokens, trainer.overlong_text),
         context=context,
-        pool=ThreadPoolExecutor(threads, thread_name_prefix="foveal-materialize") if threads > 1 else None,
+        pool=materialize_pool(materialize_threads(config.multimodal.materialize_threads)),
     )

@@ -48,7 +48,7 @@ from foveal.trainer.data.adapters import image_adapter
 from foveal.trainer.data.collate import Packable, PackedBatch, PackSample, collate_packed, fit_sample
 from foveal.trainer.data.mm_refs import mm_refs_of
 from foveal.trainer.data.packing import OverlongText, PackItem, plan_micro_batches
-from foveal.trainer.data.pool import materialize_share, materialize_threads
+from foveal.trainer.data.pool import materialize_pool, materialize_share, materialize_threads
 from foveal.trainer.data.materialize import Materializer
 from foveal.trainer.data.positions import PositionScheme, position_scheme
 from foveal.trainer.data.prefetch import Prefetcher
@@ -250,8 +250,8 @@ class SFTDataStream:
 
     def steps(self, start: DataPosition, count: int) -> Iterator[StepBatch]:
         """`count` steps starting at `start` (fewer if the epochs run out)."""
-        if self.materialize_threads > 1 and self._pool is None:
-            self._pool = ThreadPoolExecutor(self.materialize_threads, thread_name_prefix="foveal-materialize")
+        if self._pool is None:
+            self._pool = materialize_pool(self.materialize_threads)
         self._prefetcher = Prefetcher(self._step_indices(start, count), self._prepare, workers=1, depth=2)
         return self._prefetcher
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from foveal.trainer.data.samples import TrainingSample
@@ -51,3 +51,8 @@ def _named(sample: TrainingSample, prepare: Callable[[TrainingSample], R]) -> R:
 def materialize_threads(setting: int | None) -> int:
     """`[multimodal].materialize_threads`, with None meaning min(8, this machine's CPUs)."""
     return setting if setting is not None else min(MAX_DEFAULT_THREADS, os.cpu_count() or 1)
+
+
+def materialize_pool(threads: int) -> ThreadPoolExecutor | None:
+    """A pool of `threads` materializing threads; None for one thread (the samples are materialized inline)."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="foveal-materialize") if threads > 1 else None

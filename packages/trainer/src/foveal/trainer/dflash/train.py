@@ -118,7 +118,7 @@ def run_dflash(config: DFlashConfig) -> DFlashResult:
     stream, held_out = build_data(config, source, processor, target, context, precision)
 
     # The draft, shaped after the target (or read back from the checkpoint), and its optimizer.
-    draft = DFlashDraft.from_pretrained(resume_from) if resume_from else new_draft(config, target, config.trainer.seed)
+    draft = DFlashDraft.from_pretrained(resume_from) if resume_from else new_draft(config, target)
     draft = shard_model(draft.to(context.device), context)
     total_steps = count_steps(len(stream.source), settings.batch_size, settings.epochs, settings.max_steps)
     optimizer = build_optimizer(draft, config.trainer.optim)
@@ -244,13 +244,13 @@ def draft_spec(config: DFlashConfig, target: FrozenTarget) -> DraftSpec:
     )
 
 
-def new_draft(config: DFlashConfig, target: FrozenTarget, seed: int) -> DFlashDraft:
+def new_draft(config: DFlashConfig, target: FrozenTarget) -> DFlashDraft:
     """A freshly initialised draft whose mask embedding starts at the target's mean token embedding.
 
-    Initialised from `seed` alone, so every rank builds the same draft before FSDP2 keeps each rank's shard of it.
+    Initialised from `trainer.seed` alone, so every rank builds the same draft before FSDP2 keeps each rank's shard.
     """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(config.trainer.seed)
         return DFlashDraft(draft_spec(config, target), mask_embedding=target.weights.embed.float().mean(0))
 
 
