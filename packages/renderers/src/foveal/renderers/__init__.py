@@ -4,18 +4,17 @@ Names are resolved on first use (PEP 562), so `import foveal.renderers` stays ch
 transformers or torch; `from foveal.renderers import Renderer` imports only what that name needs.
 """
 
-from __future__ import annotations
+from foveal.configs.lazy_exports import lazy_exports
 
-from importlib import import_module
-from typing import Any
-
-_EXPORTS = {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "foveal.renderers.messages": (
         "AssistantMessage", "FunctionSpec", "ImagePart", "InvalidMessage", "Message", "SystemMessage", "TextPart",
         "ToolCall", "ToolCallError", "ToolMessage", "ToolSpec", "UserMessage", "parse_messages", "parse_tools",
     ),
-    "foveal.renderers.rendering": ("LossOn", "RenderedConversation", "RenderedImage", "Renderer"),
-    "foveal.renderers.factory": ("FAMILY_NAMES", "build_renderer", "load_renderer"),
+    "foveal.renderers.rendering": ("LossOn", "Renderer"),
+    "foveal.renderers.rendered": ("RenderedConversation", "RenderedImage"),
+    "foveal.renderers.factory": ("build_renderer", "load_renderer"),
+    "foveal.renderers.pretrained": ("FAMILY_NAMES",),
     "foveal.renderers.chunks": (
         "EncodedTextChunk", "ImageAssetPointerChunk", "ImageChunk", "ModelInput", "render_chunks", "to_model_input",
     ),
@@ -26,19 +25,4 @@ _EXPORTS = {
         "BadEnvelope", "BadRefEncoding", "ContractError", "DisallowedLocation", "FingerprintMismatch", "HashMismatch",
         "ImageRejected", "MissingAsset", "OverlongSample", "PlaceholderMismatch", "UnknownFamily",
     ),
-}  # fmt: skip
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'foveal.renderers' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+})  # fmt: skip

@@ -12,16 +12,17 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from foveal.renderers.errors import ImageRejected, PlaceholderMismatch
 from foveal.renderers.images import stored_format
+from foveal.renderers.rendered import RenderedConversation, RenderedImage
 
 if TYPE_CHECKING:
-    from foveal.renderers.rendering import RenderedConversation, RenderedImage, Renderer
+    from foveal.renderers.families.image_refs import ImageResolver
 
 ChunkFormat = Literal["png", "jpeg", "webp"]
 """Tinker's two formats, plus WebP: the store keeps WebP sources verbatim, so a pointer may name one."""
@@ -88,10 +89,20 @@ class ModelInput(BaseModel):
         return cls(chunks=(EncodedTextChunk(tokens=tuple(tokens)),))
 
 
-def render_chunks(model_input: ModelInput, renderer: Renderer) -> tuple[list[int], list[RenderedImage]]:
-    """Token ids with placeholder runs expanded, and one RenderedImage per image chunk."""
-    from foveal.renderers.rendering import RenderedImage
+class ChunkRenderer(Protocol):
+    """What `render_chunks` reads of a Renderer; a protocol, so `rendering` can import this module."""
 
+    images: ImageResolver
+
+    @property
+    def image_token_id(self) -> int | None: ...
+
+    @property
+    def vision_marker_ids(self) -> tuple[int, int] | None: ...
+
+
+def render_chunks(model_input: ModelInput, renderer: ChunkRenderer) -> tuple[list[int], list[RenderedImage]]:
+    """Token ids with placeholder runs expanded, and one RenderedImage per image chunk."""
     ids: list[int] = []
     images: list[RenderedImage] = []
     markers = renderer.vision_marker_ids

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from foveal.renderers.contract import RawImageDescriptor
+from foveal.renderers.chunks import ModelInput, render_chunks, to_model_input
 from foveal.renderers.families.assembly import Assembled, assemble
 from foveal.renderers.families.base import FamilyAdapter
 from foveal.renderers.families.completion import parse_assistant_text
@@ -23,46 +23,16 @@ from foveal.renderers.families.image_refs import ImageResolver
 from foveal.renderers.families.pieces import ImageSlot, Piece, Text, Token, template_text
 from foveal.renderers.families.spans import check_spans
 from foveal.renderers.messages import AssistantMessage, InvalidMessage, Message, ToolSpec, parse_messages, parse_tools
+from foveal.renderers.rendered import RenderedConversation, RenderedImage
 
 if TYPE_CHECKING:
-    from foveal.renderers.chunks import ModelInput
+    from foveal.configs.multimodal import MultimodalConfig
+
+    from foveal.renderers.layout import LayoutSpec
     from foveal.renderers.store import ImageStore
 
 LossOn = Literal["assistant", "all", "last_assistant"]
 MaskRule = Callable[[Text | Token], bool]
-
-
-@dataclass(frozen=True, slots=True)
-class RenderedImage:
-    """One image of a rendered sequence: its descriptor and its placeholder run `[offset, offset+length)`."""
-
-    descriptor: RawImageDescriptor
-    offset: int
-    length: int
-
-
-@dataclass(frozen=True)
-class RenderedConversation:
-    """Token ids, a 0/1 loss mask of the same length, the images with their spans, and what produced them.
-
-    `messages`/`tools` are kept so `bridge` can extend the conversation; `awaiting_completion` is True
-    when the ids end with a generation prompt (the next tokens are the model's).
-    """
-
-    token_ids: tuple[int, ...]
-    loss_mask: tuple[int, ...]
-    images: tuple[RenderedImage, ...] = ()
-    messages: tuple[Message, ...] = ()
-    tools: tuple[ToolSpec, ...] = ()
-    family: str = ""
-    awaiting_completion: bool = False
-
-    def __post_init__(self) -> None:
-        if len(self.token_ids) != len(self.loss_mask):
-            raise InvalidMessage("loss_mask", len(self.loss_mask), f"{len(self.token_ids)} entries, one per token")
-
-    def __len__(self) -> int:
-        return len(self.token_ids)
 
 
 @dataclass
@@ -111,11 +81,30 @@ class Renderer:
         )
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, store: ImageStore | None = None, **options: Any) -> Renderer:
-        """Load the tokenizer (and image processor) the way users do and pick the family; see `factory`."""
-        from foveal.renderers.factory import load_renderer
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        store: ImageStore | None = None,
+        family: str | None = None,
+        loss_on: LossOn = "assistant",
+        layout_spec: LayoutSpec | None = None,
+        multimodal: MultimodalConfig | None = None,
+        max_images: int | None = None,
+        enable_thinking: bool | None = None,
+    ) -> Renderer:
+        """A renderer for the model at `name_or_path` (folder, hub name, or `tiny:<family>`); see `pretrained`."""
+        from foveal.renderers.pretrained import load_pretrained  # jinja2 and transformers: only when loading
 
-        return load_renderer(name_or_path, store=store, **options)
+        parts = load_pretrained(
+            name_or_path,
+            store=store,
+            family=family,
+            layout_spec=layout_spec,
+            multimodal=multimodal,
+            enable_thinking=enable_thinking,
+        )
+        return cls(parts.adapter, parts.tokenizer, parts.images, loss_on=loss_on, max_images=max_images)
 
     @property
     def family(self) -> str:
@@ -214,15 +203,11 @@ class Renderer:
 
     def render_model_input(self, model_input: ModelInput) -> RenderedConversation:
         """Token ids, descriptors and spans for a Tinker-shaped ModelInput (loss mask all zero)."""
-        from foveal.renderers.chunks import render_chunks
-
         ids, images = render_chunks(model_input, self)
         return self._finish(ids, [0] * len(ids), images, (), (), False)
 
     def to_model_input(self, rendered: RenderedConversation) -> ModelInput:
         """`rendered` as Tinker-shaped chunks: text chunks and asset pointers to the stored images."""
-        from foveal.renderers.chunks import to_model_input
-
         return to_model_input(rendered)
 
     # -- shared steps -------------------------------------------------------------------------------

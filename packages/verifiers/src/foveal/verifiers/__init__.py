@@ -4,12 +4,9 @@ Names are resolved on first use (PEP 562), so `import foveal.verifiers` stays ch
 worker imports what it uses, and nothing here imports torch or the trainer.
 """
 
-from __future__ import annotations
+from foveal.configs.lazy_exports import lazy_exports
 
-from importlib import import_module
-from typing import Any
-
-_EXPORTS = {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "foveal.verifiers.dataset": ("Dataset", "DatasetError", "Example", "Split"),
     "foveal.verifiers.environment": ("Environment", "EnvironmentConfigError", "MultiTurnEnv", "SingleTurnEnv", "State"),
     "foveal.verifiers.tool_env": ("ToolEnv",),
@@ -27,19 +24,4 @@ _EXPORTS = {
     "foveal.verifiers.registry": (
         "EnvironmentArgumentError", "EnvironmentNotFound", "available_environments", "load_environment",
     ),
-}  # fmt: skip
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'foveal.verifiers' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+})  # fmt: skip
