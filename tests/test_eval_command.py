@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from foveal.configs import EvalConfig, LoggingConfig, ModelConfig, MultimodalConfig, load_config
-from foveal.trainer.inference.config import ServeConfig
-from foveal.trainer.inference.testing import RunningServer, start_server
+from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.testing import RunningServer, start_server
 from foveal.trainer.tiny_models import build_tiny_model
 from foveal.verifiers.eval.results import read_results
 from foveal.verifiers.eval.runner import run_eval

@@ -67,8 +67,8 @@ class Process:
 SERVE = """
 import sys, threading
 from foveal.configs import load_config
-from foveal.trainer.inference.config import ServeConfig
-from foveal.trainer.inference.testing import start_server
+from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.testing import start_server
 server = start_server(load_config(ServeConfig, [sys.argv[1]]))
 print("serving on", server.url, flush=True)
 threading.Event().wait()

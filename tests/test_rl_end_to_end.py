@@ -32,10 +32,10 @@ import pytest
 from foveal.configs import InferenceConfig, LoggingConfig, ModelConfig, MultimodalConfig
 from foveal.renderers.contract import encode_mmraw
 from foveal.renderers.inference.wire import Endpoints, GenerateRequest, GenerateResponse, SamplingParams, ServerInfo
-from foveal.trainer.inference.config import ServeConfig
-from foveal.trainer.inference.testing import start_server
-from foveal.trainer.metrics import read_metrics
-from foveal.trainer.rl_batches import batch_path, published_steps, read_batch
+from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.testing import start_server
+from foveal.trainer.training.metrics import read_metrics
+from foveal.trainer.runs.rollouts import batch_path, published_steps, read_batch
 from foveal.trainer.tiny_models import build_tiny_model
 from foveal.verifiers.eval.results import read_results
 from foveal.verifiers.rollout import Rollout

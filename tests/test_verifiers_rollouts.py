@@ -28,8 +28,8 @@ from foveal.renderers.rendering import Renderer
 from foveal.renderers.store import ImageStore
 from foveal.trainer.data.mm_refs import MMRef, check_mm_refs
 from foveal.trainer.data.samples import TrainingSample, loss_weights_from_mask
-from foveal.trainer.inference.config import ServeConfig
-from foveal.trainer.inference.testing import RunningServer, start_server
+from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.testing import RunningServer, start_server
 from foveal.trainer.tiny_models import build_tiny_model
 from foveal.verifiers.dataset import Dataset, Example
 from foveal.verifiers.parsers import TaggedParser

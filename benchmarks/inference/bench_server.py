@@ -30,8 +30,8 @@ import httpx
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-from foveal.trainer.inference.config import ServeConfig
-from foveal.trainer.inference.testing import start_server
+from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.testing import start_server
 from foveal.trainer.tiny_models import build_tiny_model
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"

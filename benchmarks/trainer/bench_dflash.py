@@ -8,7 +8,7 @@ The target is built from config (no download): `Qwen2_5_VLConfig` with Qwen/Qwen
 dimensions (those of `bench_gpu_sft.py`: text 2048 wide, 36 layers, 16/2 heads, MLP 11008, vocab 151936,
 tied embeddings; 32-layer vision tower), random weights in bf16, sdpa, frozen. The draft is DFlash's shape for
 it: 5 layers as wide as the target, reading target layers 1, 9, 17, 25, 33, blocks of 16, loss decay gamma 7,
-fp32 weights under bf16 autocast, fused AdamW (as `foveal.trainer.optim.build_optimizer` picks on CUDA).
+fp32 weights under bf16 autocast, fused AdamW (as `foveal.trainer.training.optim.build_optimizer` picks on CUDA).
 
 Data (seeded): prompts of random text tokens, 64-256 long, half of them with one 448x448 image (32x32 patches,
 256 placeholders between vision start/end); the target regenerates each response greedily (`--new-tokens`),
@@ -196,7 +196,7 @@ def run(args: Any) -> dict[str, Any]:
         first_batch = prompts[: args.generate_batch_size]
         generation = generation_ratio(target, first_batch, args.new_tokens, args.generate_batch_size)
 
-    # As foveal.trainer.optim.build_optimizer (not imported: it pulls in foveal.configs and tomli_w).
+    # As foveal.trainer.training.optim.build_optimizer (not imported: it pulls in foveal.configs and tomli_w).
     fused, foreach = (True, None) if on_cuda else (None, True)
     optimizer = torch.optim.AdamW(draft.parameters(), lr=args.lr, fused=fused, foreach=foreach)
     if on_cuda:

@@ -7,7 +7,7 @@
 The model is built from config (no download): `Qwen2_5_VLConfig` with the dimensions of
 Qwen/Qwen2.5-VL-3B-Instruct's config.json (3.75e9 parameters, 0.67e9 of them in the vision tower),
 random weights in bf16 (what `[model].dtype = "auto"` loads for that checkpoint), sdpa attention,
-gradient checkpointing, fused AdamW (`foveal.trainer.optim.build_optimizer`'s choice on CUDA), bf16
+gradient checkpointing, fused AdamW (`foveal.trainer.training.optim.build_optimizer`'s choice on CUDA), bf16
 autocast and an fp32 loss, as `foveal sft` runs on CUDA.
 
 Every sample: a length drawn uniformly from 512-4096 tokens, one 448x448 image (32x32 patches, 256
@@ -55,7 +55,7 @@ from transformers import AutoModelForImageTextToText, Qwen2_5_VLConfig
 from foveal.trainer.data.collate import IGNORE_INDEX, PackedBatch, PackSample, collate_packed
 from foveal.trainer.data.packing import PackItem, plan_micro_batches
 from foveal.trainer.data.positions import PositionScheme, position_scheme
-from foveal.trainer.loss import local_loss_tokens, micro_batch_loss, sft_loss
+from foveal.trainer.training.loss import local_loss_tokens, micro_batch_loss, sft_loss
 from foveal.trainer.model.attention import attention_implementation
 from foveal.trainer.model.flex_padding import DEFAULT_BUCKET, bucket_length, set_flex_bucket
 from foveal.trainer.model.forward import packed_logits

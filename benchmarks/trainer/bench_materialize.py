@@ -10,12 +10,12 @@ from the real `Materializer` with the tiny Qwen2.5-VL processor at max_pixels = 
 
 1. Serial images/s: one thread, pixel cache off (every image read, hash-verified, decoded, processed),
    then the same images through a warm cache, and on thread pools of `--threads` sizes (cache off) through
-   `materialize_share`, the function `SFTDataStream` materializes a step's share with. `cpu/wall` is the
+   `materialize_share`, the function `StepStream` materializes a step's share with. `cpu/wall` is the
    process's CPU time over wall time: how many cores the threads kept busy, i.e. how much of the work ran
    with the GIL released (one thread holding the GIL throughout would read at most 1.0).
 2. The loop: steps of `--batch-size` samples as `foveal sft` runs them: rows planned by `plan_step`,
    materialized, collated, then per micro-batch forward (`packed_logits`), `sft_loss`, backward, clip
-   and AdamW. Data arrives either from the real `SFTDataStream` (its `Prefetcher` prepares steps ahead in a
+   and AdamW. Data arrives either from the real `StepStream` (its `Prefetcher` prepares steps ahead in a
    background thread; a step's images are materialized by 1 thread, then by `--stream-threads`) or, as the
    baseline run in the same process, inline in the loop. Blocked time is
    measured as `run_sft` measures `data_wait_seconds`: from the end of one step to the arrival of the next
@@ -49,7 +49,7 @@ from foveal.renderers.contract import RawImageDescriptor
 from foveal.renderers.families.image_refs import ImageResolver
 from foveal.renderers.store import ImageStore
 from foveal.renderers.tiny import TinyTokenIds
-from foveal.trainer.checkpoint import DataPosition
+from foveal.trainer.training.checkpoint import DataPosition
 from foveal.trainer.data.adapters import ImageAdapter, image_adapter
 from foveal.trainer.data.collate import PackedBatch, collate_packed
 from foveal.trainer.data.materialize import Materializer, PixelCache
@@ -58,11 +58,12 @@ from foveal.trainer.data.packing import PackItem
 from foveal.trainer.data.positions import PositionScheme, position_scheme
 from foveal.trainer.data.pool import materialize_share, materialize_threads
 from foveal.trainer.data.samples import TrainingSample
-from foveal.trainer.distributed import init_distributed
-from foveal.trainer.loss import local_loss_tokens, sft_loss
+from foveal.trainer.training.distributed import init_distributed
+from foveal.trainer.training.loss import local_loss_tokens, sft_loss
 from foveal.trainer.model.forward import packed_logits
-from foveal.trainer.optim import build_optimizer, clip_gradients
-from foveal.trainer.sft_data import PackingLimits, SFTDataStream, epoch_order, plan_step
+from foveal.trainer.training.optim import build_optimizer, clip_gradients
+from foveal.trainer.data.steps import PackingLimits, plan_step
+from foveal.trainer.data.stream import StepStream, epoch_order
 from foveal.trainer.tiny_models import build_tiny_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -212,7 +213,7 @@ def simulated_step(tokens_per_s: float) -> StepFn:
 
 
 def inline_steps(bench: Bench, limits: PackingLimits, count: int) -> Iterator[Sequence[PackedBatch]]:
-    """The baseline: each step's data prepared in the loop itself, exactly as `SFTDataStream` prepares it."""
+    """The baseline: each step's data prepared in the loop itself, exactly as `StepStream` prepares it."""
     materializer = bench.materializer(cache=True)
     order = epoch_order(len(bench.wire), SHUFFLE_SEED, 0)
     size = limits.batch_size
@@ -225,9 +226,9 @@ def inline_steps(bench: Bench, limits: PackingLimits, count: int) -> Iterator[Se
 
 def streamed_steps(
     bench: Bench, limits: PackingLimits, count: int, threads: int
-) -> tuple[SFTDataStream, Iterator[Sequence[PackedBatch]]]:
+) -> tuple[StepStream, Iterator[Sequence[PackedBatch]]]:
     """The real data stream, its steps prepared ahead in its background thread, images on `threads` threads."""
-    stream = SFTDataStream(
+    stream = StepStream(
         WireSource(bench.wire),  # type: ignore[arg-type]  # msgpack bytes stand in for conversations
         TrainingSample.from_msgpack,  # type: ignore[arg-type]
         bench.materializer(cache=True).materialize,
@@ -280,7 +281,7 @@ def loop_runs(
             stream, batches = streamed_steps(bench, limits, steps, threads)
             with stream:
                 result = timed_loop(batches, step)
-            results.append((f"SFTDataStream, {threads} thread{'s' * (threads > 1)}", threads, result))
+            results.append((f"StepStream, {threads} thread{'s' * (threads > 1)}", threads, result))
         inline = results[0][2]
         for mode, threads, result in results:
             wall_vs_inline = result["wall_s"] / inline["wall_s"]
@@ -306,7 +307,7 @@ def run(
     samples = [TrainingSample.from_msgpack(data) for data in bench.wire]
     tokens_per_image = statistics.mean(s.num_tokens for s in samples)
     needed = tokens_per_s / tokens_per_image
-    streamed = [row for row in loops if row["data"].startswith("SFTDataStream")]
+    streamed = [row for row in loops if row["data"].startswith("StepStream")]
     best = max(rates, key=lambda row: row["images_per_s"] if row["mode"].endswith("cache off") else 0.0)
     summary = {
         "baseline": "serial materializer (images/s); the same loop with data prepared inline (blocked share)",
@@ -367,7 +368,7 @@ def main(argv: Sequence[str] | None = None, cache_root: Path | None = None) -> P
     parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads of the tiny model's step")
     parser.add_argument("--threads", type=int, nargs="*", default=[2, 4, 8], help="materializer pool sizes to rate")
     parser.add_argument(
-        "--stream-threads", type=int, default=None, help="SFTDataStream materialize threads (default min(8, CPUs))"
+        "--stream-threads", type=int, default=None, help="StepStream materialize threads (default min(8, CPUs))"
     )
     args = parser.parse_args(argv)
     stream_threads = materialize_threads(args.stream_threads)

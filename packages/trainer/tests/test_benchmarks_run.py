@@ -79,7 +79,7 @@ def test_materialize_measures_rates_and_blocked_shares(tmp_path: Path, tiny_cach
     assert [row["threads"] for row in document["rates"]] == [1, 1, 2]
     assert all(row["images_per_s"] > 0 and row["cpu_per_wall"] > 0 for row in document["rates"])
     loops = document["loops"]
-    modes = {"inline (baseline)", "SFTDataStream, 1 thread", "SFTDataStream, 2 threads"}
+    modes = {"inline (baseline)", "StepStream, 1 thread", "StepStream, 2 threads"}
     assert len(loops) == 6 and {row["data"] for row in loops} == modes
     tokens = {row["tokens"] for row in loops}
     assert len(tokens) == 1 and tokens.pop() > 0  # every run trains on the same samples

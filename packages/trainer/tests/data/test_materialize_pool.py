@@ -13,12 +13,14 @@ import torch
 
 from foveal.configs import SFTConfig, load_config
 from foveal.renderers.errors import MissingAsset
-from foveal.trainer.checkpoint import DataPosition
+from foveal.trainer.training.checkpoint import DataPosition
 from foveal.trainer.data.collate import PackedBatch
 from foveal.trainer.data.pool import materialize_share, materialize_threads
 from foveal.trainer.data.samples import TrainingSample
-from foveal.trainer.distributed import DistributedContext
-from foveal.trainer.sft_data import SFTDataStream, StepBatch, build_sft_data
+from foveal.trainer.training.distributed import DistributedContext
+from foveal.trainer.data.steps import StepBatch
+from foveal.trainer.data.stream import StepStream
+from foveal.trainer.sft.data import build_sft_data
 
 CPU = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -78,7 +80,7 @@ def _config(run_dir: Path, model_dir: Path, threads: int) -> SFTConfig:
     return load_config(SFTConfig, [], args)
 
 
-def _steps(data: SFTDataStream) -> list[StepBatch]:
+def _steps(data: StepStream) -> list[StepBatch]:
     with data:
         return list(data.steps(DataPosition(), 2))
 

@@ -13,15 +13,17 @@ from transformers import PreTrainedModel
 from foveal.configs import MultimodalConfig, RendererConfig
 from foveal.renderers.factory import build_renderer
 from foveal.renderers.store import ImageStore
-from foveal.trainer.checkpoint import DataPosition
+from foveal.trainer.training.checkpoint import DataPosition
 from foveal.trainer.data.collate import collate_packed
 from foveal.trainer.dflash.blocks import plan_blocks
 from foveal.trainer.dflash.data import open_dflash_data, prompt_of, with_response
 from foveal.trainer.dflash.regenerate import generation_batches, regenerate
 from foveal.trainer.dflash.target import FrozenTarget
 from foveal.trainer.dflash.weights import TargetWeightError, resolve_target_weights
-from foveal.trainer.distributed import DistributedContext
-from foveal.trainer.sft_data import PackingLimits, build_materializer, pack_step, render_sample
+from foveal.trainer.training.distributed import DistributedContext
+from foveal.trainer.data.materialize import build_materializer
+from foveal.trainer.data.steps import PackingLimits, pack_step
+from foveal.trainer.sft.data import render_sample
 
 VLM = "qwen2_5_vl"
 EMBED, HEAD = "model.language_model.embed_tokens.weight", "lm_head.weight"

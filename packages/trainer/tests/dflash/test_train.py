@@ -19,7 +19,7 @@ from foveal.configs.errors import ConfigError
 from foveal.trainer.dflash.draft import DFlashDraft
 from foveal.trainer.dflash.speculate import accepted_run
 from foveal.trainer.dflash.train import run_dflash
-from foveal.trainer.metrics import read_metrics
+from foveal.trainer.training.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[4]
 

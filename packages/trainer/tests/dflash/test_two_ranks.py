@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from foveal.configs import DFlashConfig, load_config
 from foveal.trainer.dflash.draft import WEIGHTS_FILE
 from foveal.trainer.dflash.train import run_dflash
-from foveal.trainer.metrics import read_metrics
+from foveal.trainer.training.metrics import read_metrics
 
 
 def overrides(run_dir: Path, model_dir: Path) -> list[str]:

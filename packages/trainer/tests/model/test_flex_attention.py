@@ -27,7 +27,7 @@ from foveal.configs.model import ModelConfig
 from foveal.renderers.errors import ContractError
 from foveal.trainer.data.collate import PackSample, collate_packed
 from foveal.trainer.data.positions import position_scheme
-from foveal.trainer.loss import token_nll
+from foveal.trainer.training.loss import token_nll
 from foveal.trainer.model.attention import FLEX_ATTENTION, attention_implementation
 from foveal.trainer.model.forward import packed_logits
 from foveal.trainer.model.loading import load_model

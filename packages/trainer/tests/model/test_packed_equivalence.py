@@ -28,7 +28,7 @@ from transformers.processing_utils import ProcessorMixin
 from foveal.renderers.errors import ContractError
 from foveal.trainer.data.collate import PackedBatch, PackSample, collate_packed
 from foveal.trainer.data.positions import position_scheme
-from foveal.trainer.loss import token_nll
+from foveal.trainer.training.loss import token_nll
 from foveal.trainer.model.attention import check_boundaries, check_packed_attention
 from foveal.trainer.model.forward import packed_logits
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from foveal.trainer.advantages import AdvantageError, group_advantages, grouped_advantages, token_advantages
+from foveal.trainer.rl.advantages import AdvantageError, group_advantages, grouped_advantages, token_advantages
 
 rewards_st = st.lists(st.floats(-100, 100, allow_nan=False, allow_infinity=False), min_size=1, max_size=16)
 

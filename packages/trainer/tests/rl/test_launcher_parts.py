@@ -11,14 +11,14 @@ from pydantic import SecretStr
 from foveal.configs import RLConfig, load_config
 from foveal.configs.cli import main
 from foveal.configs.errors import ConfigError
-from foveal.trainer.checkpoint import STEP_PREFIX
-from foveal.trainer.launcher.command import check_run_folder, from_warm_start, resolved, trainer_argv
-from foveal.trainer.launcher.configs import launch_token, write_private_toml
-from foveal.trainer.launcher.resources import DevicePlan, ResourceError, plan_gpus
-from foveal.trainer.orchestrator.evaluation import eval_due
-from foveal.trainer.orchestrator.resume import RunFolderError, first_unpublished_step
-from foveal.trainer.rl_batches import batch_path
-from foveal.trainer.run_meta import RL_BOUND_KEYS, ensure_run_meta
+from foveal.trainer.training.checkpoint import STEP_PREFIX
+from foveal.trainer.rl.launcher.command import check_run_folder, from_warm_start, resolved, trainer_argv
+from foveal.trainer.rl.launcher.configs import launch_token, write_private_toml
+from foveal.trainer.rl.launcher.resources import DevicePlan, ResourceError, plan_gpus
+from foveal.trainer.rl.orchestrator.evaluation import eval_due
+from foveal.trainer.rl.orchestrator.resume import RunFolderError, first_unpublished_step
+from foveal.trainer.runs.rollouts import batch_path
+from foveal.trainer.runs.meta import RL_BOUND_KEYS, ensure_run_meta
 
 
 def rl_config(tmp_path: Path, *overrides: str) -> RLConfig:

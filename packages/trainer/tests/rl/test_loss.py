@@ -13,8 +13,8 @@ from foveal.configs.trainer import LossConfig
 from foveal.renderers.errors import ContractError
 from foveal.trainer.data.collate import PackedBatch, PackSample, collate_packed
 from foveal.trainer.data.positions import TextPositions
-from foveal.trainer.loss import local_loss_tokens, packed_token_weights, token_nll
-from foveal.trainer.rl_loss import PolicyStats, policy_loss, rl_loss, sequence_mean
+from foveal.trainer.training.loss import local_loss_tokens, packed_token_weights, token_nll
+from foveal.trainer.rl.loss import PolicyStats, policy_loss, rl_loss, sequence_mean
 
 VOCAB = 7
 KINDS = ("importance_sampling", "ppo", "gspo")

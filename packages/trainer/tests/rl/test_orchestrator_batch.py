@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from foveal.trainer.orchestrator.batch import NothingToTrain, build_batch, training_sample
-from foveal.trainer.orchestrator.collect import CollectedStep, Group, step_sampling
-from foveal.trainer.rl_batches import RLBatch
+from foveal.trainer.rl.orchestrator.batch import NothingToTrain, build_batch, training_sample
+from foveal.trainer.rl.orchestrator.collect import CollectedStep, Group, step_sampling
+from foveal.trainer.runs.rollouts import RLBatch
 from foveal.verifiers.rollout import ErrorRecord, Rollout, Turn
 
 PROMPT = (5, 6, 7)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from foveal.trainer.orchestrator.prompts import MixtureError, PromptDraw, PromptSampler
+from foveal.trainer.rl.orchestrator.prompts import MixtureError, PromptDraw, PromptSampler
 
 
 def run_of(sampler: PromptSampler, steps: int) -> list[list[PromptDraw]]:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from foveal.trainer.rl_sync import SyncError, can_produce, check_policy_lag, policy_lag
+from foveal.trainer.rl.sync import SyncError, can_produce, check_policy_lag, policy_lag
 
 
 @pytest.mark.parametrize(

@@ -22,21 +22,23 @@ from foveal.configs.cli import main
 from foveal.renderers.factory import build_renderer
 from foveal.renderers.messages import parse_messages
 from foveal.renderers.store import ImageStore
-from foveal.trainer.advantages import grouped_advantages, token_advantages
+from foveal.trainer.rl.advantages import grouped_advantages, token_advantages
 from foveal.trainer.data.collate import collate_packed
 from foveal.trainer.data.positions import position_scheme
 from foveal.trainer.data.samples import TrainingSample
-from foveal.trainer.distributed import DistributedContext
-from foveal.trainer.loss import token_nll
-from foveal.trainer.metrics import read_metrics
+from foveal.trainer.training.distributed import DistributedContext
+from foveal.trainer.training.loss import token_nll
+from foveal.trainer.training.metrics import read_metrics
 from foveal.trainer.model.forward import packed_logits
 from foveal.trainer.model.loading import load_model, load_processor
-from foveal.trainer.rl_batches import BatchTimeout, RLBatch, RolloutMetrics, write_batch
-from foveal.trainer.rl_data import build_rl_packer
-from foveal.trainer.rl_sync import SyncError, can_produce, read_progress
-from foveal.trainer.run_meta import IncompatibleRun
-from foveal.trainer.sft_data import Conversation, build_materializer, render_sample
-from foveal.trainer.train_rl import run_rl_trainer
+from foveal.trainer.runs.rollouts import BatchTimeout, RLBatch, RolloutMetrics, write_batch
+from foveal.trainer.rl.packer import build_rl_packer
+from foveal.trainer.rl.sync import SyncError, can_produce, read_progress
+from foveal.trainer.runs.meta import IncompatibleRun
+from foveal.trainer.data.materialize import build_materializer
+from foveal.trainer.data.sources import Conversation
+from foveal.trainer.sft.data import render_sample
+from foveal.trainer.rl.trainer import run_rl_trainer
 
 FAMILY = "qwen2_5_vl"
 COLORS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 160, 50)}

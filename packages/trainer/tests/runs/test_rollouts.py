@@ -13,7 +13,7 @@ from foveal.renderers.contract import RawImageDescriptor
 from foveal.renderers.errors import BadEnvelope, ContractError
 from foveal.trainer.data.mm_refs import build_mm_refs
 from foveal.trainer.data.samples import TrainingSample, loss_weights_from_mask
-from foveal.trainer.rl_batches import (
+from foveal.trainer.runs.rollouts import (
     BatchExists,
     BatchTimeout,
     RLBatch,
@@ -24,7 +24,7 @@ from foveal.trainer.rl_batches import (
     wait_for_batch,
     write_batch,
 )
-from foveal.trainer.rl_sync import SyncError, TrainerProgress, read_progress, write_progress
+from foveal.trainer.rl.sync import SyncError, TrainerProgress, read_progress, write_progress
 
 IMAGE = 9
 

@@ -16,8 +16,8 @@ from foveal.renderers.contract import encode_mmraw
 from foveal.renderers.factory import load_renderer
 from foveal.renderers.rendering import RenderedConversation, Renderer
 from foveal.renderers.store import ImageStore
-from foveal.trainer.inference.config import ServeConfig
-from foveal.trainer.inference.testing import RunningServer, start_server
+from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.testing import RunningServer, start_server
 
 MODEL = "tiny:qwen2_5_vl"
 FAMILY = "qwen2_5_vl"

@@ -17,7 +17,7 @@ from PIL import Image
 
 from foveal.renderers.contract import RawImageDescriptor, encode_mmraw
 from foveal.renderers.rendering import RenderedConversation, Renderer
-from foveal.trainer.inference.testing import RunningServer, start_server
+from foveal.trainer.serving.testing import RunningServer, start_server
 
 from .conftest import MODEL, generate_body, image_prompt, picture, serve_config
 

@@ -19,8 +19,8 @@ from foveal.renderers.inference.openai import ChatCompletionRequest, ChatComplet
 from foveal.renderers.inference.wire import Completion
 from foveal.renderers.rendering import Renderer
 from foveal.renderers.tiny import build_tiny_processor
-from foveal.trainer.inference.app.chat import _choice
-from foveal.trainer.inference.testing import RunningServer
+from foveal.trainer.serving.app.chat import _choice
+from foveal.trainer.serving.testing import RunningServer
 
 from .conftest import MODEL, picture
 

@@ -16,10 +16,10 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from foveal.configs.trainer import CheckpointConfig, OptimConfig, ScheduleConfig
 from foveal.renderers.inference.wire import Endpoints
 from foveal.renderers.rendering import Renderer
-from foveal.trainer.checkpoint import Checkpointer, TrainingState
-from foveal.trainer.distributed import DistributedContext
-from foveal.trainer.inference.testing import RunningServer, start_server
-from foveal.trainer.optim import build_optimizer, build_scheduler
+from foveal.trainer.training.checkpoint import Checkpointer, TrainingState
+from foveal.trainer.training.distributed import DistributedContext
+from foveal.trainer.serving.testing import RunningServer, start_server
+from foveal.trainer.training.optim import build_optimizer, build_scheduler
 
 from .conftest import FAMILY, serve_config
 

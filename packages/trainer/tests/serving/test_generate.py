@@ -21,8 +21,8 @@ from foveal.trainer.data.materialize import Materializer
 from foveal.trainer.data.mm_refs import build_mm_refs
 from foveal.trainer.data.positions import position_scheme
 from foveal.trainer.data.samples import TrainingSample
-from foveal.trainer.inference.testing import RunningServer
-from foveal.trainer.loss import token_nll
+from foveal.trainer.serving.testing import RunningServer
+from foveal.trainer.training.loss import token_nll
 from foveal.trainer.model.forward import packed_logits
 
 from .conftest import FAMILY, generate_body, image_prompt, picture

@@ -34,8 +34,8 @@ from foveal.renderers.inference.client import RemoteInferenceClient
 from foveal.renderers.inference.errors import InferenceError
 from foveal.renderers.inference.retry import RetryPolicy
 from foveal.renderers.inference.wire import SESSION_HEADER, ErrorBody, GenerateRequest, GenerateResponse
-from foveal.trainer.inference.fleet import Fleet
-from foveal.trainer.inference.router import create_router_app
+from foveal.trainer.serving.fleet import Fleet
+from foveal.trainer.serving.router import create_router_app
 
 TOKEN = "router-t0ken-xyz"
 SCRIPT = Path(__file__).with_name("scripted_upstream.py")

@@ -6,7 +6,7 @@ import pytest
 
 from foveal.configs import InferenceConfig
 from foveal.configs.cli import main
-from foveal.trainer.inference.router_command import upstream_urls
+from foveal.trainer.serving.router_command import upstream_urls
 
 
 def test_upstreams_default_to_the_local_servers() -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from foveal.trainer.inference.routing import RoutingTable
+from foveal.trainer.serving.routing import RoutingTable
 
 URLS = ("http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3")
 

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from foveal.trainer.inference.config import ServeConfig
-from foveal.trainer.inference.serve import write_token
-from foveal.trainer.inference.server import app_settings
+from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.serve import write_token
+from foveal.trainer.serving.server import app_settings
 
 
 def free_port() -> int:

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from foveal.trainer.inference.config import ServeConfig
-from foveal.trainer.inference.testing import RunningServer, start_server
+from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.testing import RunningServer, start_server
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from foveal.renderers.store import ImageStore
 from foveal.trainer.data.materialize import Materializer
 from foveal.trainer.data.mm_refs import build_mm_refs
 from foveal.trainer.data.samples import TrainingSample
-from foveal.trainer.inference.testing import RunningServer
+from foveal.trainer.serving.testing import RunningServer
 
 from .conftest import FAMILY, generate_body, image_prompt, picture
 

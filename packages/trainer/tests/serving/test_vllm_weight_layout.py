@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
-from foveal.trainer.inference.backends.vllm.weight_layout import TensorLayout, check_same_layout, read_layout
-from foveal.trainer.inference.weights import BadCheckpoint
+from foveal.trainer.serving.backends.vllm.weight_layout import TensorLayout, check_same_layout, read_layout
+from foveal.trainer.serving.weights import BadCheckpoint
 
 SERVED = {"embed.weight": torch.zeros(8, 4), "norm.weight": torch.ones(4), "steps": torch.zeros(2, dtype=torch.int64)}
 

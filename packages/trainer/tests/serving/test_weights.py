@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, PreTrainedModel
 
-from foveal.trainer.inference.weights import BadCheckpoint, apply_update, matched_update, read_checkpoint
+from foveal.trainer.serving.weights import BadCheckpoint, apply_update, matched_update, read_checkpoint
 
 
 def perturbed_copy(model: PreTrainedModel, seed: int) -> PreTrainedModel:

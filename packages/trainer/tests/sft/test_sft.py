@@ -12,10 +12,10 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from foveal.configs import SFTConfig, load_config
 from foveal.configs.cli import main
-from foveal.trainer.metrics import read_metrics
-from foveal.trainer.train_sft import UnsupportedSetting, run_sft
+from foveal.trainer.training.metrics import read_metrics
+from foveal.trainer.sft.train import UnsupportedSetting, run_sft
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 FAMILY = "qwen2_5_vl"
 
 

@@ -13,26 +13,17 @@ from hypothesis import strategies as st
 
 from foveal.configs import SFTConfig, load_config
 from foveal.renderers.errors import OverlongSample
-from foveal.trainer.checkpoint import DataPosition
-from foveal.trainer.distributed import DistributedContext
+from foveal.trainer.training.checkpoint import DataPosition
+from foveal.trainer.training.distributed import DistributedContext
 from foveal.trainer.data.packing import PackItem
 from foveal.trainer.data.positions import TextPositions
 from foveal.trainer.data.samples import TrainingSample
-from foveal.trainer.loss import local_loss_tokens
-from foveal.trainer.sft_data import (
-    DatasetError,
-    HFConversations,
-    JsonlConversations,
-    PackingLimits,
-    SFTDataStream,
-    build_sft_data,
-    count_steps,
-    epoch_order,
-    open_dataset,
-    pack_step,
-    plan_step,
-    text_only_sample,
-)
+from foveal.trainer.training.loss import local_loss_tokens
+from foveal.trainer.data.materialize import text_only_sample
+from foveal.trainer.data.sources import DatasetError, HFConversations, JsonlConversations, open_dataset
+from foveal.trainer.data.steps import PackingLimits, count_steps, pack_step, plan_step
+from foveal.trainer.data.stream import StepStream, epoch_order
+from foveal.trainer.sft.data import build_sft_data
 from foveal.verifiers.datasets import generate_example, iter_examples, write_shapes_dataset
 
 
@@ -122,7 +113,7 @@ def test_a_bad_jsonl_line_is_named(tmp_path: Path) -> None:
         open_dataset("shapes:many", tmp_path, seed=0)
 
 
-def stream(tiny_processor: Callable, load_tiny_model: Callable, cfg: SFTConfig) -> SFTDataStream:
+def stream(tiny_processor: Callable, load_tiny_model: Callable, cfg: SFTConfig) -> StepStream:
     family = "qwen2_5_vl"
     return build_sft_data(cfg, cfg.model.name_or_path, tiny_processor(family), load_tiny_model(family), context())
 
@@ -155,7 +146,7 @@ def test_ranks_split_the_micro_batches_and_pad_with_weightless_copies(
         whole = next(iter(single.steps(DataPosition(), 1)))
     shares = []
     for rank in (0, 1):  # what each of two ranks prepares (no process group is needed to prepare data)
-        data = SFTDataStream(single.source, single.render, single.materialize, single.positions, single.limits,
+        data = StepStream(single.source, single.render, single.materialize, single.positions, single.limits,
                              context(rank, 2), single.epochs)  # fmt: skip
         with data:
             shares.append(next(iter(data.steps(DataPosition(), 1))))

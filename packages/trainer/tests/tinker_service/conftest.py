@@ -16,7 +16,7 @@ from PIL import Image
 
 from foveal.configs import LoggingConfig, ModelConfig, MultimodalConfig
 from foveal.configs.tinker_service import TinkerServiceConfig, TinkerServiceSection
-from foveal.trainer.inference.server import ServerThread, bind_socket
+from foveal.trainer.serving.server import ServerThread, bind_socket
 from foveal.trainer.tinker_service import TinkerService, create_app
 from foveal.verifiers.datasets.shapes import ShapesSpec, generate_example
 

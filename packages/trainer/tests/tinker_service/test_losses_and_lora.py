@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
-from foveal.trainer.inference.errors import RequestError
+from foveal.trainer.serving.errors import RequestError
 from foveal.trainer.tinker_service.lora import LoraAdapters, LoraSpec
 from foveal.trainer.tinker_service.losses import checked_config, cross_entropy, importance_sampling, loss_spec, ppo
 

@@ -15,11 +15,11 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from foveal.configs import SFTConfig, load_config
 from foveal.configs.trainer import CheckpointConfig, OptimConfig, ScheduleConfig
-from foveal.trainer.checkpoint import Checkpointer, CheckpointError, DataPosition, TrainingState, read_state
-from foveal.trainer.distributed import DistributedContext
-from foveal.trainer.metrics import read_metrics
-from foveal.trainer.optim import build_optimizer, build_scheduler
-from foveal.trainer.train_sft import run_sft
+from foveal.trainer.training.checkpoint import Checkpointer, CheckpointError, DataPosition, TrainingState, read_state
+from foveal.trainer.training.distributed import DistributedContext
+from foveal.trainer.training.metrics import read_metrics
+from foveal.trainer.training.optim import build_optimizer, build_scheduler
+from foveal.trainer.sft.train import run_sft
 
 SINGLE = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 FAMILY = "qwen2_5_vl"

@@ -20,9 +20,9 @@ import torch
 from safetensors.torch import load_file
 
 from foveal.configs import SFTConfig, load_config
-from foveal.trainer.distributed import DistributedContext, padded_share, rank_share, shares_per_rank
-from foveal.trainer.metrics import read_metrics
-from foveal.trainer.train_sft import run_sft
+from foveal.trainer.training.distributed import DistributedContext, padded_share, rank_share, shares_per_rank
+from foveal.trainer.training.metrics import read_metrics
+from foveal.trainer.sft.train import run_sft
 
 FAMILY = "qwen2_5_vl"
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from foveal.renderers.errors import ContractError
 from foveal.trainer.data.collate import IGNORE_INDEX, PackSample, collate_packed
 from foveal.trainer.data.positions import TextPositions
-from foveal.trainer.loss import (
+from foveal.trainer.training.loss import (
     count_loss_tokens,
     local_loss_tokens,
     micro_batch_loss,

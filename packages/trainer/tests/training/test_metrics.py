@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from foveal.configs.logging import LoggingConfig
-from foveal.trainer.distributed import DistributedContext
-from foveal.trainer.metrics import MetricsLogger, MetricsSinkError, RankStep, StepMetrics, read_metrics, reduce_step
-from foveal.trainer.plots import moving_average, plot_training
+from foveal.trainer.training.distributed import DistributedContext
+from foveal.trainer.training.metrics import MetricsLogger, MetricsSinkError, RankStep, StepMetrics, read_metrics, reduce_step
+from foveal.trainer.training.plots import moving_average, plot_training
 
 SINGLE = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from foveal.configs.trainer import OptimConfig, ScheduleConfig
-from foveal.trainer.optim import ScheduleError, build_optimizer, build_scheduler, clip_gradients, lr_multiplier
+from foveal.trainer.training.optim import ScheduleError, build_optimizer, build_scheduler, clip_gradients, lr_multiplier
 
 
 def lrs(config: ScheduleConfig, total: int, peak: float = 1.0) -> list[float]:

@@ -1,6 +1,6 @@
 """Fixtures and stand-ins for the vLLM backend tests, which run on CPU with the `vllm` extra installed:
 
-    UV_PROJECT_ENVIRONMENT=<venv> uv run --locked --all-packages --extra vllm pytest packages/trainer/tests/vllm_backend
+    UV_PROJECT_ENVIRONMENT=<venv> uv run --locked --all-packages --extra vllm pytest packages/trainer/tests/serving/vllm_backend
 
 Without vllm every test module here skips itself. Real in these tests: vLLM's config from our engine arguments, vLLM's
 own input renderer and `InputProcessor` (image processing, placeholder expansion and request validation: what

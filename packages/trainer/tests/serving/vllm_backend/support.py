@@ -46,11 +46,11 @@ from foveal.renderers.factory import load_renderer
 from foveal.renderers.rendering import RenderedConversation, Renderer
 from foveal.renderers.store import ImageStore
 from foveal.trainer.data.adapters import image_adapter
-from foveal.trainer.inference.backends.vllm.launch import engine_args
-from foveal.trainer.inference.backends.vllm.mm_inputs import ImageChecks
-from foveal.trainer.inference.backends.vllm.worker_extension import FovealWorkerExtension
-from foveal.trainer.inference.config import ServeConfig
-from foveal.trainer.inference.testing import RunningServer
+from foveal.trainer.serving.backends.vllm.launch import engine_args
+from foveal.trainer.serving.backends.vllm.mm_inputs import ImageChecks
+from foveal.trainer.serving.backends.vllm.worker_extension import FovealWorkerExtension
+from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.testing import RunningServer
 
 VLM, TEXT = "qwen2_5_vl", "qwen3"
 STOP = 9  # a plain token the scripted engine ends completions with, when the request lets it stop

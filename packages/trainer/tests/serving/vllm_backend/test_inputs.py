@@ -34,12 +34,12 @@ from foveal.renderers.errors import (
 from foveal.renderers.inference.wire import SamplingParams as WireSampling
 from foveal.renderers.rendering import Renderer
 from foveal.trainer.data.adapters import image_adapter
-from foveal.trainer.inference.backends.vllm.backend import VLLMBackend
-from foveal.trainer.inference.backends.vllm.mm_inputs import ImageChecks, check_expansion, engine_prompt
-from foveal.trainer.inference.backends.vllm.sampling import completions, engine_sampling
-from foveal.trainer.inference.backends.vllm.worker_extension import WORKER_EXTENSION
-from foveal.trainer.inference.engine.requests import Aborted, EngineError
-from foveal.trainer.inference.errors import RequestError
+from foveal.trainer.serving.backends.vllm.backend import VLLMBackend
+from foveal.trainer.serving.backends.vllm.mm_inputs import ImageChecks, check_expansion, engine_prompt
+from foveal.trainer.serving.backends.vllm.sampling import completions, engine_sampling
+from foveal.trainer.serving.backends.vllm.worker_extension import WORKER_EXTENSION
+from foveal.trainer.serving.engine.requests import Aborted, EngineError
+from foveal.trainer.serving.errors import RequestError
 from foveal.trainer.model.loading import ModelLoadError
 
 from .support import (
@@ -60,8 +60,8 @@ from .support import (
 def test_importing_the_inference_packages_never_imports_vllm() -> None:
     """vllm is installed here, so this fails if any of these packages imports it eagerly."""
     code = (
-        "import sys, foveal.trainer.inference, foveal.trainer.inference.backends, "
-        "foveal.trainer.inference.backends.vllm; "
+        "import sys, foveal.trainer.serving, foveal.trainer.serving.backends, "
+        "foveal.trainer.serving.backends.vllm; "
         "assert 'vllm' not in sys.modules, sorted(m for m in sys.modules if m.startswith('vllm'))"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -22,9 +22,9 @@ from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 from foveal.renderers.contract import encode_mmraw
 from foveal.renderers.inference.wire import Endpoints
 from foveal.renderers.rendering import RenderedConversation, Renderer
-from foveal.trainer.inference.backends.vllm.backend import VLLMBackend
-from foveal.trainer.inference.backends.vllm.mm_inputs import ImageChecks
-from foveal.trainer.inference.testing import RunningServer, start_server
+from foveal.trainer.serving.backends.vllm.backend import VLLMBackend
+from foveal.trainer.serving.backends.vllm.mm_inputs import ImageChecks
+from foveal.trainer.serving.testing import RunningServer, start_server
 
 from .support import (
     SCRIPT,

@@ -14,11 +14,11 @@ from safetensors.torch import save_file
 pytest.importorskip("vllm")
 
 from foveal.renderers.inference.wire import Endpoints
-from foveal.trainer.inference.app import create_app
-from foveal.trainer.inference.backends.vllm.backend import VLLMBackend
-from foveal.trainer.inference.backends.vllm.weight_broadcast import BroadcastPaths
-from foveal.trainer.inference.server import ServerThread, app_settings, bind_socket
-from foveal.trainer.inference.testing import RunningServer, start_server
+from foveal.trainer.serving.app import create_app
+from foveal.trainer.serving.backends.vllm.backend import VLLMBackend
+from foveal.trainer.serving.backends.vllm.weight_broadcast import BroadcastPaths
+from foveal.trainer.serving.server import ServerThread, app_settings, bind_socket
+from foveal.trainer.serving.testing import RunningServer, start_server
 
 from .support import (
     TEXT,

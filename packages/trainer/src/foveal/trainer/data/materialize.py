@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -24,6 +25,7 @@ from foveal.renderers.errors import ContractError, FingerprintMismatch, HashMism
 from foveal.renderers.errors import PlaceholderMismatch
 from foveal.renderers.store import ImageStore
 from foveal.trainer.data.adapters import ImageAdapter, ProcessedImage, image_adapter
+from foveal.trainer.data.collate import Packable, PackSample
 from foveal.trainer.data.mm_refs import MMRef, check_mm_refs, ref_field
 from foveal.trainer.data.samples import TrainingSample
 
@@ -244,3 +246,27 @@ def _optional(values: tuple[float, ...] | None) -> torch.Tensor | None:
 def _located(error: ContractError, field: str) -> ContractError:
     """The same error class with its field placed under the sample and image it came from."""
     return type(error)(f"{field}.{error.field}", error.value, error.expected)
+
+
+def build_materializer(
+    layout: str | None, processor: Any, store: ImageStore, multimodal: MultimodalConfig
+) -> Callable[[TrainingSample], Packable]:
+    """Pixels through the family's adapter for VLMs; text-only models pack their samples as they are."""
+    if layout is None:
+        return text_only_sample
+    adapter = image_adapter(layout, processor, multimodal)
+    return Materializer(adapter, store, missing_image_policy=multimodal.missing_image_policy).materialize
+
+
+def text_only_sample(sample: TrainingSample) -> PackSample:
+    """A sample of a text-only model packs as is: there are no pixels to materialize."""
+    return PackSample(
+        sample.sample_id,
+        sample.token_ids,
+        sample.loss_weights,
+        logprobs=sample.inference_logprobs,
+        advantages=sample.advantages,
+        sample_weight=sample.sample_weight,
+    )
+
+

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from foveal.renderers.contract import contract_error_from_validation, find_processed_tensor_key
 from foveal.renderers.errors import BadEnvelope, ContractError
-from foveal.trainer.data.mm_refs import MMRef, check_ref_layout, sample_field
+from foveal.renderers.rendering import RenderedConversation
+from foveal.trainer.data.mm_refs import MMRef, check_ref_layout, mm_refs_of, sample_field
 
 MAX_TOKEN_ID = 2**31 - 1
 """Token ids are vocabulary indices; anything larger is corrupt input, not a big vocabulary."""
@@ -122,3 +123,16 @@ def _refuse_ext(code: int, data: bytes) -> Any:
 
 def _preview(data: Any) -> str:
     return f"<{type(data).__name__} of {len(data)}>" if hasattr(data, "__len__") else type(data).__name__
+
+
+def sample_from_render(
+    rendered: RenderedConversation, image_token_id: int | None, sample_id: str, loss_weights: Sequence[float] | None
+) -> TrainingSample:
+    """A rendered sequence as a TrainingSample with checked MMRefs; `loss_weights` None means no loss on it."""
+    weights = tuple(loss_weights) if loss_weights is not None else (0.0,) * len(rendered.token_ids)
+    return TrainingSample(
+        sample_id=sample_id,
+        token_ids=rendered.token_ids,
+        loss_weights=weights,
+        mm_refs=mm_refs_of(rendered.token_ids, rendered.images, image_token_id, sample_id=sample_id),
+    )

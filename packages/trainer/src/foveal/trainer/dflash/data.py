@@ -26,15 +26,10 @@ from foveal.trainer.data.collate import Packable
 from foveal.trainer.data.samples import TrainingSample
 from foveal.trainer.dflash.regenerate import regenerate
 from foveal.trainer.dflash.target import FrozenTarget
-from foveal.trainer.distributed import DistributedContext
-from foveal.trainer.sft_data import (
-    Conversation,
-    ConversationSource,
-    DatasetError,
-    open_dataset,
-    render_sample,
-    sample_from_render,
-)
+from foveal.trainer.training.distributed import DistributedContext
+from foveal.trainer.data.samples import sample_from_render
+from foveal.trainer.data.sources import Conversation, ConversationSource, DatasetError, open_dataset
+from foveal.trainer.sft.data import render_sample
 from foveal.verifiers.datasets import write_shapes_dataset
 from foveal.verifiers.datasets.arithmetic import generate_problem
 from foveal.verifiers.environments.arithmetic import SYSTEM_PROMPT

@@ -147,7 +147,7 @@ class DFlashDraft(nn.Module):
         self.mask_embedding = nn.Parameter(initial.clone())
 
     def get_decoder(self) -> DFlashDraft:
-        """The module whose `layers` FSDP2 shards one by one (`foveal.trainer.distributed.shard_model`)."""
+        """The module whose `layers` FSDP2 shards one by one (`foveal.trainer.training.distributed.shard_model`)."""
         return self
 
     def forward(

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from foveal.trainer.data.collate import Packable
 from foveal.trainer.data.samples import TrainingSample
 from foveal.trainer.dflash.target import FrozenTarget
-from foveal.trainer.distributed import DistributedContext, rank_share
-from foveal.trainer.progress import CountProgress
+from foveal.trainer.training.distributed import DistributedContext, rank_share
+from foveal.trainer.training.progress import CountProgress
 
 
 def generation_batches(count: int, batch_size: int) -> list[range]:

@@ -26,7 +26,7 @@ import torch
 from foveal.trainer.data.collate import Packable, PackedBatch
 from foveal.trainer.data.positions import PositionScheme, position_scheme
 from foveal.trainer.dflash.weights import TargetWeightError, TargetWeights, resolve_target_weights
-from foveal.trainer.distributed import decoder_layers
+from foveal.trainer.training.distributed import decoder_layers
 from foveal.trainer.model.forward import packed_inputs
 
 

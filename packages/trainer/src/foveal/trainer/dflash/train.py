@@ -36,7 +36,7 @@ from foveal.configs.dflash import DFlashConfig
 from foveal.renderers.factory import build_renderer
 from foveal.renderers.rendering import Renderer
 from foveal.renderers.store import ImageStore
-from foveal.trainer.checkpoint import Checkpointer, DataPosition, TrainingState
+from foveal.trainer.training.checkpoint import Checkpointer, DataPosition, TrainingState
 from foveal.trainer.data.collate import Packable
 from foveal.trainer.data.pool import materialize_threads
 from foveal.trainer.data.samples import TrainingSample
@@ -47,20 +47,23 @@ from foveal.trainer.dflash.loss import block_loss
 from foveal.trainer.dflash.speculate import EvalResult, EvalSequence, eval_sequences, evaluate
 from foveal.trainer.dflash.target import FrozenTarget
 from foveal.trainer.dflash.weights import required_setting, rope_theta, text_setting
-from foveal.trainer.distributed import (
+from foveal.trainer.training.distributed import (
     DistributedContext,
     close_distributed,
     init_distributed,
     set_gradient_sync,
     shard_model,
 )
-from foveal.trainer.metrics import METRICS_FILE, MetricsLogger, StepMetrics, reduce_step
+from foveal.trainer.training.metrics import METRICS_FILE, MetricsLogger, StepMetrics, reduce_step
 from foveal.trainer.model.loading import Precision, load_model, load_processor, resolve_precision, resolve_source
-from foveal.trainer.optim import build_optimizer, build_scheduler, clip_gradients
-from foveal.trainer.plots import plot_metrics
-from foveal.trainer.progress import TrainingProgress
-from foveal.trainer.seeding import seed_everything
-from foveal.trainer.sft_data import ConversationSource, PackingLimits, SFTDataStream, build_materializer, count_steps
+from foveal.trainer.training.optim import build_optimizer, build_scheduler, clip_gradients
+from foveal.trainer.training.plots import plot_metrics
+from foveal.trainer.training.progress import TrainingProgress
+from foveal.trainer.training.seeding import seed_everything
+from foveal.trainer.data.materialize import build_materializer
+from foveal.trainer.data.sources import ConversationSource
+from foveal.trainer.data.steps import PackingLimits, count_steps
+from foveal.trainer.data.stream import StepStream
 
 PLOT_FILE = "dflash.png"
 PLOT_KEYS = ("loss", "accuracy", "eval_acceptance_length", "tokens_per_second")
@@ -261,7 +264,7 @@ def build_data(
     target: FrozenTarget,
     context: DistributedContext,
     precision: Precision,
-) -> tuple[SFTDataStream, list[EvalSequence]]:
+) -> tuple[StepStream, list[EvalSequence]]:
     """The training stream (over samples whose responses are ready) and, on rank 0, the held-out sequences.
 
     Rank 0 opens the data first (it may generate the demo files into the run folder), then the others.
@@ -287,7 +290,7 @@ def build_data(
         )
     trainer = config.trainer
     limits = PackingLimits(settings.batch_size, trainer.seq_len, trainer.micro_batch_tokens, trainer.overlong_text)
-    stream = SFTDataStream(
+    stream = StepStream(
         data.train,
         lambda conversation: samples[conversation.sample_id],
         materialize,

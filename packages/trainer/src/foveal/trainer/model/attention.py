@@ -52,7 +52,7 @@ FLEX_SETTING = "flex_attention"
 FLEX_ATTENTION = "foveal_flex"
 """The name transformers knows our flex route by (not containing "flex_attention", which it refuses for VLMs)."""
 # Attention implementations that build per-sample attention from the position row (see above). eager, sdpa and
-# FLEX_ATTENTION are proven by tests/test_packed_equivalence.py and tests/test_flex_attention.py;
+# FLEX_ATTENTION are proven by tests/model/test_packed_equivalence.py and tests/model/test_flex_attention.py;
 # flash_attention_2 takes transformers' varlen path from the same row but is untested here (flash-attn is
 # installed on none of our machines).
 PACKED_ATTENTION = frozenset({"eager", "sdpa", "flash_attention_2", FLEX_ATTENTION})

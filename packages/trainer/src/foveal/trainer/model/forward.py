@@ -4,7 +4,7 @@
 attention inside samples (no attention mask, no KV cache, the boundary row present; see
 `foveal.trainer.model.attention`) hold for every caller. Labels never go to the model: its built-in loss
 shifts over the whole row and would make each sample's first token a target of the previous sample; the
-caller scores `batch.labels` (`foveal.trainer.loss`). Under flex attention the row is padded to its length
+caller scores `batch.labels` (`foveal.trainer.training.loss`). Under flex attention the row is padded to its length
 bucket here (`foveal.trainer.model.flex_padding`) and only the real tokens' logits come back, so SFT, RL
 and the Tinker service get the padding without knowing of it.
 """

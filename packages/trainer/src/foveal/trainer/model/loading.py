@@ -9,7 +9,7 @@ others through `AutoModelForCausalLM`, the way users load them; the processor is
 Precision (`trainer.precision`): `auto` is bf16 autocast on CUDA and plain fp32 on CPU, where bf16 matmuls
 are slow and the demo wants exact, reproducible numbers. Parameters stay in the dtype they were loaded
 in (`[model].dtype`; fp32 master weights unless a bf16 checkpoint is loaded as is), and autocast runs the
-matmuls in bf16; the loss is always computed in fp32 (`foveal.trainer.loss`).
+matmuls in bf16; the loss is always computed in fp32 (`foveal.trainer.training.loss`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """RL objectives as pure functions over packed rows: token-level policy gradient against the sampling policy.
 
-Per token t that counts (weight w_t > 0: loss weight times sample weight, as in `foveal.trainer.loss`):
+Per token t that counts (weight w_t > 0: loss weight times sample weight, as in `foveal.trainer.training.loss`):
 lp_t is the trainer's log-probability of the sampled token (the gradient flows through it), mu_t the
 inference server's (the behaviour policy that sampled it), A_t the advantage, d_t = lp_t - mu_t, r_t = exp(d_t).
 
@@ -44,7 +44,7 @@ import torch
 from foveal.configs.trainer import RL_LOSS_KINDS, LossConfig
 from foveal.renderers.errors import ContractError
 from foveal.trainer.data.collate import PackedBatch
-from foveal.trainer.loss import packed_token_weights, token_nll
+from foveal.trainer.training.loss import packed_token_weights, token_nll
 
 
 @dataclass(frozen=True)

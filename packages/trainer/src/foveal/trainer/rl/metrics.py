@@ -2,7 +2,7 @@
 
 One JSON line per step in `<run dir>/metrics.jsonl` (through `MetricsLogger`), with, beyond `StepMetrics`:
   policy_lag                  steps between the weights that sampled the batch and the ones trained (0 = on-policy)
-  mismatch_kl, ratio_mean, clip_fraction   per counted token, over the step on all ranks (`foveal.trainer.rl_loss`)
+  mismatch_kl, ratio_mean, clip_fraction   per counted token, over the step on all ranks (`foveal.trainer.rl.loss`)
   completion_tokens_mean      counted (loss) tokens per sample
   wait_seconds                waiting for the step's rollout batch to be published
   materialize_seconds         reading, materializing and packing it
@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from foveal.trainer.distributed import DistributedContext
-from foveal.trainer.metrics import StepMetrics
-from foveal.trainer.rl_batches import RolloutMetrics
-from foveal.trainer.rl_loss import PolicyStats
+from foveal.trainer.training.distributed import DistributedContext
+from foveal.trainer.training.metrics import StepMetrics
+from foveal.trainer.runs.rollouts import RolloutMetrics
+from foveal.trainer.rl.loss import PolicyStats
 
 RL_PLOT_KEYS = ("loss", "reward_mean", "mismatch_kl", "clip_fraction", "completion_tokens_mean", "tokens_per_second")
 

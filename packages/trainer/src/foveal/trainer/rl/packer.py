@@ -3,7 +3,7 @@
 The orchestrator already rendered every sample (tokens, loss weights, MMRefs into the run's image store),
 sampled its logprobs and computed its advantages, so the trainer renders nothing: it materializes the
 images of its share with the model's own processor (on `[multimodal].materialize_threads` threads) and packs
-exactly as SFT does (`sft_data.pack_step`).
+exactly as SFT does (`data.steps.pack_step`).
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ from foveal.configs.runs import RLConfig
 from foveal.renderers.errors import ContractError
 from foveal.renderers.factory import build_renderer
 from foveal.renderers.store import ImageStore
-from foveal.trainer.checkpoint import DataPosition
+from foveal.trainer.training.checkpoint import DataPosition
 from foveal.trainer.data.collate import Packable
 from foveal.trainer.data.pool import materialize_pool, materialize_threads
 from foveal.trainer.data.positions import PositionScheme, position_scheme
 from foveal.trainer.data.samples import TrainingSample
-from foveal.trainer.distributed import DistributedContext
-from foveal.trainer.rl_batches import RLBatch
-from foveal.trainer.sft_data import PackingLimits, StepBatch, build_materializer, pack_step
+from foveal.trainer.training.distributed import DistributedContext
+from foveal.trainer.runs.rollouts import RLBatch
+from foveal.trainer.data.materialize import build_materializer
+from foveal.trainer.data.steps import PackingLimits, StepBatch, pack_step
 
 
 @dataclass(frozen=True)

@@ -23,23 +23,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from foveal.configs import Command, RLConfig, add_config_arguments, config_from_args
-from foveal.trainer.checkpoint import Checkpointer, TrainingState
-from foveal.trainer.distributed import DistributedContext, close_distributed, init_distributed, set_gradient_sync
-from foveal.trainer.distributed import shard_model
-from foveal.trainer.loss import local_loss_tokens
-from foveal.trainer.metrics import METRICS_FILE, MetricsLogger, reduce_step
+from foveal.trainer.training.checkpoint import Checkpointer, TrainingState
+from foveal.trainer.training.distributed import DistributedContext, close_distributed, init_distributed, set_gradient_sync
+from foveal.trainer.training.distributed import shard_model
+from foveal.trainer.training.loss import local_loss_tokens
+from foveal.trainer.training.metrics import METRICS_FILE, MetricsLogger, reduce_step
 from foveal.trainer.model.forward import packed_logits
 from foveal.trainer.model.loading import load_model, load_processor, resolve_precision, resolve_source
-from foveal.trainer.optim import build_optimizer, build_scheduler, clip_gradients
-from foveal.trainer.plots import RL_PLOT_FILE, plot_metrics
-from foveal.trainer.progress import TrainingProgress
-from foveal.trainer.rl_batches import wait_for_batch
-from foveal.trainer.rl_data import build_rl_packer
-from foveal.trainer.rl_loss import PolicyStats, rl_loss
-from foveal.trainer.rl_metrics import RL_PLOT_KEYS, RLStepMetrics, StepTimings, reduce_rl_step
-from foveal.trainer.rl_sync import TrainerProgress, check_policy_lag, write_progress
-from foveal.trainer.run_meta import RL_BOUND_KEYS, ensure_run_meta
-from foveal.trainer.seeding import seed_everything
+from foveal.trainer.training.optim import build_optimizer, build_scheduler, clip_gradients
+from foveal.trainer.training.plots import RL_PLOT_FILE, plot_metrics
+from foveal.trainer.training.progress import TrainingProgress
+from foveal.trainer.runs.rollouts import wait_for_batch
+from foveal.trainer.rl.packer import build_rl_packer
+from foveal.trainer.rl.loss import PolicyStats, rl_loss
+from foveal.trainer.rl.metrics import RL_PLOT_KEYS, RLStepMetrics, StepTimings, reduce_rl_step
+from foveal.trainer.rl.sync import TrainerProgress, check_policy_lag, write_progress
+from foveal.trainer.runs.meta import RL_BOUND_KEYS, ensure_run_meta
+from foveal.trainer.training.seeding import seed_everything
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from foveal.renderers.inference.wire import (
     ServerState,
     UpdateWeightsRequest,
 )
-from foveal.trainer.inference.routing import RoutingTable
+from foveal.trainer.serving.routing import RoutingTable
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

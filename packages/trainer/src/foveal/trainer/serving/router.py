@@ -31,7 +31,7 @@ from foveal.renderers.inference.wire import (
     ServerState,
     UpdateWeightsRequest,
 )
-from foveal.trainer.inference.fleet import (
+from foveal.trainer.serving.fleet import (
     Fleet,
     Forwarded,
     WantedState,

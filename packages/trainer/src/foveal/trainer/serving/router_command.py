@@ -20,8 +20,8 @@ from foveal.configs.checks import is_loopback
 from foveal.configs.errors import ConfigError
 from foveal.renderers.inference.client import check_base_url
 from foveal.renderers.inference.redaction import redact_url
-from foveal.trainer.inference.fleet import Fleet
-from foveal.trainer.inference.router import create_router_app
+from foveal.trainer.serving.fleet import Fleet
+from foveal.trainer.serving.router import create_router_app
 
 
 class RouterRunConfig(RunConfig):

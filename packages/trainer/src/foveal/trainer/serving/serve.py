@@ -17,9 +17,9 @@ from pathlib import Path
 import uvicorn
 
 from foveal.configs import Command, add_config_arguments, config_from_args
-from foveal.trainer.inference.app import AppSettings, create_app
-from foveal.trainer.inference.config import ServeConfig
-from foveal.trainer.inference.server import app_settings, bind_socket, build_backend
+from foveal.trainer.serving.app import AppSettings, create_app
+from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.server import app_settings, bind_socket, build_backend
 
 TOKEN_FILE = Path("inference") / "control_token"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from foveal.trainer.inference.app import AppSettings
-from foveal.trainer.inference.backends.base import InferenceBackend
-from foveal.trainer.inference.config import ServeConfig
+from foveal.trainer.serving.app import AppSettings
+from foveal.trainer.serving.backends.base import InferenceBackend
+from foveal.trainer.serving.config import ServeConfig
 
 _START_TIMEOUT_S = 60.0
 
@@ -27,10 +27,10 @@ def build_backend(config: ServeConfig, cache_root: Path | None = None) -> Infere
     """The backend `[inference].backend` names (each imported only when chosen); `cache_root` is where
     `tiny:` models are built."""
     if config.inference.backend == "vllm":
-        from foveal.trainer.inference.backends.vllm import VLLMBackend
+        from foveal.trainer.serving.backends.vllm import VLLMBackend
 
         return VLLMBackend(config, cache_root=cache_root)
-    from foveal.trainer.inference.backends.transformers import TransformersBackend
+    from foveal.trainer.serving.backends.transformers import TransformersBackend
 
     return TransformersBackend(config, cache_root=cache_root)
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from foveal.trainer.inference.app import create_app
-from foveal.trainer.inference.backends.base import InferenceBackend
-from foveal.trainer.inference.config import ServeConfig
-from foveal.trainer.inference.server import ServerThread, app_settings, bind_socket, build_backend
+from foveal.trainer.serving.app import create_app
+from foveal.trainer.serving.backends.base import InferenceBackend
+from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.server import ServerThread, app_settings, bind_socket, build_backend
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Weight updates from a safetensors checkpoint folder, checked in full before anything is swapped.
 
-Accepts exactly what the trainer writes (`foveal.trainer.checkpoint`: `save_pretrained` output, i.e.
+Accepts exactly what the trainer writes (`foveal.trainer.training.checkpoint`: `save_pretrained` output, i.e.
 `model.safetensors` or shards named by `model.safetensors.index.json`, beside optimizer and RNG files
 that are ignored). `save_pretrained` writes checkpoint key names (Qwen-VL: `model.layers.*`, `visual.*`)
 that differ from the module's (`model.language_model.layers.*`, `model.visual.*`); keys are mapped with

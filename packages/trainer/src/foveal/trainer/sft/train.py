@@ -17,17 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from foveal.configs import Command, SFTConfig, add_config_arguments, config_from_args
-from foveal.trainer.checkpoint import Checkpointer, DataPosition, TrainingState
-from foveal.trainer.distributed import close_distributed, init_distributed, set_gradient_sync, shard_model
-from foveal.trainer.loss import local_loss_tokens, sft_loss
-from foveal.trainer.metrics import METRICS_FILE, MetricsLogger, StepMetrics, reduce_step
+from foveal.trainer.training.checkpoint import Checkpointer, DataPosition, TrainingState
+from foveal.trainer.training.distributed import close_distributed, init_distributed, set_gradient_sync, shard_model
+from foveal.trainer.training.loss import local_loss_tokens, sft_loss
+from foveal.trainer.training.metrics import METRICS_FILE, MetricsLogger, StepMetrics, reduce_step
 from foveal.trainer.model.forward import packed_logits
 from foveal.trainer.model.loading import load_model, load_processor, resolve_precision, resolve_source
-from foveal.trainer.optim import build_optimizer, build_scheduler, clip_gradients
-from foveal.trainer.plots import PLOT_FILE, plot_training
-from foveal.trainer.progress import TrainingProgress
-from foveal.trainer.seeding import seed_everything
-from foveal.trainer.sft_data import build_sft_data, count_steps
+from foveal.trainer.training.optim import build_optimizer, build_scheduler, clip_gradients
+from foveal.trainer.training.plots import PLOT_FILE, plot_training
+from foveal.trainer.training.progress import TrainingProgress
+from foveal.trainer.training.seeding import seed_everything
+from foveal.trainer.data.steps import count_steps
+from foveal.trainer.sft.data import build_sft_data
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ import hmac
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from foveal.trainer.inference.app.errors import install_error_handlers
-from foveal.trainer.inference.app.limits import BodyLimit
-from foveal.trainer.inference.errors import RequestError
+from foveal.trainer.serving.app.errors import install_error_handlers
+from foveal.trainer.serving.app.limits import BodyLimit
+from foveal.trainer.serving.errors import RequestError
 from foveal.trainer.tinker_service import wire
 from foveal.trainer.tinker_service.service import TinkerService
 

@@ -17,7 +17,7 @@ import uvicorn
 
 from foveal.configs import Command, add_config_arguments, config_from_args
 from foveal.configs.tinker_service import TinkerServiceConfig, TinkerServiceSection
-from foveal.trainer.inference.server import bind_socket
+from foveal.trainer.serving.server import bind_socket
 from foveal.trainer.tinker_service.app import create_app
 from foveal.trainer.tinker_service.service import TinkerService
 

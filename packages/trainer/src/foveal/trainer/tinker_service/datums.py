@@ -20,8 +20,8 @@ from foveal.renderers.chunks import ModelInput
 from foveal.renderers.errors import ContractError
 from foveal.renderers.rendering import RenderedConversation, Renderer
 from foveal.trainer.data.samples import TrainingSample
-from foveal.trainer.inference.errors import invalid, too_long
-from foveal.trainer.sft_data import sample_from_render
+from foveal.trainer.serving.errors import invalid, too_long
+from foveal.trainer.data.samples import sample_from_render
 from foveal.trainer.tinker_service.losses import LossSpec
 from foveal.trainer.tinker_service.protowire import DatumIn
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from foveal.renderers.errors import ContractError
-from foveal.trainer.inference.errors import RequestError
+from foveal.trainer.serving.errors import RequestError
 
 
 @dataclass(frozen=True)

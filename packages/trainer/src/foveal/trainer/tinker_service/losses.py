@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from foveal.trainer.inference.errors import invalid
+from foveal.trainer.serving.errors import invalid
 
 LossInputs = Mapping[str, torch.Tensor]
 PPO_CLIP_DEFAULTS = {"clip_low_threshold": 0.8, "clip_high_threshold": 1.2}

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from tinker.proto import tinker_public_pb2 as pb
 
 from foveal.renderers.chunks import EncodedTextChunk, ImageChunk, ModelInput
-from foveal.trainer.inference.errors import invalid
+from foveal.trainer.serving.errors import invalid
 
 _DTYPES = {pb.DTYPE_FLOAT32: np.float32, pb.DTYPE_INT64: np.int64, pb.DTYPE_INT32: np.int32}
 _STOP_REASONS = {"stop": pb.STOP_REASON_STOP, "length": pb.STOP_REASON_LENGTH}

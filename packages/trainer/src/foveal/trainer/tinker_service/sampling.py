@@ -26,10 +26,10 @@ from foveal.renderers.rendering import RenderedConversation
 from foveal.trainer.data.collate import PackSample, collate_packed
 from foveal.trainer.data.positions import position_scheme
 from foveal.trainer.data.samples import TrainingSample
-from foveal.trainer.inference.backends.transformers import TransformersBackend
-from foveal.trainer.inference.config import ServeConfig
+from foveal.trainer.serving.backends.transformers import TransformersBackend
+from foveal.trainer.serving.config import ServeConfig
 from foveal.trainer.model.forward import packed_logits
-from foveal.trainer.sft_data import sample_from_render
+from foveal.trainer.data.samples import sample_from_render
 from foveal.trainer.tinker_service.protowire import SampledOut, sample_response
 from foveal.trainer.tinker_service.wire import SampleRequest, SamplingParams
 

@@ -32,8 +32,8 @@ from foveal.trainer.data.adapters import image_adapter
 from foveal.trainer.data.collate import PackSample
 from foveal.trainer.data.materialize import Materializer
 from foveal.trainer.data.samples import TrainingSample
-from foveal.trainer.inference.config import ServeConfig
-from foveal.trainer.inference.errors import RequestError, invalid, too_long
+from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.errors import RequestError, invalid, too_long
 from foveal.trainer.model.loading import load_model, load_processor, resolve_precision, resolve_source
 from foveal.trainer.tinker_service import wire
 from foveal.trainer.tinker_service.datums import Vocabulary, check_token_ids, prepare_datum, render_prompt

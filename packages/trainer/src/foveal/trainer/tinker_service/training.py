@@ -25,7 +25,7 @@ from foveal.trainer.data.positions import position_scheme
 from foveal.trainer.data.samples import TrainingSample
 from foveal.trainer.model.forward import packed_logits
 from foveal.trainer.model.loading import Precision
-from foveal.trainer.optim import clip_gradients
+from foveal.trainer.training.optim import clip_gradients
 from foveal.trainer.tinker_service.datums import PreparedDatum
 from foveal.trainer.tinker_service.lora import LoraAdapters
 from foveal.trainer.tinker_service.losses import LossSpec

@@ -43,7 +43,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from foveal.configs.trainer import CheckpointConfig
-from foveal.trainer.distributed import DistributedContext
+from foveal.trainer.training.distributed import DistributedContext
 
 FORMAT_VERSION = 1
 STEP_PREFIX = "step-"

@@ -19,7 +19,7 @@ tower, and a tower sharded into its own units would then miss their all-gathers 
 `find_unused_parameters`).
 
 Gradient arithmetic: every micro-batch loss is already divided by the step's global loss-token count
-(`foveal.trainer.loss`), so the step's gradient is the SUM of the ranks' gradients, not their mean; the
+(`foveal.trainer.training.loss`), so the step's gradient is the SUM of the ranks' gradients, not their mean; the
 divide factor is 1 accordingly. Gradients are reduced once per step, on its last backward.
 """
 

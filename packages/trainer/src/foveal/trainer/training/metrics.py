@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from foveal.configs.logging import LoggingConfig
 
 if TYPE_CHECKING:  # only a type here: reading metrics (plots, the `foveal rl` display) needs no torch
-    from foveal.trainer.distributed import DistributedContext
+    from foveal.trainer.training.distributed import DistributedContext
 
 METRICS_FILE = "metrics.jsonl"
 WANDB_ID_FILE = "wandb_run_id"

@@ -13,7 +13,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from foveal.trainer.metrics import read_metrics
+from foveal.trainer.training.metrics import read_metrics
 
 PLOT_FILE = "loss.png"
 RL_PLOT_FILE = "rl.png"

@@ -20,7 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from foveal.trainer.metrics import StepMetrics
+from foveal.trainer.training.metrics import StepMetrics
 
 
 class _Bar:

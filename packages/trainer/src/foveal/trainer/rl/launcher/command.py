@@ -27,20 +27,20 @@ from pathlib import Path
 
 from foveal.configs import Command, RLConfig, add_config_arguments, config_from_args
 from foveal.configs.errors import ConfigError, Problem
-from foveal.trainer.launcher.children import ChildFailed, Children
-from foveal.trainer.launcher.configs import launch_token, with_token, write_private_toml
-from foveal.trainer.launcher.display import RunDisplay, eval_line
-from foveal.trainer.launcher.resources import DevicePlan, ResourceError, count_gpus, cpu_threads, plan_gpus, visible
-from foveal.trainer.launcher.servers import start_servers
-from foveal.trainer.launcher.warmup import load_warm_start, sft_config, warmup_checkpoint, warmup_dir
-from foveal.trainer.launcher.warmup import write_warmup_dataset
-from foveal.trainer.metrics import METRICS_FILE
-from foveal.trainer.orchestrator.evaluation import EVAL_PLOT_FILE, read_records
-from foveal.trainer.orchestrator.resume import RunFolderError
-from foveal.trainer.plots import RL_PLOT_FILE
-from foveal.trainer.rl_batches import ROLLOUTS_DIR
-from foveal.trainer.rl_sync import TRAINER_STATE_FILE
-from foveal.trainer.run_meta import RL_BOUND_KEYS, IncompatibleRun, ensure_run_meta
+from foveal.trainer.rl.launcher.children import ChildFailed, Children
+from foveal.trainer.rl.launcher.configs import launch_token, with_token, write_private_toml
+from foveal.trainer.rl.launcher.display import RunDisplay, eval_line
+from foveal.trainer.rl.launcher.resources import DevicePlan, ResourceError, count_gpus, cpu_threads, plan_gpus, visible
+from foveal.trainer.rl.launcher.servers import start_servers
+from foveal.trainer.rl.launcher.warmup import load_warm_start, sft_config, warmup_checkpoint, warmup_dir
+from foveal.trainer.rl.launcher.warmup import write_warmup_dataset
+from foveal.trainer.training.metrics import METRICS_FILE
+from foveal.trainer.rl.orchestrator.evaluation import EVAL_PLOT_FILE, read_records
+from foveal.trainer.rl.orchestrator.resume import RunFolderError
+from foveal.trainer.training.plots import RL_PLOT_FILE
+from foveal.trainer.runs.rollouts import ROLLOUTS_DIR
+from foveal.trainer.rl.sync import TRAINER_STATE_FILE
+from foveal.trainer.runs.meta import RL_BOUND_KEYS, IncompatibleRun, ensure_run_meta
 
 LAUNCH_DIR = "launch"
 LOG_DIR = "logs"

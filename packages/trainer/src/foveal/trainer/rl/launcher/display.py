@@ -17,11 +17,11 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from foveal.trainer.metrics import METRICS_FILE
-from foveal.trainer.orchestrator.evaluation import read_records
-from foveal.trainer.orchestrator.records import STEPS_FILE
-from foveal.trainer.rl_batches import published_steps
-from foveal.trainer.rl_sync import read_progress
+from foveal.trainer.training.metrics import METRICS_FILE
+from foveal.trainer.rl.orchestrator.evaluation import read_records
+from foveal.trainer.rl.orchestrator.records import STEPS_FILE
+from foveal.trainer.runs.rollouts import published_steps
+from foveal.trainer.rl.sync import read_progress
 
 REFRESH_S = 1.0
 

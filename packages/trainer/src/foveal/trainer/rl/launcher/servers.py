@@ -17,10 +17,10 @@ from pydantic import SecretStr
 
 from foveal.configs.runs import RLConfig
 from foveal.renderers.inference.wire import Endpoints
-from foveal.trainer.inference.config import ServeConfig
-from foveal.trainer.inference.router_command import RouterRunConfig
-from foveal.trainer.launcher.children import Children
-from foveal.trainer.launcher.configs import write_private_toml
+from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.router_command import RouterRunConfig
+from foveal.trainer.rl.launcher.children import Children
+from foveal.trainer.rl.launcher.configs import write_private_toml
 from foveal.verifiers.eval.server import free_port
 
 START_TIMEOUT_S = 1800.0

@@ -33,13 +33,13 @@ from foveal.renderers.inference.client import RemoteInferenceClient
 from foveal.renderers.store import ImageStore
 from foveal.verifiers.policy import store_images
 
-from foveal.trainer.orchestrator.mixture import load_mixture
-from foveal.trainer.orchestrator.prompts import PromptSampler
-from foveal.trainer.orchestrator.weight_sync import push_weights
+from foveal.trainer.rl.orchestrator.mixture import load_mixture
+from foveal.trainer.rl.orchestrator.prompts import PromptSampler
+from foveal.trainer.rl.orchestrator.weight_sync import push_weights
 
 WARMUP_DIR = "warmup"
 CHECKPOINT_NAME = "step-{step:08d}"
-"""How `foveal.trainer.checkpoint` names a step's folder (not imported from there: that module loads torch)."""
+"""How `foveal.trainer.training.checkpoint` names a step's folder (not imported from there: that module loads torch)."""
 
 
 def warmup_dir(config: RLConfig) -> Path:

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from foveal.configs.orchestrator import AdvantageKind
 from foveal.verifiers.rollout import Rollout
 
-from foveal.trainer.advantages import grouped_advantages, token_advantages
+from foveal.trainer.rl.advantages import grouped_advantages, token_advantages
 from foveal.trainer.data.mm_refs import mm_refs_of
 from foveal.trainer.data.samples import TrainingSample, loss_weights_from_mask
-from foveal.trainer.orchestrator.collect import CollectedStep
-from foveal.trainer.rl_batches import RLBatch, RolloutMetrics
+from foveal.trainer.rl.orchestrator.collect import CollectedStep
+from foveal.trainer.runs.rollouts import RLBatch, RolloutMetrics
 
 
 class NothingToTrain(RuntimeError):

@@ -20,8 +20,8 @@ from foveal.verifiers.environment import Environment
 from foveal.verifiers.policy import Policy
 from foveal.verifiers.rollout import Rollout
 
-from foveal.trainer.orchestrator.mixture import Mixture
-from foveal.trainer.orchestrator.prompts import PromptDraw
+from foveal.trainer.rl.orchestrator.mixture import Mixture
+from foveal.trainer.rl.orchestrator.prompts import PromptDraw
 
 
 @dataclass(frozen=True)

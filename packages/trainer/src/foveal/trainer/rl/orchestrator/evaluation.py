@@ -24,7 +24,7 @@ from foveal.configs.jobs import EvalSection
 from foveal.configs.runs import EvalConfig, RLConfig
 from foveal.verifiers.eval.runner import run_eval
 
-from foveal.trainer.orchestrator.mixture import Mixture
+from foveal.trainer.rl.orchestrator.mixture import Mixture
 
 EVAL_FILE = "eval.jsonl"
 EVAL_PLOT_FILE = "eval_reward.png"

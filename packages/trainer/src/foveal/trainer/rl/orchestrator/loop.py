@@ -36,17 +36,17 @@ from foveal.renderers.store import ImageStore
 from foveal.verifiers.eval.runner import check_server
 from foveal.verifiers.token_policy import TokenPolicy
 
-from foveal.trainer.orchestrator.batch import build_batch
-from foveal.trainer.orchestrator.collect import collect_step, step_sampling
-from foveal.trainer.orchestrator.evaluation import eval_due, evaluate, plot_records, read_records
-from foveal.trainer.orchestrator.mixture import Mixture, load_mixture
-from foveal.trainer.orchestrator.prompts import PromptSampler
-from foveal.trainer.orchestrator.records import StepRecord, append_step, keep_steps_before, step_record, write_rollouts
-from foveal.trainer.orchestrator.resume import first_unpublished_step
-from foveal.trainer.orchestrator.weight_sync import WeightSync
-from foveal.trainer.rl_batches import write_batch
-from foveal.trainer.rl_sync import can_produce, check_policy_lag
-from foveal.trainer.run_meta import RL_BOUND_KEYS, ensure_run_meta
+from foveal.trainer.rl.orchestrator.batch import build_batch
+from foveal.trainer.rl.orchestrator.collect import collect_step, step_sampling
+from foveal.trainer.rl.orchestrator.evaluation import eval_due, evaluate, plot_records, read_records
+from foveal.trainer.rl.orchestrator.mixture import Mixture, load_mixture
+from foveal.trainer.rl.orchestrator.prompts import PromptSampler
+from foveal.trainer.rl.orchestrator.records import StepRecord, append_step, keep_steps_before, step_record, write_rollouts
+from foveal.trainer.rl.orchestrator.resume import first_unpublished_step
+from foveal.trainer.rl.orchestrator.weight_sync import WeightSync
+from foveal.trainer.runs.rollouts import write_batch
+from foveal.trainer.rl.sync import can_produce, check_policy_lag
+from foveal.trainer.runs.meta import RL_BOUND_KEYS, ensure_run_meta
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict
 from foveal.renderers.atomic_files import write_atomic
 from foveal.verifiers.rollout import ErrorRecord
 
-from foveal.trainer.orchestrator.collect import CollectedStep
-from foveal.trainer.rl_batches import ROLLOUTS_DIR, RLBatch
+from foveal.trainer.rl.orchestrator.collect import CollectedStep
+from foveal.trainer.runs.rollouts import ROLLOUTS_DIR, RLBatch
 
 STEPS_FILE = "orchestrator.jsonl"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from foveal.trainer.rl_batches import published_steps
+from foveal.trainer.runs.rollouts import published_steps
 
 
 class RunFolderError(RuntimeError):

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from foveal.trainer.inference.app.auth import bearer_guard
-from foveal.trainer.inference.app.chat import chat_routes
-from foveal.trainer.inference.app.control import control_routes
-from foveal.trainer.inference.app.data import data_routes
-from foveal.trainer.inference.app.errors import install_error_handlers
-from foveal.trainer.inference.app.limits import BodyLimit
-from foveal.trainer.inference.backends.base import InferenceBackend
+from foveal.trainer.serving.app.auth import bearer_guard
+from foveal.trainer.serving.app.chat import chat_routes
+from foveal.trainer.serving.app.control import control_routes
+from foveal.trainer.serving.app.data import data_routes
+from foveal.trainer.serving.app.errors import install_error_handlers
+from foveal.trainer.serving.app.limits import BodyLimit
+from foveal.trainer.serving.backends.base import InferenceBackend
 
 
 @dataclass(frozen=True)

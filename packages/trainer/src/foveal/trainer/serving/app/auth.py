@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from fastapi import Request
 
-from foveal.trainer.inference.errors import RequestError
+from foveal.trainer.serving.errors import RequestError
 
 _SCHEME = "bearer "
 

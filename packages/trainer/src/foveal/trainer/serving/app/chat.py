@@ -31,8 +31,8 @@ from foveal.renderers.inference.openai import (
 )
 from foveal.renderers.inference.wire import Completion, Endpoints, GenerateRequest, SamplingParams
 from foveal.renderers.rendering import RenderedConversation, Renderer
-from foveal.trainer.inference.backends.base import InferenceBackend
-from foveal.trainer.inference.errors import RequestError, invalid, too_long
+from foveal.trainer.serving.backends.base import InferenceBackend
+from foveal.trainer.serving.errors import RequestError, invalid, too_long
 
 
 def chat_routes(backend: InferenceBackend, guard: Callable[[Request], None]) -> APIRouter:

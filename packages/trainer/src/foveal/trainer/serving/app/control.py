@@ -7,7 +7,7 @@ from collections.abc import Callable
 from fastapi import APIRouter, Depends, Request
 
 from foveal.renderers.inference.wire import ControlResponse, Endpoints, PauseRequest, UpdateWeightsRequest
-from foveal.trainer.inference.backends.base import InferenceBackend
+from foveal.trainer.serving.backends.base import InferenceBackend
 
 
 def control_routes(backend: InferenceBackend, guard: Callable[[Request], None]) -> APIRouter:

@@ -17,7 +17,7 @@ from foveal.renderers.inference.wire import (
     TokenizeRequest,
     TokenizeResponse,
 )
-from foveal.trainer.inference.backends.base import InferenceBackend
+from foveal.trainer.serving.backends.base import InferenceBackend
 
 
 def data_routes(backend: InferenceBackend, guard: Callable[[Request], None]) -> APIRouter:

@@ -16,9 +16,9 @@ from starlette.exceptions import HTTPException
 from foveal.renderers.errors import ContractError, MissingAsset
 from foveal.renderers.inference.wire import ErrorBody, ErrorCode, ErrorDetail
 from foveal.renderers.messages import InvalidMessage
-from foveal.trainer.inference.engine.requests import EngineError
-from foveal.trainer.inference.errors import RequestError
-from foveal.trainer.inference.weights import BadCheckpoint
+from foveal.trainer.serving.engine.requests import EngineError
+from foveal.trainer.serving.errors import RequestError
+from foveal.trainer.serving.weights import BadCheckpoint
 
 log = logging.getLogger(__name__)
 _STATUS_CODES: dict[int, ErrorCode] = {401: "unauthorized", 404: "not_found", 413: "too_long", 429: "overloaded"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from foveal.trainer.inference.app.errors import error_response
+from foveal.trainer.serving.app.errors import error_response
 
 
 class BodyLimit:

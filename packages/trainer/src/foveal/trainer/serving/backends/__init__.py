@@ -1,5 +1,5 @@
 """Inference backends behind the one HTTP API: `transformers` (embedded, CPU or GPU) and `vllm` (CUDA)."""
 
-from foveal.trainer.inference.backends.base import InferenceBackend
+from foveal.trainer.serving.backends.base import InferenceBackend
 
 __all__ = ["InferenceBackend"]

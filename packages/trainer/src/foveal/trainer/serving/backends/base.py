@@ -1,4 +1,4 @@
-"""The interface every inference backend offers the HTTP layer (`foveal.trainer.inference.app`).
+"""The interface every inference backend offers the HTTP layer (`foveal.trainer.serving.app`).
 
 The app is a thin translation between HTTP and this protocol, so the embedded transformers backend and
 the vLLM backend serve the same API with the same errors. Methods raise `RequestError`, `ContractError`

@@ -34,13 +34,13 @@ from foveal.renderers.inference.wire import (
 from foveal.renderers.store import ImageStore
 from foveal.trainer.data.adapters import image_adapter
 from foveal.trainer.data.materialize import Materializer
-from foveal.trainer.inference.config import ServeConfig
-from foveal.trainer.inference.engine.requests import EngineRequest, EngineResult
-from foveal.trainer.inference.engine.runner import ModelRunner
-from foveal.trainer.inference.engine.scheduler import Engine, EngineSettings
-from foveal.trainer.inference.errors import invalid, too_long
-from foveal.trainer.inference.refs import NO_IMAGES, RequestImages, decode_refs, materialize_images
-from foveal.trainer.inference.weights import apply_update, matched_update, read_checkpoint
+from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.engine.requests import EngineRequest, EngineResult
+from foveal.trainer.serving.engine.runner import ModelRunner
+from foveal.trainer.serving.engine.scheduler import Engine, EngineSettings
+from foveal.trainer.serving.errors import invalid, too_long
+from foveal.trainer.serving.refs import NO_IMAGES, RequestImages, decode_refs, materialize_images
+from foveal.trainer.serving.weights import apply_update, matched_update, read_checkpoint
 from foveal.trainer.model.loading import is_vision_model, load_model, load_processor, resolve_source
 
 

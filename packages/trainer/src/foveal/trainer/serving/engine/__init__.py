@@ -4,7 +4,7 @@
 `kv` the cache operations, `sampling` and `stopping` the per-token decisions, `prompt_cache` reused prefills.
 """
 
-from foveal.trainer.inference.engine.requests import (
+from foveal.trainer.serving.engine.requests import (
     Aborted,
     EngineError,
     EngineRequest,
@@ -13,8 +13,8 @@ from foveal.trainer.inference.engine.requests import (
     SampledCompletion,
     Unavailable,
 )
-from foveal.trainer.inference.engine.runner import ModelRunner
-from foveal.trainer.inference.engine.scheduler import Engine, EngineSettings, EngineStats
+from foveal.trainer.serving.engine.runner import ModelRunner
+from foveal.trainer.serving.engine.scheduler import Engine, EngineSettings, EngineStats
 
 __all__ = [
     "Aborted",

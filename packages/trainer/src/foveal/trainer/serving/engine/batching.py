@@ -12,11 +12,11 @@ from collections.abc import Sequence as Seq
 
 import torch
 
-from foveal.trainer.inference.engine import kv
-from foveal.trainer.inference.engine.runner import ModelRunner, Prefill
-from foveal.trainer.inference.engine.sampling import sample_batch
-from foveal.trainer.inference.engine.sequences import Sequence
-from foveal.trainer.inference.engine.stopping import Decode
+from foveal.trainer.serving.engine import kv
+from foveal.trainer.serving.engine.runner import ModelRunner, Prefill
+from foveal.trainer.serving.engine.sampling import sample_batch
+from foveal.trainer.serving.engine.sequences import Sequence
+from foveal.trainer.serving.engine.stopping import Decode
 
 
 class RunningBatch:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from foveal.trainer.inference.engine.runner import Prefill
+from foveal.trainer.serving.engine.runner import Prefill
 
 PromptKey = tuple[tuple[int, ...], str]
 

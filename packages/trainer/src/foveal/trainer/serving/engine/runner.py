@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from foveal.trainer.data.positions import MropePositions, TextPositions, position_scheme
-from foveal.trainer.inference.engine.kv import PaddedCache
+from foveal.trainer.serving.engine.kv import PaddedCache
 
 
 @dataclass

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from foveal.renderers.inference.wire import PauseMode, ServerState
-from foveal.trainer.inference.engine.batching import RunningBatch
-from foveal.trainer.inference.engine.prompt_cache import PromptCache
-from foveal.trainer.inference.engine.requests import Aborted, EngineError, EngineRequest, Overloaded, Unavailable
-from foveal.trainer.inference.engine.runner import ModelRunner, Prefill
-from foveal.trainer.inference.engine.sampling import sequence_generator
-from foveal.trainer.inference.engine.sequences import Sequence, Tracked
-from foveal.trainer.inference.engine.stopping import Decode, StopRule
+from foveal.trainer.serving.engine.batching import RunningBatch
+from foveal.trainer.serving.engine.prompt_cache import PromptCache
+from foveal.trainer.serving.engine.requests import Aborted, EngineError, EngineRequest, Overloaded, Unavailable
+from foveal.trainer.serving.engine.runner import ModelRunner, Prefill
+from foveal.trainer.serving.engine.sampling import sequence_generator
+from foveal.trainer.serving.engine.sequences import Sequence, Tracked
+from foveal.trainer.serving.engine.stopping import Decode, StopRule
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

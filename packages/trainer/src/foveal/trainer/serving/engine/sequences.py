@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 
 from foveal.renderers.inference.wire import FinishReason
-from foveal.trainer.inference.engine.requests import EngineError, EngineRequest, EngineResult, SampledCompletion
-from foveal.trainer.inference.engine.stopping import Decode, StopRule
+from foveal.trainer.serving.engine.requests import EngineError, EngineRequest, EngineResult, SampledCompletion
+from foveal.trainer.serving.engine.stopping import Decode, StopRule
 
 
 @dataclass(eq=False)

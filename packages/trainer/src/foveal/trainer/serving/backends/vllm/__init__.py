@@ -19,6 +19,6 @@ __all__ = ["VLLMBackend"]
 def __getattr__(name: str) -> Any:
     if name != "VLLMBackend":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from foveal.trainer.inference.backends.vllm.backend import VLLMBackend
+    from foveal.trainer.serving.backends.vllm.backend import VLLMBackend
 
     return VLLMBackend

@@ -57,19 +57,19 @@ from foveal.renderers.inference.wire import (
 )
 from foveal.renderers.store import ImageStore
 from foveal.trainer.data.adapters import image_adapter
-from foveal.trainer.inference.backends.vllm.launch import (
+from foveal.trainer.serving.backends.vllm.launch import (
     check_vllm_loadable,
     engine_args,
     local_model_folder,
     start_engine,
 )
-from foveal.trainer.inference.backends.vllm.mm_inputs import EnginePrompt, ImageChecks, check_expansion, engine_prompt
-from foveal.trainer.inference.backends.vllm.sampling import completions, engine_sampling
-from foveal.trainer.inference.backends.vllm.weight_broadcast import WeightBroadcastInit, WeightBroadcastUpdate
-from foveal.trainer.inference.backends.vllm.weight_layout import check_same_layout, read_layout
-from foveal.trainer.inference.config import ServeConfig
-from foveal.trainer.inference.engine.requests import EngineError, Overloaded, Unavailable
-from foveal.trainer.inference.errors import RequestError, invalid, too_long
+from foveal.trainer.serving.backends.vllm.mm_inputs import EnginePrompt, ImageChecks, check_expansion, engine_prompt
+from foveal.trainer.serving.backends.vllm.sampling import completions, engine_sampling
+from foveal.trainer.serving.backends.vllm.weight_broadcast import WeightBroadcastInit, WeightBroadcastUpdate
+from foveal.trainer.serving.backends.vllm.weight_layout import check_same_layout, read_layout
+from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.engine.requests import EngineError, Overloaded, Unavailable
+from foveal.trainer.serving.errors import RequestError, invalid, too_long
 from foveal.trainer.model.loading import is_vision_model, load_processor, resolve_source
 
 LOAD_WEIGHTS = "foveal_load_weights"
@@ -185,7 +185,7 @@ class VLLMBackend:
 
     def extra_control_routes(self, guard: Callable[[Request], None]) -> APIRouter:
         """The NCCL weight-broadcast round, mounted by `create_app` behind the control-plane token."""
-        from foveal.trainer.inference.backends.vllm.weight_broadcast import weight_broadcast_routes
+        from foveal.trainer.serving.backends.vllm.weight_broadcast import weight_broadcast_routes
 
         return weight_broadcast_routes(self, guard)
 

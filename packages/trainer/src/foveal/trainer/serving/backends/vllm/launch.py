@@ -18,9 +18,9 @@ from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from foveal.renderers.layout import LayoutSpec
-from foveal.trainer.inference.backends.vllm.worker_extension import WORKER_EXTENSION
-from foveal.trainer.inference.config import ServeConfig
-from foveal.trainer.inference.weights import checkpoint_files
+from foveal.trainer.serving.backends.vllm.worker_extension import WORKER_EXTENSION
+from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.weights import checkpoint_files
 from foveal.trainer.model.loading import ModelLoadError
 
 MODEL_FILES = ("*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.py")

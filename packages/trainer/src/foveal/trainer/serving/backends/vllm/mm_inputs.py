@@ -27,9 +27,9 @@ from foveal.renderers.errors import ContractError, FingerprintMismatch, Placehol
 from foveal.renderers.layout import compute_layout
 from foveal.renderers.store import ImageStore
 from foveal.trainer.data.adapters import ImageAdapter
-from foveal.trainer.inference.engine.requests import EngineError
-from foveal.trainer.inference.errors import invalid
-from foveal.trainer.inference.refs import decode_refs
+from foveal.trainer.serving.engine.requests import EngineError
+from foveal.trainer.serving.errors import invalid
+from foveal.trainer.serving.refs import decode_refs
 
 Span = tuple[int, int]
 """(offset, length) of one image's placeholder run in the prompt."""

@@ -21,7 +21,7 @@ from vllm.outputs import CompletionOutput
 from vllm.sampling_params import RequestOutputKind
 
 from foveal.renderers.inference.wire import Completion, FinishReason, SamplingParams
-from foveal.trainer.inference.engine.requests import Aborted, EngineError
+from foveal.trainer.serving.engine.requests import Aborted, EngineError
 
 _FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length"}
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from foveal.renderers.inference.wire import ControlResponse
 
 if TYPE_CHECKING:
-    from foveal.trainer.inference.backends.vllm.backend import VLLMBackend
+    from foveal.trainer.serving.backends.vllm.backend import VLLMBackend
 
 
 class BroadcastPaths:

@@ -17,7 +17,7 @@ from types import MappingProxyType
 
 from safetensors import SafetensorError, safe_open
 
-from foveal.trainer.inference.weights import BadCheckpoint, checkpoint_files
+from foveal.trainer.serving.weights import BadCheckpoint, checkpoint_files
 
 _FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
 """safetensors dtype names that load into any floating parameter (the loaders cast on copy)."""

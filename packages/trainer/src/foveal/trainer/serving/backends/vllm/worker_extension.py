@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 from vllm.model_executor.model_loader.weight_utils import safetensors_weights_iterator
 
-from foveal.trainer.inference.weights import checkpoint_files
+from foveal.trainer.serving.weights import checkpoint_files
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
