@@ -40,8 +40,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForImageTextToText, Qwen2_5_VLConfig
 
-from foveal.trainer.data.collate import PackSample, collate_packed
-from foveal.trainer.data.packing import PackItem, plan_micro_batches
+from foveal.trainer.data.collate import PackSample, collate_packed, pack_item
+from foveal.trainer.data.packing import plan_micro_batches
 from foveal.trainer.dflash.blocks import default_target_layer_ids, plan_blocks, text_positions
 from foveal.trainer.dflash.draft import DFlashDraft, DraftSpec
 from foveal.trainer.dflash.loss import block_loss
@@ -103,7 +103,8 @@ def draw_prompt(shape: Shape, index: int, generator: torch.Generator, image_side
     width = 3 * shape.vision["temporal_patch_size"] * shape.vision["patch_size"] ** 2
     pixels = torch.randn(image_side**2, width, generator=generator)
     grid = torch.tensor([[1, image_side, image_side]])
-    return PackSample(f"p{index}", tokens, torch.zeros(length), pixel_values=pixels, image_grid_thw=grid)
+    images = {"pixel_values": pixels, "image_grid_thw": grid}
+    return PackSample(f"p{index}", tokens, torch.zeros(length), pixel_kwargs=images)
 
 
 def with_responses(
@@ -136,8 +137,7 @@ def generation_ratio(
 def with_response(prompt: PackSample, response: Sequence[int]) -> PackSample:
     ids = torch.cat([torch.as_tensor(prompt.token_ids), torch.tensor(response, dtype=torch.long)])
     weights = torch.cat([torch.zeros(len(prompt.token_ids)), torch.ones(len(response))])
-    images = {"pixel_values": prompt.pixel_values, "image_grid_thw": prompt.image_grid_thw}
-    return PackSample(prompt.sample_id, ids, weights, **images)
+    return PackSample(prompt.sample_id, ids, weights, pixel_kwargs=prompt.pixel_kwargs)
 
 
 def train_step(
@@ -150,7 +150,7 @@ def train_step(
     autocast: Any,
 ) -> tuple[float, int, int]:
     """One optimizer step over `samples`; returns (loss, packed tokens, supervised positions)."""
-    items = [PackItem(s.sample_id, len(s.token_ids), s.pixel_values is not None) for s in samples]
+    items = [pack_item(s) for s in samples]
     plan = plan_micro_batches(items, args.micro_batch_tokens)
     rows = [collate_packed([samples[i] for i in row], target.positions) for row in plan]
     plans = [plan_blocks(row, args.block_size, args.anchors_per_sample, 7.0, generator) for row in rows]

@@ -52,6 +52,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForImageTextToText, Qwen2_5_VLConfig
 
+from foveal.trainer.data.adapters import concat_pixel_kwargs
 from foveal.trainer.data.collate import IGNORE_INDEX, PackedBatch, PackSample, collate_packed
 from foveal.trainer.data.packing import PackItem, plan_micro_batches
 from foveal.trainer.data.positions import PositionScheme, position_scheme
@@ -198,7 +199,8 @@ def draw_samples(shape: Shape, count: int, seed: int) -> list[PackSample]:
         tokens[start + 1 + shape.placeholders] = shape.ids["vision_end_token_id"]
         weights = (torch.arange(length) >= length // 2).float()
         pixels = torch.randn(shape.image_side_patches**2, shape.patch_width, generator=generator)
-        samples.append(PackSample(f"s{seed}-{index}", tokens, weights, pixel_values=pixels, image_grid_thw=grid))
+        images = {"pixel_values": pixels, "image_grid_thw": grid}
+        samples.append(PackSample(f"s{seed}-{index}", tokens, weights, pixel_kwargs=images))
     return samples
 
 
@@ -235,11 +237,11 @@ def collate_padded(samples: Sequence[PackSample], positions: PositionScheme, pad
         n = len(s.token_ids)
         ids[row, :n], mask[row, :n] = s.token_ids, 1
         labels[row, : n - 1], weights[row, : n - 1] = s.token_ids[1:], s.loss_weights[1:]
-        own = positions.sample_positions(s.sample_id, s.token_ids, s.image_grid_thw)
+        own = positions.sample_positions(s.sample_id, s.token_ids, s.pixel_kwargs)
         pos = torch.zeros(own.shape[0], rows, longest, dtype=torch.long) if pos is None else pos
         pos[:, row, :n] = own
-    pixels = torch.cat([s.pixel_values for s in samples])  # type: ignore[misc]
-    grids = torch.cat([s.image_grid_thw for s in samples])  # type: ignore[misc]
+    images = concat_pixel_kwargs([s.pixel_kwargs for s in samples])
+    pixels, grids = images["pixel_values"], images["image_grid_thw"]
     return PaddedBatch(ids, mask, pos, labels, weights, pixels, grids)  # type: ignore[arg-type]
 
 

@@ -86,14 +86,15 @@ def measure(store: ImageStore, adapter: ImageAdapter, size: tuple[int, int], see
     descriptor = ImageResolver(store, adapter.spec).resolve(picture(*size, seed=seed), "image").descriptor
     layout = compute_layout(adapter.spec, *size)
     processed = adapter.process(store.open_verified(descriptor.raw_image_uri, descriptor.hash))
-    if processed.image_grid_thw != layout.image_grid_thw:
-        raise RuntimeError(f"processor grid {processed.image_grid_thw} != layout {layout.image_grid_thw}")
+    if processed.grid != layout.image_grid_thw:
+        raise RuntimeError(f"processor grid {processed.grid} != layout {layout.image_grid_thw}")
     rng = np.random.default_rng(seed)
     sft, rl = build_sample(descriptor, False, rng), build_sample(descriptor, True, rng)
     sft_wire, rl_wire = wire_sizes(sft), wire_sizes(rl)
     tokens_only = len(sft.model_copy(update={"mm_refs": ()}).to_msgpack())
     grid_bytes = 3 * 8  # image_grid_thw: one int64 row per image
-    pixels_fp32 = processed.nbytes
+    pixels = processed.tensors["pixel_values"]
+    pixels_fp32 = pixels.numel() * pixels.element_size()
     shipped_fp32 = tokens_only + pixels_fp32 + grid_bytes
     shipped_bf16 = tokens_only + pixels_fp32 // 2 + grid_bytes
     return {

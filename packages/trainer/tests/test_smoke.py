@@ -9,7 +9,8 @@ from importlib.metadata import entry_points
 import pytest
 
 from foveal.configs.command import ENTRY_POINT_GROUP, Command
-from foveal.trainer.smoke import command, run_smoke
+from foveal.trainer.commands import smoke as command
+from foveal.trainer.smoke import run_smoke
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -14,8 +14,10 @@ from transformers import PreTrainedModel
 
 from foveal.renderers.errors import ContractError, OverlongSample, PlaceholderMismatch
 from foveal.trainer.data.collate import IGNORE_INDEX, PackSample, collate_packed, fit_sample
+from foveal.trainer.data.adapters import concat_pixel_kwargs
+from foveal.trainer.data.adapters.mrope import MropePositions
 from foveal.trainer.data.materialize import MaterializedSample
-from foveal.trainer.data.positions import MropePositions, TextPositions, position_scheme
+from foveal.trainer.data.positions import TextPositions, position_scheme
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def test_every_target_is_the_next_token_of_the_same_sample(samples: list[PackSam
         assert batch.position_ids[0, start:end].tolist() == list(range(end - start))
     assert batch.position_ids.shape == (1, batch.num_tokens)
     assert batch.sample_weights.tolist() == pytest.approx([s.sample_weight for s in samples])
-    assert batch.pixel_values is None and batch.image_grid_thw is None
+    assert batch.pixel_kwargs == {}
 
 
 def _image_sample(sample_id: str, model: torch.nn.Module, grids: list[list[int]], fill: float) -> PackSample:
@@ -73,7 +75,8 @@ def _image_sample(sample_id: str, model: torch.nn.Module, grids: list[list[int]]
     grid = torch.tensor(grids)
     width = 3 * config.vision_config.temporal_patch_size * config.vision_config.patch_size**2
     pixels = torch.full((int(grid.prod(-1).sum()), width), fill)
-    return PackSample(sample_id, tokens, [1.0] * len(tokens), pixel_values=pixels, image_grid_thw=grid)
+    images = {"pixel_values": pixels, "image_grid_thw": grid}
+    return PackSample(sample_id, tokens, [1.0] * len(tokens), pixel_kwargs=images)
 
 
 def test_images_are_concatenated_in_sample_order(vl_model: torch.nn.Module) -> None:
@@ -83,8 +86,8 @@ def test_images_are_concatenated_in_sample_order(vl_model: torch.nn.Module) -> N
         _image_sample("one-image", vl_model, [[1, 8, 4]], fill=2.0),
     ]
     batch = collate_packed(samples, position_scheme(vl_model))
-    assert batch.image_grid_thw.tolist() == [[1, 4, 6], [1, 2, 2], [1, 8, 4]]
-    assert batch.pixel_values[:, 0].tolist() == [1.0] * (24 + 4) + [2.0] * 32
+    assert batch.pixel_kwargs["image_grid_thw"].tolist() == [[1, 4, 6], [1, 2, 2], [1, 8, 4]]
+    assert batch.pixel_kwargs["pixel_values"][:, 0].tolist() == [1.0] * (24 + 4) + [2.0] * 32
     assert batch.position_ids.shape == (4, 1, batch.num_tokens)
     starts = batch.cu_seqlens[:-1].long()
     assert batch.position_ids[:, 0, starts].eq(0).all()  # every row restarts at each sample
@@ -119,15 +122,27 @@ def test_per_token_field_of_the_wrong_length_is_refused() -> None:
     assert (error.value.field, error.value.value) == ("sample 's'.loss_weights", 2)
 
 
-def test_pixel_rows_must_match_the_grid() -> None:
+def test_pixel_rows_must_match_the_grid(vl_model: torch.nn.Module) -> None:
+    images = {"pixel_values": torch.zeros(5, 8), "image_grid_thw": torch.tensor([[1, 2, 2]])}
     with pytest.raises(PlaceholderMismatch) as error:
-        PackSample("s", [1], [1.0], pixel_values=torch.zeros(5, 8), image_grid_thw=torch.tensor([[1, 2, 2]]))
+        collate_packed([PackSample("s", [1], [1.0], pixel_kwargs=images)], position_scheme(vl_model))
     assert (error.value.field, error.value.value) == ("sample 's'.pixel_values", 5)
 
 
-def test_pixels_without_a_grid_are_refused() -> None:
+@pytest.mark.parametrize("text_model", [False, True])
+def test_pixels_without_a_grid_are_refused(vl_model: torch.nn.Module, text_model: bool) -> None:
+    sample = PackSample("s", [1], [1.0], pixel_kwargs={"pixel_values": torch.zeros(4, 8)})
     with pytest.raises(PlaceholderMismatch):
-        PackSample("s", [1], [1.0], pixel_values=torch.zeros(4, 8))
+        collate_packed([sample], TextPositions() if text_model else position_scheme(vl_model))
+
+
+def test_image_kwargs_join_name_by_name_and_only_when_named_alike() -> None:
+    parts = [{"x": torch.zeros(2, 1), "n": torch.tensor([2])}, {}, {"n": torch.tensor([1]), "x": torch.ones(1, 1)}]
+    joined = concat_pixel_kwargs(parts)
+    assert joined["x"].flatten().tolist() == [0.0, 0.0, 1.0] and joined["n"].tolist() == [2, 1]
+    with pytest.raises(ContractError) as error:
+        concat_pixel_kwargs([{"x": torch.zeros(1)}, {"y": torch.zeros(1)}])
+    assert error.value.field == "pixel_kwargs"
 
 
 def test_a_per_token_field_on_only_some_samples_is_refused() -> None:
@@ -147,7 +162,7 @@ def test_batch_moves_every_tensor(vl_model: torch.nn.Module) -> None:
     assert isinstance(scheme, MropePositions)
     batch = collate_packed([_image_sample("img", vl_model, [[1, 2, 2]], fill=0.0)], scheme).to("meta")
     tensors = [batch.input_ids, batch.labels, batch.loss_weights, batch.position_ids, batch.cu_seqlens]
-    assert all(t.device.type == "meta" for t in [*tensors, batch.pixel_values, batch.image_grid_thw])
+    assert all(t.device.type == "meta" for t in [*tensors, *batch.pixel_kwargs.values()])
 
 
 def test_materialized_samples_pack_like_pack_samples(vl_model: torch.nn.Module) -> None:
@@ -161,17 +176,17 @@ def test_materialized_samples_pack_like_pack_samples(vl_model: torch.nn.Module) 
             sample_weight=0.5,
             logprobs=None,
             advantages=torch.zeros(len(s.token_ids)),
-            pixel_kwargs=MappingProxyType(
-                {} if s.pixel_values is None else {"pixel_values": s.pixel_values, "image_grid_thw": s.image_grid_thw}
-            ),
+            pixel_kwargs=MappingProxyType(dict(s.pixel_kwargs)),
         )
         for s in (image, PackSample("text", list(range(8)), [1.0] * 8))
     ]
     scheme = position_scheme(vl_model)
     plain = collate_packed([image, PackSample("text", list(range(8)), [1.0] * 8)], scheme)
     packed = collate_packed(materialized, scheme)
-    for name in ("input_ids", "labels", "loss_weights", "position_ids", "cu_seqlens", "pixel_values", "image_grid_thw"):
+    for name in ("input_ids", "labels", "loss_weights", "position_ids", "cu_seqlens"):
         assert torch.equal(getattr(packed, name), getattr(plain, name)), name
+    for name in ("pixel_values", "image_grid_thw"):
+        assert torch.equal(packed.pixel_kwargs[name], plain.pixel_kwargs[name]), name
     assert packed.sample_weights.tolist() == [0.5, 0.5]
     truncated = fit_sample(materialized[1], seq_len=5, overlong_text="truncate")
     assert truncated.token_ids.tolist() == [0, 1, 2, 3, 4] and len(truncated.advantages) == 5

@@ -110,9 +110,9 @@ def test_two_images_materialize_exactly_as_the_hf_processor_computes_them(proces
     sample, images = two_image_sample(w)
     out = w.materializer().materialize(sample)
     expected = w.reference(images)
-    assert out.image_grid_thw.tolist() == expected["image_grid_thw"].tolist()
-    assert out.image_grid_thw[0].tolist() != out.image_grid_thw[1].tolist()
-    assert torch.equal(out.pixel_values, expected["pixel_values"])
+    grids = out.pixel_kwargs["image_grid_thw"]
+    assert grids.tolist() == expected["image_grid_thw"].tolist() and grids[0].tolist() != grids[1].tolist()
+    assert torch.equal(out.pixel_kwargs["pixel_values"], expected["pixel_values"])
     assert out.token_ids.tolist() == list(sample.token_ids) and out.token_ids.dtype == torch.long
     assert out.loss_weights.tolist() == list(sample.loss_weights)
     assert (out.sample_weight, out.missing_images) == (1.0, ())
@@ -122,13 +122,14 @@ def test_from_pretrained_loads_the_processor_of_the_model_folder(processors, tmp
     w = world(processors, tmp_path)
     sample, images = two_image_sample(w)
     materializer = Materializer.from_pretrained(w.folder, "qwen2_vl", w.store, MultimodalConfig())
-    assert torch.equal(materializer.materialize(sample).pixel_values, w.reference(images)["pixel_values"])
+    pixels = materializer.materialize(sample).pixel_kwargs["pixel_values"]
+    assert torch.equal(pixels, w.reference(images)["pixel_values"])
 
 
 def test_text_only_sample_has_no_pixel_kwargs(processors, tmp_path) -> None:
     w = world(processors, tmp_path)
     out = w.materializer().materialize(w.sample([]))
-    assert dict(out.pixel_kwargs) == {} and out.pixel_values is None and out.token_ids.tolist() == list(TEXT)
+    assert dict(out.pixel_kwargs) == {} and out.token_ids.tolist() == list(TEXT)
 
 
 def damage(path: Path, how: str) -> None:
@@ -169,10 +170,11 @@ def test_damaged_file_becomes_zero_pixels_and_zero_weight_under_placeholder_poli
 
     first, second = w.reference([images[0]]), w.reference([images[1]])
     rows = len(first["pixel_values"])
-    assert out.pixel_values.shape == (rows + len(second["pixel_values"]), second["pixel_values"].shape[1])
-    assert torch.equal(out.pixel_values[:rows], first["pixel_values"])
-    assert not out.pixel_values[rows:].any()
-    assert out.image_grid_thw.tolist() == [first["image_grid_thw"][0].tolist(), second["image_grid_thw"][0].tolist()]
+    pixels, grids = out.pixel_kwargs["pixel_values"], out.pixel_kwargs["image_grid_thw"]
+    assert pixels.shape == (rows + len(second["pixel_values"]), second["pixel_values"].shape[1])
+    assert torch.equal(pixels[:rows], first["pixel_values"])
+    assert not pixels[rows:].any()
+    assert grids.tolist() == [first["image_grid_thw"][0].tolist(), second["image_grid_thw"][0].tolist()]
     assert out.sample_weight == 0.0 and not out.loss_weights.any() and out.missing_images == (1,)
     counts = materializer.metrics.snapshot()
     assert counts["images_replaced"] == 1 and counts["samples_zeroed"] == 1
@@ -214,8 +216,8 @@ def test_matching_pixel_bound_overrides_on_both_sides_materialize(processors, tm
     expected = w.processor.image_processor(
         images=[image], return_tensors="pt", size={"shortest_edge": w.spec.min_pixels, "longest_edge": bound}
     )
-    assert torch.equal(out.pixel_values, expected["pixel_values"])
-    assert out.image_grid_thw.prod() < w.reference([image])["image_grid_thw"].prod()
+    assert torch.equal(out.pixel_kwargs["pixel_values"], expected["pixel_values"])
+    assert out.pixel_kwargs["image_grid_thw"].prod() < w.reference([image])["image_grid_thw"].prod()
 
 
 def test_recorded_grid_other_than_the_processors_is_rejected(processors, tmp_path) -> None:
@@ -273,20 +275,20 @@ def test_repeated_image_is_processed_once_and_served_from_the_cache(processors, 
     assert calls == [image.size]
     assert (materializer.cache.hits, materializer.cache.misses) == (2, 1)
     single = w.reference([image])["pixel_values"]
-    assert torch.equal(first.pixel_values, torch.cat([single, single]))
-    assert torch.equal(second.pixel_values, single)
+    assert torch.equal(first.pixel_kwargs["pixel_values"], torch.cat([single, single]))
+    assert torch.equal(second.pixel_kwargs["pixel_values"], single)
 
 
 def test_cached_pixels_are_not_aliased_into_samples(processors, tmp_path) -> None:
     w = world(processors, tmp_path)
     desc = w.describe(picture(*SIZES[0], seed=0))
     materializer = w.materializer()
-    materializer.materialize(w.sample([desc])).pixel_values.zero_()
-    assert materializer.materialize(w.sample([desc])).pixel_values.any()
+    materializer.materialize(w.sample([desc])).pixel_kwargs["pixel_values"].zero_()
+    assert materializer.materialize(w.sample([desc])).pixel_kwargs["pixel_values"].any()
 
 
 def processed(rows: int) -> ProcessedImage:
-    return ProcessedImage(torch.ones(rows, 4), (1, rows, 1))
+    return ProcessedImage({"pixel_values": torch.ones(rows, 4)}, (1, rows, 1))
 
 
 def test_cache_evicts_the_least_recently_used_entry_beyond_its_entry_bound() -> None:
@@ -333,4 +335,5 @@ def test_prefetched_materialization_keeps_sample_order(processors, tmp_path) -> 
         out: list[MaterializedSample] = list(prefetched)
     assert [o.sample_id for o in out] == [s.sample_id for s in samples]
     for o, s in zip(out, samples, strict=True):
-        assert torch.equal(o.pixel_values, materializer.materialize(s).pixel_values)
+        again = materializer.materialize(s).pixel_kwargs["pixel_values"]
+        assert torch.equal(o.pixel_kwargs["pixel_values"], again)

@@ -87,8 +87,11 @@ def _steps(data: StepStream) -> list[StepBatch]:
 
 def _same_batch(a: PackedBatch, b: PackedBatch) -> None:
     assert a.sample_ids == b.sample_ids
-    for name in ("input_ids", "labels", "loss_weights", "position_ids", "cu_seqlens", "pixel_values", "image_grid_thw"):
+    for name in ("input_ids", "labels", "loss_weights", "position_ids", "cu_seqlens"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert a.pixel_kwargs.keys() == b.pixel_kwargs.keys()
+    for name, tensor in a.pixel_kwargs.items():
+        assert torch.equal(tensor, b.pixel_kwargs[name]), name
 
 
 def test_stream_with_four_threads_yields_exactly_the_one_thread_batches(

@@ -10,7 +10,8 @@ import torch
 from transformers import PreTrainedModel
 
 from foveal.renderers.errors import PlaceholderMismatch, UnknownFamily
-from foveal.trainer.data.positions import MropePositions, TextPositions, pack_positions, position_scheme
+from foveal.trainer.data.adapters.mrope import MropePositions
+from foveal.trainer.data.positions import TextPositions, pack_positions, position_scheme
 
 VL_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
@@ -18,6 +19,12 @@ VL_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 @pytest.fixture(scope="module", params=VL_FAMILIES)
 def vl_model(request: pytest.FixtureRequest, load_tiny_model: Callable[[str], PreTrainedModel]) -> PreTrainedModel:
     return load_tiny_model(request.param)
+
+
+def _images(grids: list[list[int]] | torch.Tensor) -> dict[str, torch.Tensor]:
+    """Image kwargs for `grids`: a pixel row per patch, as the scheme checks them."""
+    grid = torch.as_tensor(grids).view(-1, 3)
+    return {"pixel_values": torch.zeros(int(grid.prod(-1).sum()), 1), "image_grid_thw": grid}
 
 
 def _layout(model: torch.nn.Module, segments: list[int | tuple[int, int, int]]) -> tuple[list[int], torch.Tensor]:
@@ -57,7 +64,7 @@ def _mrope_rule(segments: list[int | tuple[int, int, int]], merge: int) -> list[
 
 def test_text_positions_restart_at_every_sample() -> None:
     scheme = TextPositions()
-    parts = [scheme.sample_positions(f"s{n}", torch.zeros(n, dtype=torch.long), None) for n in (3, 1, 4)]
+    parts = [scheme.sample_positions(f"s{n}", torch.zeros(n, dtype=torch.long), {}) for n in (3, 1, 4)]
     assert pack_positions(parts).tolist() == [[0, 1, 2, 0, 0, 1, 2, 3]]
 
 
@@ -69,7 +76,7 @@ def test_mrope_positions_follow_the_layout_rule_and_restart_per_sample(vl_model:
     parts = []
     for name, segments in (("first", first), ("second", second)):
         tokens, grid = _layout(vl_model, segments)
-        parts.append(scheme.sample_positions(name, torch.tensor(tokens), grid))
+        parts.append(scheme.sample_positions(name, torch.tensor(tokens), _images(grid)))
     packed = pack_positions(parts)
     lengths = [part.shape[-1] for part in parts]
     assert packed.shape == (4, 1, sum(lengths))
@@ -80,7 +87,7 @@ def test_mrope_positions_follow_the_layout_rule_and_restart_per_sample(vl_model:
 
 
 def test_text_only_sample_of_a_vl_model_counts_plainly(vl_model: torch.nn.Module) -> None:
-    positions = position_scheme(vl_model).sample_positions("text", torch.arange(20, 25), None)
+    positions = position_scheme(vl_model).sample_positions("text", torch.arange(20, 25), {})
     assert positions.tolist() == [list(range(5))] * 4
 
 
@@ -96,14 +103,14 @@ def test_placeholders_that_disagree_with_the_grids_are_refused(
 ) -> None:
     tokens, _ = _layout(vl_model, segments)
     with pytest.raises(PlaceholderMismatch) as error:
-        position_scheme(vl_model).sample_positions("bad", torch.tensor(tokens), torch.tensor(grids))
+        position_scheme(vl_model).sample_positions("bad", torch.tensor(tokens), _images(grids))
     assert error.value.field == f"sample 'bad'.{field}"
 
 
 def test_video_placeholders_are_refused(vl_model: torch.nn.Module) -> None:
     tokens = torch.tensor([20, vl_model.config.video_token_id, 21])
     with pytest.raises(PlaceholderMismatch):
-        position_scheme(vl_model).sample_positions("video", tokens, None)
+        position_scheme(vl_model).sample_positions("video", tokens, {})
 
 
 def test_text_model_gets_one_dimensional_positions(load_tiny_model: Callable[[str], PreTrainedModel]) -> None:
@@ -119,7 +126,7 @@ def test_vl_model_of_an_unknown_family_is_refused() -> None:
 
 def test_text_scheme_refuses_images() -> None:
     with pytest.raises(PlaceholderMismatch):
-        TextPositions().sample_positions("img", torch.arange(4), torch.tensor([[1, 2, 2]]))
+        TextPositions().sample_positions("img", torch.arange(4), _images([[1, 2, 2]]))
 
 
 def test_scheme_uses_the_models_own_rope_index(vl_model: torch.nn.Module) -> None:

@@ -23,7 +23,7 @@ from foveal.trainer.dflash.weights import TargetWeightError, resolve_target_weig
 from foveal.trainer.training.distributed import DistributedContext
 from foveal.trainer.data.materialize import build_materializer
 from foveal.trainer.data.steps import PackingLimits, pack_step
-from foveal.trainer.sft.data import render_sample
+from foveal.trainer.data.samples import render_sample
 
 VLM = "qwen2_5_vl"
 EMBED, HEAD = "model.language_model.embed_tokens.weight", "lm_head.weight"
@@ -76,7 +76,8 @@ def test_one_packed_row_mixes_image_and_text_chats_and_capture_matches_each_samp
     step = pack_step(samples, setup["materialize"], target.positions, limits, context, DataPosition())
     assert len(step.micro_batches) == 1 and step.samples == 6 and step.images == 3
     (batch,) = step.micro_batches
-    assert batch.position_ids.shape == (4, 1, batch.num_tokens) and batch.image_grid_thw.shape == (3, 3)
+    assert batch.position_ids.shape == (4, 1, batch.num_tokens)
+    assert batch.pixel_kwargs["image_grid_thw"].shape == (3, 3)
 
     features = target.capture(batch)
     hidden = target.weights.hidden_size
@@ -108,8 +109,7 @@ def test_a_regenerated_sample_is_the_prompt_then_the_targets_greedy_tokens(setup
     ids = torch.tensor([sample.token_ids[:-1]])
     batch = collate_packed([materialize(sample)], target.positions)
     logits = target.model(
-        input_ids=ids, position_ids=batch.position_ids[..., :-1], pixel_values=batch.pixel_values,
-        image_grid_thw=batch.image_grid_thw, use_cache=False,
+        input_ids=ids, position_ids=batch.position_ids[..., :-1], **batch.pixel_kwargs, use_cache=False,
     ).logits  # fmt: skip
     assert logits[0, prompt.num_tokens - 1 :].argmax(-1).tolist() == list(response)
 
@@ -118,7 +118,7 @@ def test_batched_generation_answers_each_prompt_as_it_would_alone(setup: dict[st
     """Left-padded batches of image and text prompts of different lengths give each prompt's own greedy answer."""
     renderer, target, materialize, train = setup["renderer"], setup["target"], setup["materialize"], setup["data"].train
     prompts = [materialize(prompt_of(renderer, train[i])) for i in range(6)]
-    assert len({len(p.token_ids) for p in prompts}) > 2 and 0 < sum(p.pixel_values is not None for p in prompts) < 6
+    assert len({len(p.token_ids) for p in prompts}) > 2 and 0 < sum(bool(p.pixel_kwargs) for p in prompts) < 6
     stops = renderer.stop_token_ids
     alone = [target.greedy_continuations([prompt], 12, stops)[0] for prompt in prompts]
     assert target.greedy_continuations(prompts, 12, stops) == alone

@@ -94,14 +94,14 @@ def test_packed_row_under_flex_matches_samples_run_alone(
             f"s{i}",
             x["input_ids"][0].tolist(),
             [1.0] * x["input_ids"].shape[1],
-            pixel_values=x.get("pixel_values"),
-            image_grid_thw=x.get("image_grid_thw"),
+            pixel_kwargs={name: x[name] for name in ("pixel_values", "image_grid_thw") if name in x},
         )
         for i, x in enumerate(singles)
     ]
     batch = collate_packed(samples, position_scheme(model))
     if family != "qwen3":
-        assert batch.position_ids.shape[0] == 4 and len(batch.image_grid_thw) == 3  # 3-D mrope rows, three images
+        assert batch.position_ids.shape[0] == 4  # text + mrope rows
+        assert len(batch.pixel_kwargs["image_grid_thw"]) == 3  # three images
     with torch.no_grad():
         alone = [_target_logprobs(reference(**x, use_cache=False).logits, x["input_ids"]) for x in singles]
         packed = -token_nll(packed_logits(model, batch), batch.labels)

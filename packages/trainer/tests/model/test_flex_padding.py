@@ -102,7 +102,8 @@ def _samples(processor: ProcessorMixin | None) -> list[PackSample]:
     text = processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False)
     out = processor(text=[text], images=[image], return_tensors="pt")
     ids = out["input_ids"][0]
-    image_sample = PackSample("img", ids, [1.0] * len(ids), None, None, 1.0, out["pixel_values"], out["image_grid_thw"])
+    images = {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+    image_sample = PackSample("img", ids, [1.0] * len(ids), pixel_kwargs=images)
     return [image_sample, *samples]
 
 

@@ -108,8 +108,7 @@ def _pack_sample(index: int, reference: Reference) -> PackSample:
         sample_id=f"sample-{index}",
         token_ids=reference.inputs["input_ids"][0].tolist(),
         loss_weights=reference.weights.tolist(),
-        pixel_values=reference.inputs.get("pixel_values"),
-        image_grid_thw=reference.inputs.get("image_grid_thw"),
+        pixel_kwargs={k: v for k, v in reference.inputs.items() if k in ("pixel_values", "image_grid_thw")},
     )
 
 
@@ -158,8 +157,8 @@ def test_packed_micro_batch_matches_samples_run_one_by_one(
     setup = case(family, attn)
     model, batch = setup.model, setup.batch
     if family != "qwen3":
-        assert batch.image_grid_thw is not None and len(batch.image_grid_thw) == 3
-        assert len(set(map(tuple, batch.image_grid_thw.tolist()))) == 3  # three different image sizes
+        grids = batch.pixel_kwargs["image_grid_thw"]
+        assert len(grids) == 3 and len(set(map(tuple, grids.tolist()))) == 3  # three different image sizes
 
     single = [_reference_logprobs(model, reference) for reference in setup.references]
     single_loss = sum(-(lp * r.weights[1:]).sum() for lp, r in zip(single, setup.references, strict=True))
@@ -206,12 +205,9 @@ def test_without_sample_boundaries_later_samples_differ(
     """Same packed row and per-sample positions, but a plain causal mask: samples see their predecessors."""
     setup = case(family, "sdpa")
     model, batch = setup.model, setup.batch
-    images = {}
-    if batch.pixel_values is not None:
-        images = {"pixel_values": batch.pixel_values, "image_grid_thw": batch.image_grid_thw}
     with torch.no_grad():
         single = [_reference_logprobs(model, reference) for reference in setup.references]
-        logits = model(input_ids=batch.input_ids, **images, **drop(batch)).logits
+        logits = model(input_ids=batch.input_ids, **batch.pixel_kwargs, **drop(batch)).logits
     crossed = list(_per_sample(batch, -token_nll(logits, batch.labels)))
     torch.testing.assert_close(crossed[0], single[0], atol=LOGPROB_ATOL, rtol=0)  # nothing precedes sample 0
     for got, expected in zip(crossed[1:], single[1:], strict=True):

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from foveal.configs import RLConfig, load_config
 from foveal.configs.cli import main
 from foveal.configs.errors import ConfigError
-from foveal.trainer.training.checkpoint import STEP_PREFIX
+from foveal.trainer.runs.layout import CHECKPOINT_PREFIX
 from foveal.trainer.rl.launcher.command import check_run_folder, from_warm_start, resolved, trainer_argv
 from foveal.trainer.rl.launcher.configs import launch_token, write_private_toml
 from foveal.trainer.rl.launcher.resources import DevicePlan, ResourceError, plan_gpus
@@ -55,7 +55,7 @@ def test_connect_needs_endpoints_and_starting_servers_refuses_them(tmp_path: Pat
         resolved(rl_config(tmp_path, "--orchestrator.endpoints", '["http://127.0.0.1:9"]'), connect=False)
     config = resolved(rl_config(tmp_path, "--rl.warmup_sft_steps", "12"), connect=False)
     assert config.logging.run_dir.is_absolute()
-    checkpoint = tmp_path / "run" / "warmup" / "checkpoints" / f"{STEP_PREFIX}00000012"
+    checkpoint = tmp_path / "run" / "warmup" / "checkpoints" / f"{CHECKPOINT_PREFIX}00000012"
     assert from_warm_start(config).model.name_or_path == str(checkpoint)
 
 

@@ -33,11 +33,12 @@ from foveal.trainer.model.forward import packed_logits
 from foveal.trainer.model.loading import load_model, load_processor
 from foveal.trainer.runs.rollouts import BatchTimeout, RLBatch, RolloutMetrics, write_batch
 from foveal.trainer.rl.packer import build_rl_packer
-from foveal.trainer.rl.sync import SyncError, can_produce, read_progress
+from foveal.trainer.rl.sync import can_produce
+from foveal.trainer.runs.progress import SyncError, read_progress
 from foveal.trainer.runs.meta import IncompatibleRun
 from foveal.trainer.data.materialize import build_materializer
 from foveal.trainer.data.sources import Conversation
-from foveal.trainer.sft.data import render_sample
+from foveal.trainer.data.samples import render_sample
 from foveal.trainer.rl.trainer import run_rl_trainer
 
 FAMILY = "qwen2_5_vl"
@@ -264,5 +265,7 @@ def test_rl_packer_on_four_threads_packs_exactly_what_one_thread_packs(
     assert one.images == four.images == 4 and len(one.micro_batches) == len(four.micro_batches) > 1
     for a, b in zip(one.micro_batches, four.micro_batches, strict=True):
         assert a.sample_ids == b.sample_ids
-        for name in ("input_ids", "position_ids", "pixel_values", "image_grid_thw", "advantages", "logprobs"):
+        for name in ("input_ids", "position_ids", "advantages", "logprobs"):
             assert torch.equal(getattr(a, name), getattr(b, name)), name
+        for name in ("pixel_values", "image_grid_thw"):
+            assert torch.equal(a.pixel_kwargs[name], b.pixel_kwargs[name]), name

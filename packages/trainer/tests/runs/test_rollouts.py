@@ -24,7 +24,7 @@ from foveal.trainer.runs.rollouts import (
     wait_for_batch,
     write_batch,
 )
-from foveal.trainer.rl.sync import SyncError, TrainerProgress, read_progress, write_progress
+from foveal.trainer.runs.progress import SyncError, TrainerProgress, read_progress, write_progress
 
 IMAGE = 9
 

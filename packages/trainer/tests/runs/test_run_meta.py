@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from foveal.configs import RLConfig, load_config
-from foveal.trainer.runs.meta import RL_BOUND_KEYS, RUN_META_FILE, IncompatibleRun, ensure_run_meta
+from foveal.trainer.runs.layout import RUN_META_FILE
+from foveal.trainer.runs.meta import RL_BOUND_KEYS, IncompatibleRun, ensure_run_meta
 
 
 def config(run_dir: Path, *overrides: str) -> RLConfig:

@@ -90,8 +90,8 @@ def test_verbatim_file_materializes_to_the_canonical_paths_pixels(
     assert verbatim.images[0].descriptor.hash != canonical.images[0].descriptor.hash
     assert verbatim.images[0].descriptor.payload == canonical.images[0].descriptor.payload
     outs = [materializer.materialize(training_sample(r, renderer.image_token_id)) for r in (verbatim, canonical)]
-    assert torch.equal(outs[0].pixel_values, outs[1].pixel_values)
-    assert outs[0].image_grid_thw.tolist() == outs[1].image_grid_thw.tolist()
+    assert torch.equal(outs[0].pixel_kwargs["pixel_values"], outs[1].pixel_kwargs["pixel_values"])
+    assert outs[0].pixel_kwargs["image_grid_thw"].tolist() == outs[1].pixel_kwargs["image_grid_thw"].tolist()
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
@@ -106,7 +106,7 @@ def test_truncated_verbatim_file_is_refused_at_materialization(
     lenient = Materializer(materializer.adapter, client_store, missing_image_policy="placeholder_zero_loss")
     out = lenient.materialize(sample)
     assert (out.sample_weight, out.missing_images) == (0.0, (0,)) and not out.loss_weights.any()
-    assert not out.pixel_values.any() and lenient.metrics.snapshot()["replaced.ImageRejected"] == 1
+    assert not out.pixel_kwargs["pixel_values"].any() and lenient.metrics.snapshot()["replaced.ImageRejected"] == 1
 
 
 def test_well_formed_png_with_corrupt_pixel_data_is_stored_then_refused(

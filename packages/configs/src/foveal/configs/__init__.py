@@ -1,69 +1,30 @@
-"""foveal.configs: typed settings for every Foveal component, loaded from TOML files and CLI overrides."""
+"""foveal.configs: typed settings for every Foveal component, loaded from TOML files and CLI overrides.
 
-from foveal.configs.arguments import add_config_arguments, config_from_args
-from foveal.configs.command import ENTRY_POINT_GROUP, Command
-from foveal.configs.dflash import DFlashConfig, DFlashSection, DraftConfig
-from foveal.configs.dumping import to_toml
-from foveal.configs.errors import ConfigError, IncompatibleSettings, Problem, UsageError
-from foveal.configs.inference import InferenceConfig
-from foveal.configs.jobs import EvalSection, RLSection, SFTSection
-from foveal.configs.loading import load_config
-from foveal.configs.logging import LoggingConfig
-from foveal.configs.model import ModelConfig
-from foveal.configs.multimodal import MultimodalConfig
-from foveal.configs.orchestrator import EnvironmentConfig, OrchestratorConfig
-from foveal.configs.renderer import RendererConfig
-from foveal.configs.kinds import RUN_KINDS
-from foveal.configs.runs import EvalConfig, RLConfig, RunConfig, SFTConfig
-from foveal.configs.tinker_service import TinkerServiceConfig, TinkerServiceSection
-from foveal.configs.trainer import (
-    CheckpointConfig,
-    LossConfig,
-    OptimConfig,
-    RLCheckpointConfig,
-    RLLossConfig,
-    RLTrainerConfig,
-    ScheduleConfig,
-    TrainerConfig,
-)
+Names are resolved on first use (PEP 562), so `import foveal.configs.cli` or `foveal.configs.command` does
+not build every pydantic model; `from foveal.configs import SFTConfig` imports only what that name needs.
+"""
 
-__all__ = [
-    "ENTRY_POINT_GROUP",
-    "RUN_KINDS",
-    "CheckpointConfig",
-    "Command",
-    "ConfigError",
-    "DFlashConfig",
-    "DFlashSection",
-    "DraftConfig",
-    "EnvironmentConfig",
-    "EvalConfig",
-    "EvalSection",
-    "IncompatibleSettings",
-    "InferenceConfig",
-    "LoggingConfig",
-    "LossConfig",
-    "ModelConfig",
-    "MultimodalConfig",
-    "OptimConfig",
-    "OrchestratorConfig",
-    "Problem",
-    "RLCheckpointConfig",
-    "RLConfig",
-    "RLLossConfig",
-    "RLSection",
-    "RLTrainerConfig",
-    "RendererConfig",
-    "RunConfig",
-    "SFTConfig",
-    "SFTSection",
-    "TinkerServiceConfig",
-    "TinkerServiceSection",
-    "ScheduleConfig",
-    "TrainerConfig",
-    "UsageError",
-    "add_config_arguments",
-    "config_from_args",
-    "load_config",
-    "to_toml",
-]
+from foveal.configs.lazy_exports import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "foveal.configs.arguments": ("add_config_arguments", "config_from_args"),
+    "foveal.configs.command": ("ENTRY_POINT_GROUP", "Command", "LazyRun"),
+    "foveal.configs.dflash": ("DFlashConfig", "DFlashSection", "DraftConfig"),
+    "foveal.configs.dumping": ("to_toml",),
+    "foveal.configs.errors": ("ConfigError", "IncompatibleSettings", "Problem", "UsageError"),
+    "foveal.configs.inference": ("InferenceConfig",),
+    "foveal.configs.jobs": ("EvalSection", "RLSection", "SFTSection"),
+    "foveal.configs.loading": ("load_config",),
+    "foveal.configs.logging": ("LoggingConfig",),
+    "foveal.configs.model": ("ModelConfig",),
+    "foveal.configs.multimodal": ("MultimodalConfig",),
+    "foveal.configs.orchestrator": ("EnvironmentConfig", "OrchestratorConfig"),
+    "foveal.configs.renderer": ("RendererConfig",),
+    "foveal.configs.kinds": ("RUN_KINDS",),
+    "foveal.configs.runs": ("EvalConfig", "RLConfig", "RunConfig", "SFTConfig"),
+    "foveal.configs.tinker_service": ("TinkerServiceConfig", "TinkerServiceSection"),
+    "foveal.configs.trainer": (
+        "CheckpointConfig", "LossConfig", "OptimConfig", "RLCheckpointConfig", "RLLossConfig", "RLTrainerConfig",
+        "ScheduleConfig", "TrainerConfig",
+    ),
+})  # fmt: skip

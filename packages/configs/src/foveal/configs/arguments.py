@@ -3,6 +3,8 @@
 A subcommand calls `add_config_arguments(parser)` in `configure` and `config_from_args(args, SFTConfig)`
 in `run`. Overrides are not argparse flags: `parse_args` hands the arguments argparse does not know to
 `args.overrides`, in order, and `load_config` checks them against the config's fields.
+
+pydantic is imported only by `config_from_args`, so building the parser for `foveal --help` stays cheap.
 """
 
 from __future__ import annotations
@@ -10,14 +12,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, TypeVar
 
 from foveal.configs.errors import UsageError
-from foveal.configs.loading import load_config
 
-ConfigT = TypeVar("ConfigT", bound=BaseModel)
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+ConfigT = TypeVar("ConfigT", bound="BaseModel")
 OVERRIDES_HELP = (
     "Any config field can be set after the files: --section.key VALUE or --section.key=VALUE "
     "(e.g. --trainer.optim.lr 1e-5); lists and tables as JSON or TOML, null for None. "
@@ -41,6 +43,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, cls: type[ConfigT]) -> ConfigT:
     """The run config named by `args` (files, then overrides); raises ConfigError listing every problem."""
+    from foveal.configs.loading import load_config  # pydantic: only when a command runs
+
     return load_config(cls, getattr(args, "config", []), getattr(args, "overrides", []))
 
 

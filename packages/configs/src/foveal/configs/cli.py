@@ -1,8 +1,9 @@
 """The `foveal` command: the builtin `config` plus every subcommand registered under `foveal.commands`.
 
 Usage and config errors print `foveal: error: <reason>` (a ConfigError adds one line per problem) and
-exit with status 2. Plug-in commands are loaded only when needed (a command's module may import torch),
-and a plug-in that fails to load is reported on one stderr line while the others keep working.
+exit with status 2. Plug-in commands are loaded only when needed, and a plug-in that fails to load is
+reported on one stderr line while the others keep working. Only the chosen command adds its arguments,
+so `foveal --help` imports no config model (pydantic) and no command's job module (torch).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one `foveal` subcommand and return its exit status (2 for usage or config errors)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser([*BUILTINS, *discover_commands(_requested(argv))])
+        requested = _requested(argv)
+        parser = build_parser([*BUILTINS, *discover_commands(requested)], requested)
         args = parse_args(parser, argv)
     except SystemExit as exit_:  # --help and --version end parsing this way, with status 0
         return exit_.code if isinstance(exit_.code, int) else 0
@@ -56,14 +58,15 @@ def _fail(error: Exception) -> int:
     return 2
 
 
-def build_parser(commands: Sequence[Command]) -> ArgumentParser:
-    """The top-level parser with one subparser per command."""
+def build_parser(commands: Sequence[Command], requested: str | None) -> ArgumentParser:
+    """The top-level parser with one subparser per command; only `requested` adds its arguments."""
     parser = ArgumentParser(prog="foveal", description="Train vision-language models with SFT and RL.")
     parser.add_argument("--version", action="version", version=f"foveal {version('foveal-configs')}")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for command in commands:
         sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
-        command.configure(sub)
+        if command.name == requested:
+            command.configure(sub)
         sub.set_defaults(foveal_command=command)
     return parser
 

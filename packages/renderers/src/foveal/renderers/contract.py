@@ -1,4 +1,4 @@
-"""The raw image descriptor and its `mmraw:` wire ref (CONTRACT.md sections 2 and 3).
+"""The raw image descriptor and its `mmraw:` wire ref (docs/contract.md sections 1 and 2).
 
 A descriptor is the only thing that travels for an image: a small JSON envelope naming a stored file, its
 hash, and the layout facts a family computed. Decoding is strict because refs arrive from untrusted
@@ -129,7 +129,7 @@ def _positive_int(value: Any) -> bool:
 
 
 class RawImageDescriptor(BaseModel):
-    """One stored image plus the layout facts a family computed for it (CONTRACT.md section 2).
+    """One stored image plus the layout facts a family computed for it (docs/contract.md section 1).
 
     Constructing one directly raises pydantic's ValidationError on bad input (a programming error);
     untrusted input goes through `descriptor_from_obj` or `decode_mmraw`, which raise ContractErrors.

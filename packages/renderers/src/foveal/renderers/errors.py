@@ -1,4 +1,4 @@
-"""One family of typed errors for the multimodal contract (CONTRACT.md section 6).
+"""One family of typed errors for the multimodal contract (docs/contract.md section 10).
 
 Every error names the offending field and value so a server can answer 4xx and a trainer can apply
 its policy without parsing messages. `http_status` is the status a server maps the error to.

@@ -1,4 +1,4 @@
-"""Decode an untrusted image once, check it, and re-encode it as the store's canonical PNG (CONTRACT.md 1).
+"""Decode an untrusted image once, check it, and re-encode it as the store's canonical PNG (docs/contract.md section 3).
 
 This is the store's fallback path: source bytes that are already a plain, upright PNG/JPEG/WebP are kept
 verbatim instead (`verbatim.py`), and `decode_stored` turns either kind of stored file back into the

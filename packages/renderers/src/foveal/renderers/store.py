@@ -1,4 +1,4 @@
-"""The content-addressed image store (CONTRACT.md section 1).
+"""The content-addressed image store (docs/contract.md section 3).
 
 `put` keeps a plain PNG/JPEG/WebP's source bytes as they are (`verbatim.py`) and normalizes anything else
 to a canonical PNG (`images.py`), then writes the bytes to `<root>/<hash[0:2]>/<hash>.<ext>` through a

@@ -17,11 +17,9 @@ from PIL import Image, ImageDraw
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.utils import logging as transformers_logging
 
-from foveal.configs.command import Command
-from foveal.renderers.tiny import VLM_FAMILIES
+from foveal.trainer.commands import SMOKE_FAMILY
 from foveal.trainer.tiny_models import build_tiny_model
 
-DEFAULT_FAMILY = "qwen2_5_vl"
 QUESTION = "What shapes are in the image?"
 ANSWER = "A red circle and a blue square."
 
@@ -46,7 +44,7 @@ def draw_image(width: int = 320, height: int = 200) -> Image.Image:
     return image
 
 
-def run_smoke(family: str = DEFAULT_FAMILY, cache_root: Path | None = None) -> SmokeResult:
+def run_smoke(family: str = SMOKE_FAMILY, cache_root: Path | None = None) -> SmokeResult:
     """Build (or reuse) the tiny model of `family` and run one scored forward pass over an image turn."""
     start = time.perf_counter()
     folder = build_tiny_model(family, cache_root)
@@ -73,12 +71,8 @@ def run_smoke(family: str = DEFAULT_FAMILY, cache_root: Path | None = None) -> S
     )
 
 
-def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--family", choices=VLM_FAMILIES, default=DEFAULT_FAMILY, help="tiny model family")
-    parser.add_argument("--cache-root", type=Path, default=None, help="tiny model cache (default ~/.cache/foveal/tiny)")
-
-
-def _run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
+    """`foveal smoke` (declared in foveal.trainer.commands): print the summary; 1 if the loss is not finite."""
     transformers_logging.disable_progress_bar()  # a CLI summary, not per-shard progress bars
     result = run_smoke(args.family, args.cache_root)
     print(f"family        {result.family}")
@@ -89,11 +83,3 @@ def _run(args: argparse.Namespace) -> int:
     print(f"loss          {result.loss:.4f}")
     print(f"seconds       {result.seconds:.2f}")
     return 0 if math.isfinite(result.loss) else 1
-
-
-command = Command(
-    name="smoke",
-    help="build a tiny local VLM and run one forward pass over a drawn image on CPU",
-    configure=_configure,
-    run=_run,
-)

@@ -1,9 +1,9 @@
 """The placeholder check every rendered sequence passes before it leaves the renderer.
 
 A span that is off by one token silently feeds the model the wrong image features (or crashes the
-vision merge far away, in the trainer). So each span is checked where it is made: in bounds, in order,
-exactly the image token, as long as the descriptor's layout says, framed by the family's vision markers,
-and no image token anywhere else in the sequence.
+vision merge far away, in the trainer). So each span is checked where it is made: as long as the descriptor's
+layout says, exactly one of the sequence's placeholder runs (`foveal.renderers.placeholders`), and framed by
+the family's vision markers.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Protocol
 
 from foveal.renderers.contract import RawImageDescriptor
 from foveal.renderers.errors import PlaceholderMismatch
+from foveal.renderers.placeholders import check_runs
 
 
 class Span(Protocol):
@@ -28,24 +29,14 @@ def check_spans(
     markers: tuple[int, int] | None = None,
 ) -> None:
     """Raise PlaceholderMismatch naming `images[i]` for the first span that disagrees with the tokens."""
-    end_of_previous = 0
     for index, image in enumerate(images):
-        field = f"images[{index}]"
         expected = image.descriptor.payload.get("num_placeholder_tokens")
         if image.length != expected:
-            raise PlaceholderMismatch(f"{field}.length", image.length, f"{expected} (the descriptor's layout)")
-        if image.offset < end_of_previous or image.offset + image.length > len(token_ids):
-            raise PlaceholderMismatch(f"{field}.offset", image.offset, "in bounds and after the previous span")
-        run = token_ids[image.offset : image.offset + image.length]
-        if run.count(image_token_id) != image.length:
-            raise PlaceholderMismatch(f"{field}.span", (image.offset, image.length), "only image placeholder tokens")
-        if markers is not None:
-            _check_markers(token_ids, image, markers, field)
-        end_of_previous = image.offset + image.length
-    total = sum(image.length for image in images)
-    found = token_ids.count(image_token_id) if image_token_id is not None else 0
-    if found != total:
-        raise PlaceholderMismatch("token_ids", found, f"{total} image placeholder tokens, all inside image spans")
+            raise PlaceholderMismatch(f"images[{index}].length", image.length, f"{expected} (the descriptor's layout)")
+    check_runs(token_ids, image_token_id, [(image.offset, image.length) for image in images])
+    if markers is not None:
+        for index, image in enumerate(images):
+            _check_markers(token_ids, image, markers, f"images[{index}]")
 
 
 def _check_markers(token_ids: Sequence[int], image: Span, markers: tuple[int, int], field: str) -> None:

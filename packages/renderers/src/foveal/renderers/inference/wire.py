@@ -1,7 +1,7 @@
 """Wire models of Foveal's inference API, shared by the servers (trainer), the router and every client.
 
 Token-in/token-out: a request carries prompt token ids with placeholder runs already expanded and one
-`mmraw:` ref per image, in prompt order (CONTRACT.md section 3). Responses carry sampled token ids and
+`mmraw:` ref per image, in prompt order (docs/contract.md section 2). Responses carry sampled token ids and
 their logprobs, so a trainer never re-tokenizes what the model produced. Every model forbids unknown
 fields, so a typo in a client is a 422 naming the field rather than a silently ignored setting.
 """

@@ -30,7 +30,7 @@ class ImageLayout:
         return t * h * w
 
     def payload(self) -> dict[str, Any]:
-        """The family-owned, JSON-safe part of the raw descriptor (CONTRACT.md section 2)."""
+        """The family-owned, JSON-safe part of the raw descriptor (docs/contract.md section 1)."""
         return {"image_grid_thw": list(self.image_grid_thw), "num_placeholder_tokens": self.num_placeholder_tokens}
 
 

@@ -4,7 +4,8 @@ Targets are shifted inside each sample: the row position of token t predicts tok
 and the last token of every sample predicts nothing (label `IGNORE_INDEX`, weight 0), so no target crosses
 a boundary. Per-token fields (`loss_weights`, `logprobs`, `advantages`) are aligned with `token_ids` on
 input, value i being about token i as a target, and shift together with the labels. Images keep sample
-order: `pixel_values` are concatenated and `image_grid_thw` stacked in the order the placeholders appear.
+order: each of the model's image kwargs is concatenated name by name in the order the placeholders appear
+(`PixelKwargs`); the family's position scheme checks them against the tokens.
 
 Any sample with these attribute names packs: `PackSample` (the structural minimum) or
 `foveal.trainer.data.materialize.MaterializedSample`.
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import torch
 
-from foveal.renderers.errors import ContractError, PlaceholderMismatch
+from foveal.renderers.errors import ContractError
+from foveal.trainer.data.adapters import PixelKwargs, concat_pixel_kwargs
 from foveal.trainer.data.packing import OverlongText, PackItem, packed_length
 from foveal.trainer.data.positions import PositionScheme, pack_positions
 
@@ -44,9 +46,7 @@ class Packable(Protocol):
     @property
     def sample_weight(self) -> float: ...
     @property
-    def pixel_values(self) -> torch.Tensor | None: ...
-    @property
-    def image_grid_thw(self) -> torch.Tensor | None: ...
+    def pixel_kwargs(self) -> PixelKwargs: ...
 
 
 S = TypeVar("S", bound=Packable)
@@ -62,8 +62,7 @@ class PackSample:
     logprobs: Values | None = None
     advantages: Values | None = None
     sample_weight: float = 1.0
-    pixel_values: torch.Tensor | None = None
-    image_grid_thw: torch.Tensor | None = None
+    pixel_kwargs: PixelKwargs = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_sample(self)
@@ -81,14 +80,13 @@ class PackedBatch:
     loss_weights: torch.Tensor
     """[1, T] float32, the weight of each label; 0 wherever the label is IGNORE_INDEX."""
     position_ids: torch.Tensor
-    """[1, T] for text models, [4, 1, T] (text row + mrope rows) for the Qwen-VL families."""
+    """[1, T] for text models, [rows, 1, T] for families whose scheme numbers tokens on several rows."""
     cu_seqlens: torch.Tensor
     """[n + 1] int32."""
     sample_weights: torch.Tensor
     """[n] float32, one per sample (spread over its tokens with `cu_seqlens`)."""
-    pixel_values: torch.Tensor | None = None
-    image_grid_thw: torch.Tensor | None = None
-    """[images, 3] int64, in sample order."""
+    pixel_kwargs: PixelKwargs = field(default_factory=dict)
+    """The model's image kwargs for the row's images, in sample order; empty without images."""
     logprobs: torch.Tensor | None = None
     """[1, T] float32, shifted like `labels`."""
     advantages: torch.Tensor | None = None
@@ -101,17 +99,17 @@ class PackedBatch:
     def to(self, device: torch.device | str) -> PackedBatch:
         """The same batch with every tensor on `device`."""
         moved = {
-            field.name: value.to(device)
-            for field in dataclasses.fields(self)
-            if isinstance(value := getattr(self, field.name), torch.Tensor)
+            column.name: value.to(device)
+            for column in dataclasses.fields(self)
+            if isinstance(value := getattr(self, column.name), torch.Tensor)
         }
-        return dataclasses.replace(self, **moved)
+        images = {name: tensor.to(device) for name, tensor in self.pixel_kwargs.items()}
+        return dataclasses.replace(self, **moved, pixel_kwargs=images)
 
 
 def pack_item(sample: Packable) -> PackItem:
     """What the planner sees of a sample."""
-    grid = sample.image_grid_thw
-    return PackItem(sample.sample_id, len(sample.token_ids), grid is not None and len(grid) > 0)
+    return PackItem(sample.sample_id, len(sample.token_ids), bool(sample.pixel_kwargs))
 
 
 def fit_sample(sample: S, seq_len: int, overlong_text: OverlongText = "error") -> S:
@@ -144,19 +142,18 @@ def collate_packed(samples: Sequence[Packable], positions: PositionScheme) -> Pa
         labels=torch.cat([_shift(x, IGNORE_INDEX) for x in ids]).unsqueeze(0),
         loss_weights=_shifted_field(samples, "loss_weights"),
         position_ids=pack_positions(
-            [positions.sample_positions(s.sample_id, x, s.image_grid_thw) for s, x in zip(samples, ids, strict=True)]
+            [positions.sample_positions(s.sample_id, x, s.pixel_kwargs) for s, x in zip(samples, ids, strict=True)]
         ),
         cu_seqlens=lengths.cumsum(0).to(torch.int32),
         sample_weights=torch.tensor([float(sample.sample_weight) for sample in samples], dtype=torch.float32),
-        pixel_values=_cat_images(samples, "pixel_values"),
-        image_grid_thw=_cat_images(samples, "image_grid_thw"),
+        pixel_kwargs=concat_pixel_kwargs([sample.pixel_kwargs for sample in samples]),
         logprobs=_optional_field(samples, "logprobs"),
         advantages=_optional_field(samples, "advantages"),
     )
 
 
 def check_sample(sample: Packable) -> None:
-    """Per-token fields as long as the tokens; pixels and grids together, the grid accounting for every pixel row."""
+    """Per-token fields as long as the tokens (the position scheme checks the images when it numbers them)."""
     length = len(sample.token_ids)
     if length < 1:
         raise ContractError(f"sample {sample.sample_id!r}.token_ids", length, "at least 1 token")
@@ -164,7 +161,6 @@ def check_sample(sample: Packable) -> None:
         values = getattr(sample, name)
         if values is not None and len(values) != length:
             raise ContractError(f"sample {sample.sample_id!r}.{name}", len(values), f"one value per token ({length})")
-    _check_pixels(sample.sample_id, sample.pixel_values, sample.image_grid_thw)
 
 
 def _shift(values: torch.Tensor, fill: float | int) -> torch.Tensor:
@@ -186,21 +182,3 @@ def _optional_field(samples: Sequence[Packable], name: str) -> torch.Tensor | No
         missing = [s.sample_id for s, has in zip(samples, present, strict=True) if not has]
         raise ContractError(name, missing, f"{name} on every sample of the micro-batch or on none")
     return _shifted_field(samples, name)
-
-
-def _cat_images(samples: Sequence[Packable], name: str) -> torch.Tensor | None:
-    parts = [getattr(s, name) for s in samples if pack_item(s).multimodal]
-    return torch.cat(parts) if parts else None
-
-
-def _check_pixels(sample_id: str, pixel_values: Any, grid: Any) -> None:
-    if (pixel_values is None) != (grid is None):
-        raise PlaceholderMismatch(f"sample {sample_id!r}.pixel_values", pixel_values is None, "with image_grid_thw")
-    if grid is None:
-        return
-    if grid.ndim != 2 or grid.shape[-1] != 3:
-        raise PlaceholderMismatch(f"sample {sample_id!r}.image_grid_thw", list(grid.shape), "shape [images, 3]")
-    patches = int(grid.prod(-1).sum())
-    if pixel_values.shape[0] != patches:
-        field = f"sample {sample_id!r}.pixel_values"
-        raise PlaceholderMismatch(field, pixel_values.shape[0], f"{patches} patch rows for grids {grid.tolist()}")

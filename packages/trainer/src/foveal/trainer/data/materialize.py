@@ -1,4 +1,4 @@
-"""Materialization: a TrainingSample's MMRefs -> the pixel tensors its model consumes (CONTRACT.md section 4).
+"""Materialization: a TrainingSample's MMRefs -> the pixel tensors its model consumes (docs/contract.md section 7).
 
 Pixels are computed here, at train time, with the real processor loaded from the model folder, never
 shipped. Each image is read hash-verified from the store; the processor's layout fingerprint must equal
@@ -22,9 +22,8 @@ import torch
 
 from foveal.configs.multimodal import MissingImagePolicy, MultimodalConfig
 from foveal.renderers.errors import ContractError, FingerprintMismatch, HashMismatch, ImageRejected, MissingAsset
-from foveal.renderers.errors import PlaceholderMismatch
 from foveal.renderers.store import ImageStore
-from foveal.trainer.data.adapters import ImageAdapter, ProcessedImage, image_adapter
+from foveal.trainer.data.adapters import ImageAdapter, ProcessedImage, concat_pixel_kwargs, image_adapter
 from foveal.trainer.data.collate import Packable, PackSample
 from foveal.trainer.data.mm_refs import MMRef, check_mm_refs, ref_field
 from foveal.trainer.data.samples import TrainingSample
@@ -112,7 +111,7 @@ class MaterializedSample:
     """A sample ready to pack: token tensors, per-token fields, and the family's pixel kwargs.
 
     Field names follow the collate step's (`token_ids`, `loss_weights`, `logprobs`, `advantages`,
-    `pixel_values`, `image_grid_thw`). `missing_images` lists the image indices replaced by zeros; when
+    `pixel_kwargs`). `missing_images` lists the image indices replaced by zeros; when
     any were, `sample_weight` and every loss weight are 0, so the sample adds nothing to the loss however
     the loss reads its weights.
     """
@@ -127,16 +126,8 @@ class MaterializedSample:
     """[L] float32 inference logprobs, if the sample carried them."""
     advantages: torch.Tensor | None
     pixel_kwargs: MappingProxyType[str, torch.Tensor]
-    """The model's image kwargs (for the Qwen-VL families `pixel_values` and `image_grid_thw`)."""
+    """The model's image kwargs, as the family's adapter names them; empty without images."""
     missing_images: tuple[int, ...] = ()
-
-    @property
-    def pixel_values(self) -> torch.Tensor | None:
-        return self.pixel_kwargs.get("pixel_values")
-
-    @property
-    def image_grid_thw(self) -> torch.Tensor | None:
-        return self.pixel_kwargs.get("image_grid_thw")
 
 
 class Materializer:
@@ -180,7 +171,7 @@ class Materializer:
             if replaced:
                 missing.append(index)
         self._count(sample, missing)
-        return _materialized(sample, self.adapter.model_kwargs(images), tuple(missing))
+        return _materialized(sample, concat_pixel_kwargs([image.tensors for image in images]), tuple(missing))
 
     def _image(self, sample_id: str, index: int, ref: MMRef) -> tuple[ProcessedImage, bool]:
         """The processed image from the cache or the store, or (policy allowing) zeros; True if replaced."""
@@ -201,9 +192,7 @@ class Materializer:
                 raise _located(error, field) from error
             processed = self.adapter.process(picture)
             self.cache.put(key, processed)
-        if processed.image_grid_thw != grid:
-            expected = f"{list(processed.image_grid_thw)}, the grid this trainer's processor produces"
-            raise PlaceholderMismatch(f"{field}.payload.image_grid_thw", list(grid), expected)
+        self.adapter.check_grid(processed, grid, field)
         return processed, False
 
     def _check_fingerprint(self, ref: MMRef, field: str) -> None:

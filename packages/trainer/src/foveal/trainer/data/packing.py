@@ -4,7 +4,7 @@ Pure Python (no torch), so the plan is tested with property tests and computed a
 A plan is a list of bins, each a list of indices into the input, in input order within a bin. Equal inputs
 always give equal plans: ties are broken by input index, never by hashing or timing.
 
-Overlong samples (CONTRACT.md section 5): a multimodal sample longer than `seq_len` is rejected with
+Overlong samples (docs/contract.md section 8): a multimodal sample longer than `seq_len` is rejected with
 `OverlongSample`, because cutting its tokens would cut image placeholders out of step with its pixels. A
 text-only sample is rejected too unless `overlong_text="truncate"`, which keeps its first `seq_len` tokens
 (`foveal.trainer.data.collate.fit_sample` cuts the token ids and every per-token field at that place).

@@ -1,4 +1,4 @@
-"""`TrainingSample`: what travels between processes for one sequence to train on (CONTRACT.md section 4).
+"""`TrainingSample`: what travels between processes for one sequence to train on (docs/contract.md section 6).
 
 Token ids, per-token loss weights, optional inference logprobs and advantages, and `mm_refs` (descriptor
 plus placeholder span per image). It crosses process boundaries as JSON (orjson) or msgpack of plain
@@ -10,7 +10,7 @@ that smuggles processed pixels (`pixel_values`, `image_embeds`, ...) is refused 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgpack
 import orjson
@@ -18,8 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from foveal.renderers.contract import contract_error_from_validation, find_processed_tensor_key
 from foveal.renderers.errors import BadEnvelope, ContractError
-from foveal.renderers.rendering import RenderedConversation
+from foveal.renderers.rendering import RenderedConversation, Renderer
 from foveal.trainer.data.mm_refs import MMRef, check_ref_layout, mm_refs_of, sample_field
+
+if TYPE_CHECKING:  # a type only: samples travel to processes that never open a dataset
+    from foveal.trainer.data.sources import Conversation
 
 MAX_TOKEN_ID = 2**31 - 1
 """Token ids are vocabulary indices; anything larger is corrupt input, not a big vocabulary."""
@@ -136,3 +139,10 @@ def sample_from_render(
         loss_weights=weights,
         mm_refs=mm_refs_of(rendered.token_ids, rendered.images, image_token_id, sample_id=sample_id),
     )
+
+
+def render_sample(renderer: Renderer, conversation: Conversation) -> TrainingSample:
+    """Render a conversation (with its loss mask) and check its image spans into a TrainingSample."""
+    rendered = renderer.render(conversation.messages)
+    weights = loss_weights_from_mask(rendered.loss_mask)
+    return sample_from_render(rendered, renderer.image_token_id, conversation.sample_id, weights)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from foveal.renderers.messages import ImagePart, Message, parse_messages
+from foveal.trainer.runs.layout import demo_data_dir
 from foveal.verifiers.datasets import write_shapes_dataset
 
 DEMO_NAMES = ("tiny:demo", "shapes")
@@ -99,7 +100,7 @@ def open_dataset(dataset: str, run_dir: Path, seed: int) -> tuple[ConversationSo
     """The conversations named by `sft.dataset` and the folders their images may be read from."""
     if dataset in DEMO_NAMES or dataset.startswith("shapes:"):
         size = DEMO_EXAMPLES if dataset in DEMO_NAMES else _demo_size(dataset)
-        path = write_shapes_dataset(run_dir / "data" / "shapes", size, seed=seed, split="train")
+        path = write_shapes_dataset(demo_data_dir(run_dir, "shapes"), size, seed=seed, split="train")
         return JsonlConversations.read(path), (path.parent.resolve(),)
     path = Path(dataset)
     if path.suffix == ".jsonl" or path.is_file():

@@ -23,13 +23,13 @@ from pathlib import Path
 from foveal.renderers.messages import parse_messages
 from foveal.renderers.rendering import Renderer
 from foveal.trainer.data.collate import Packable
-from foveal.trainer.data.samples import TrainingSample
+from foveal.trainer.data.samples import TrainingSample, render_sample
 from foveal.trainer.dflash.regenerate import regenerate
 from foveal.trainer.dflash.target import FrozenTarget
 from foveal.trainer.training.distributed import DistributedContext
 from foveal.trainer.data.samples import sample_from_render
 from foveal.trainer.data.sources import Conversation, ConversationSource, DatasetError, open_dataset
-from foveal.trainer.sft.data import render_sample
+from foveal.trainer.runs.layout import demo_data_dir
 from foveal.verifiers.datasets import write_shapes_dataset
 from foveal.verifiers.datasets.arithmetic import generate_problem
 from foveal.verifiers.environments.arithmetic import SYSTEM_PROMPT
@@ -177,7 +177,7 @@ def training_samples(
 
 def _mixed(run_dir: Path, size: int, seed: int, split: str) -> tuple[ConversationSource, tuple[Path, ...]]:
     shapes_count, arithmetic_count = -(-size // 2), size // 2 or 1
-    folder = run_dir / "data" / "shapes"
+    folder = demo_data_dir(run_dir, "shapes")
     path = write_shapes_dataset(folder, shapes_count, seed=seed, split=split)  # type: ignore[arg-type]
     shapes, roots = open_dataset(str(path), run_dir, seed)
     return Interleaved((shapes, ArithmeticChats(arithmetic_count, seed, split))), roots

@@ -131,8 +131,6 @@ def eval_sequences(
 
 def _captured(target: FrozenTarget, prompt: Packable, continuation: Sequence[int]) -> EvalSequence:
     ids = [*map(int, prompt.token_ids), *continuation]
-    whole = PackSample(
-        prompt.sample_id, ids, [0.0] * len(ids), pixel_values=prompt.pixel_values, image_grid_thw=prompt.image_grid_thw
-    )
+    whole = PackSample(prompt.sample_id, ids, [0.0] * len(ids), pixel_kwargs=prompt.pixel_kwargs)
     batch = collate_packed([whole], target.positions).to(target.device)
     return EvalSequence(prompt.sample_id, batch.input_ids[0], len(prompt.token_ids), target.capture(batch))

@@ -2,8 +2,8 @@
 
 `capture` runs the target's base model (no LM head: a `[T, vocab]` tensor would dwarf everything else) on
 a packed row exactly as training runs it (`foveal.trainer.model.forward`'s conditions: no attention mask, no
-cache, per-sample positions from the model's own mrope index, `pixel_values` and `image_grid_thw` for the
-row's images), with forward hooks on the configured decoder layers. The hook of layer i sees that layer's
+cache, per-sample positions from the model family's scheme, the family's image kwargs for the row's
+images), with forward hooks on the configured decoder layers. The hook of layer i sees that layer's
 output, which transformers' `output_hidden_states` would list at index i + 1 (DFlash's offset). Only the
 captured layers are kept, concatenated in `layer_ids` order into `[T, len(layer_ids) * hidden]`.
 
@@ -11,7 +11,7 @@ captured layers are kept, concatenated in `layer_ids` order into `[T, len(layer_
 checks, and under flex attention the bucket padding, whose positions are cut off the features).
 
 `greedy_continuations` is `generate` with sampling off over a left-padded batch of prompts (the attention
-mask tells the Qwen-VL families' mrope index where each prompt starts), which handles the KV cache; the hooks
+mask tells a family's rope index where each prompt starts), which handles the KV cache; the hooks
 are attached only during `capture`.
 """
 
@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from foveal.trainer.data.adapters import PixelKwargs, concat_pixel_kwargs
 from foveal.trainer.data.collate import Packable, PackedBatch
 from foveal.trainer.data.positions import PositionScheme, position_scheme
 from foveal.trainer.dflash.weights import TargetWeightError, TargetWeights, resolve_target_weights
@@ -58,8 +59,7 @@ class FrozenTarget:
         """`[T, len(layer_ids) * hidden]` features of a packed row already on the target's device."""
         inputs = packed_inputs(self.model, batch)  # flex rows come padded to their bucket; cut back below
         inputs.pop("logits_to_keep", None)  # the base model computes no logits
-        if batch.pixel_values is not None:
-            inputs["pixel_values"] = batch.pixel_values.to(self.weights.embed.dtype)
+        inputs |= self._images(batch.pixel_kwargs)
         layers = decoder_layers(self.model)
         seen: dict[int, torch.Tensor] = {}
         hooks = [layers[i].register_forward_hook(_keeper(seen, i)) for i in self.layer_ids]
@@ -88,14 +88,7 @@ class FrozenTarget:
             ids[row, width - len(prompt.token_ids) :] = torch.as_tensor(prompt.token_ids, dtype=torch.long)
             mask[row, width - len(prompt.token_ids) :] = 1
         inputs: dict[str, Any] = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
-        pictured = [prompt for prompt in prompts if prompt.pixel_values is not None]
-        if pictured:
-            pixels = torch.cat([prompt.pixel_values for prompt in pictured])  # type: ignore[misc]
-            grids = torch.cat([prompt.image_grid_thw for prompt in pictured])  # type: ignore[misc]
-            inputs |= {
-                "pixel_values": pixels.to(self.device, self.weights.embed.dtype),
-                "image_grid_thw": grids.to(self.device),
-            }
+        inputs |= self._images(concat_pixel_kwargs([prompt.pixel_kwargs for prompt in prompts]))
         out = self.model.generate(
             **inputs,
             max_new_tokens=max_new_tokens,
@@ -105,6 +98,14 @@ class FrozenTarget:
             use_cache=True,
         )
         return [_through_first_stop(row, set(stop_ids)) for row in out[:, width:].tolist()]
+
+    def _images(self, pixel_kwargs: PixelKwargs) -> dict[str, torch.Tensor]:
+        """Image kwargs on the target's device, floating ones (pixels) in its weights' dtype."""
+        embed = self.weights.embed
+        return {
+            name: tensor.to(embed.device, embed.dtype if tensor.is_floating_point() else tensor.dtype)
+            for name, tensor in pixel_kwargs.items()
+        }
 
 
 def _through_first_stop(tokens: list[int], stop_ids: set[int]) -> list[int]:

@@ -7,7 +7,8 @@
 the responses it will later verify), build the draft from the target's shape, then for each step take the
 next packed batch (the SFT data stream: text and image samples packed together, 3-D rope positions per
 sample), draw anchors, capture the target's features of each micro-batch, run the draft on the blocks,
-backward the weighted block loss, clip, step, log, evaluate acceptance when due, checkpoint when due.
+backward the weighted block loss, clip, step, evaluate acceptance when due, log, checkpoint when due (the
+run's skeleton, shared with SFT and RL, is `foveal.trainer.training.run`).
 
 The draft is FSDP2-sharded like the SFT model (its layers, then the root); the target is replicated on every
 rank (frozen, forward only). Ranks share the regeneration (`foveal.trainer.dflash.regenerate`) and a step's
@@ -21,22 +22,21 @@ copy of the draft.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 from typing import Any, cast
 
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-from foveal.configs import Command, add_config_arguments, config_from_args
+from foveal.configs import config_from_args
 from foveal.configs.dflash import DFlashConfig
 from foveal.renderers.factory import build_renderer
 from foveal.renderers.rendering import Renderer
 from foveal.renderers.store import ImageStore
-from foveal.trainer.training.checkpoint import Checkpointer, DataPosition, TrainingState
+from foveal.trainer.training.checkpoint import DataPosition
 from foveal.trainer.data.collate import Packable
 from foveal.trainer.data.pool import materialize_threads
 from foveal.trainer.data.samples import TrainingSample
@@ -47,25 +47,17 @@ from foveal.trainer.dflash.loss import block_loss
 from foveal.trainer.dflash.speculate import EvalResult, EvalSequence, eval_sequences, evaluate
 from foveal.trainer.dflash.target import FrozenTarget
 from foveal.trainer.dflash.weights import required_setting, rope_theta, text_setting
-from foveal.trainer.training.distributed import (
-    DistributedContext,
-    close_distributed,
-    init_distributed,
-    set_gradient_sync,
-    shard_model,
-)
-from foveal.trainer.training.metrics import METRICS_FILE, MetricsLogger, StepMetrics, reduce_step
-from foveal.trainer.model.loading import Precision, load_model, load_processor, resolve_precision, resolve_source
-from foveal.trainer.training.optim import build_optimizer, build_scheduler, clip_gradients
-from foveal.trainer.training.plots import plot_metrics
-from foveal.trainer.training.progress import TrainingProgress
-from foveal.trainer.training.seeding import seed_everything
+from foveal.trainer.training.distributed import DistributedContext, shard_model
+from foveal.trainer.runs.layout import DFLASH_PLOT_FILE
+from foveal.trainer.training.metrics import StepMetrics
+from foveal.trainer.model.loading import Precision, load_model, load_processor, resolve_source
+from foveal.trainer.training.run import RunResult, StepClock, TrainingRun
+from foveal.trainer.training.start import start_run
 from foveal.trainer.data.materialize import build_materializer
 from foveal.trainer.data.sources import ConversationSource
-from foveal.trainer.data.steps import PackingLimits, count_steps
+from foveal.trainer.data.steps import PackingLimits, StepBatch, count_steps
 from foveal.trainer.data.stream import StepStream
 
-PLOT_FILE = "dflash.png"
 PLOT_KEYS = ("loss", "accuracy", "eval_acceptance_length", "tokens_per_second")
 
 
@@ -83,36 +75,26 @@ class DFlashStepMetrics(StepMetrics):
     def as_dict(self) -> dict[str, float | int]:
         return {key: value for key, value in asdict(self).items() if value is not None}
 
+    def evaluated(self, evaluation: EvalResult | None) -> DFlashStepMetrics:
+        """This row with the acceptance measured after its step (rank 0 measures; the others get None)."""
+        if evaluation is None:
+            return self
+        return replace(self, eval_acceptance_length=evaluation.acceptance_length, eval_speedup=evaluation.speedup)
+
 
 @dataclass(frozen=True)
-class DFlashResult:
+class DFlashResult(RunResult):
     """How a run went: steps, loss at its first and last step, acceptance before training and at the end."""
 
-    run_dir: Path
-    rank: int
-    first_step: int
-    last_step: int
-    initial_loss: float | None
-    final_loss: float | None
     initial_eval: EvalResult | None
     """The untrained draft's acceptance (fresh runs, rank 0)."""
     final_eval: EvalResult | None
-    seconds: float
-    checkpoint: Path | None
-    metrics_path: Path
 
 
 def run_dflash(config: DFlashConfig) -> DFlashResult:
     """Train a draft for `config.model`; resumes from the latest checkpoint when asked to."""
-    started = time.perf_counter()
-    context = init_distributed(config.trainer.device)
-    run_dir, settings = config.logging.run_dir, config.dflash
-    seed_everything(config.trainer.seed, context.rank)
-    checkpointer = Checkpointer(
-        config.trainer.checkpoint.dir or run_dir / "checkpoints", config.trainer.checkpoint, context
-    )
-    resume_from = checkpointer.resume_point()
-    precision = resolve_precision(config.trainer.precision, context.device)
+    start, settings = start_run(config), config.dflash
+    context, precision = start.context, start.precision
 
     # The frozen target, its renderer and data; the target writes the responses it will verify.
     source = resolve_source(config.model.name_or_path)
@@ -121,101 +103,62 @@ def run_dflash(config: DFlashConfig) -> DFlashResult:
     stream, held_out = build_data(config, source, processor, target, context, precision)
 
     # The draft, shaped after the target (or read back from the checkpoint), and its optimizer.
-    draft = DFlashDraft.from_pretrained(resume_from) if resume_from else new_draft(config, target)
+    draft = DFlashDraft.from_pretrained(start.resume_from) if start.resume_from else new_draft(config, target)
     draft = shard_model(draft.to(context.device), context)
     total_steps = count_steps(len(stream.source), settings.batch_size, settings.epochs, settings.max_steps)
-    optimizer = build_optimizer(draft, config.trainer.optim)
-    scheduler = build_scheduler(optimizer, config.trainer.schedule, total_steps)
-    fresh = TrainingState(data=DataPosition(shuffle_seed=settings.shuffle_seed), world_size=context.world_size)
-    state = checkpointer.restore(resume_from, draft, optimizer, scheduler, fresh)
-    logger = MetricsLogger(run_dir, config.logging, context.is_main, config.model_dump(mode="json"), state.step)
-    initial_eval = None if resume_from else measure(draft, target, held_out, settings.block_size, context, precision)
+    fresh = DataPosition(shuffle_seed=settings.shuffle_seed)
+    run = TrainingRun(start, draft, processor, total_steps, name="dflash", plot_file=DFLASH_PLOT_FILE,
+                      plot_keys=PLOT_KEYS, data=fresh)  # fmt: skip
+    acceptance = functools.partial(measure, draft, target, held_out, settings.block_size, context, precision)
+    initial_eval = None if start.resume_from else acceptance()
 
-    history: list[DFlashStepMetrics] = []
-    checkpoint, final_eval = resume_from, None
-    clock = time.perf_counter()
-    with TrainingProgress(total_steps, state.step, context.is_main, "dflash") as progress, stream:
-        for step, batch in enumerate(stream.steps(state.data, total_steps - state.step), start=state.step + 1):
-            step_started = time.perf_counter()
-            plans = [
-                plan_blocks(mb, settings.block_size, settings.anchors_per_sample, settings.loss_decay_gamma, generator)
-                for mb, generator in zip(batch.micro_batches, anchor_generators(config, step, context), strict=False)
-            ]
-            total_weight = context.sum([sum(float(plan.weights.sum()) for plan in plans)])[0]
-            forwards = context.max([len(chunks(plan.count, settings.anchor_chunk)) for plan in plans])
-            optimizer.zero_grad(set_to_none=True)
-            rank_loss, correct, supervised = 0.0, 0, 0
-            for index, (micro_batch, blocks) in enumerate(zip(batch.micro_batches, plans, strict=True)):
-                micro_batch = micro_batch.to(context.device)
-                set_gradient_sync(draft, index == len(plans) - 1)
-                with precision.autocast():
-                    features = target.capture(micro_batch)
-                    term = block_loss(
-                        draft,
-                        target.weights,
-                        features,
-                        text_positions(micro_batch),
-                        blocks.to(context.device),
-                        total_weight,
-                        settings.anchor_chunk,
-                        int(forwards[index]),
-                    )
-                term.loss.backward()
-                rank_loss += term.loss.item()
-                correct, supervised = correct + term.correct, supervised + term.supervised
-            grad_norm = clip_gradients(draft.parameters(), config.trainer.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-
-            rank_step = batch.rank_step(rank_loss, time.perf_counter() - clock, waited=step_started - clock)
-            blocks_with_loss = sum(plan.weighted_count for plan in plans)
-            all_correct, all_supervised, all_blocks = context.sum([correct, supervised, blocks_with_loss])
-            metrics = reduce_step(
-                context,
-                rank_step,
-                step=step,
-                epoch=batch.position.epoch,
-                lr=lr,
-                grad_norm=grad_norm,
-                loss_tokens=int(all_supervised),
-                micro_batch_tokens=config.trainer.micro_batch_tokens,
-            )
-            evaluation = None
+    final_eval = None
+    with run, stream:
+        for step, batch, clock in run.steps(stream.steps(run.state.data, run.steps_left)):
+            row = train_step(run, config, target, step, batch, clock)
             if step == total_steps or (settings.eval_every and step % settings.eval_every == 0):
-                evaluation = measure(draft, target, held_out, settings.block_size, context, precision)
-                final_eval = evaluation
-            row = DFlashStepMetrics(
-                **asdict(metrics),
-                accuracy=all_correct / max(all_supervised, 1),
-                blocks=int(all_blocks),
-                eval_acceptance_length=evaluation.acceptance_length if evaluation else None,
-                eval_speedup=evaluation.speedup if evaluation else None,
-            )
-            history.append(row)
-            logger.log(row, total_steps)
-            progress.advance(row)
-            if checkpointer.due(step, total_steps):
-                state = TrainingState(step=step, data=batch.position, world_size=context.world_size)
-                checkpoint = checkpointer.save(draft, processor, optimizer, scheduler, state)
-                write_plot(config, context.is_main)
-            clock = time.perf_counter()
+                final_eval = acceptance()
+                row = row.evaluated(final_eval)
+            run.record(row)
+            run.checkpoint_when_due(step, batch.position)
+    return run.finish(DFlashResult, initial_eval=initial_eval, final_eval=final_eval)
 
-    logger.close()
-    close_distributed(context)
-    return DFlashResult(
-        run_dir=run_dir,
-        rank=context.rank,
-        first_step=history[0].step if history else state.step,
-        last_step=history[-1].step if history else state.step,
-        initial_loss=history[0].loss if history else None,
-        final_loss=history[-1].loss if history else None,
-        initial_eval=initial_eval,
-        final_eval=final_eval,
-        seconds=time.perf_counter() - started,
-        checkpoint=checkpoint,
-        metrics_path=logger.path,
-    )
+
+def train_step(
+    run: TrainingRun, config: DFlashConfig, target: FrozenTarget, step: int, batch: StepBatch, clock: StepClock
+) -> DFlashStepMetrics:
+    """Draw anchors, capture the target's features of each micro-batch, run the draft on the blocks, backward the
+    weighted block loss, optimizer step; the step's metrics with the draft's block accuracy."""
+    settings, context = config.dflash, run.context
+    plans = [
+        plan_blocks(mb, settings.block_size, settings.anchors_per_sample, settings.loss_decay_gamma, generator)
+        for mb, generator in zip(batch.micro_batches, anchor_generators(config, step, context), strict=False)
+    ]
+    total_weight = context.sum([sum(float(plan.weights.sum()) for plan in plans)])[0]
+    forwards = context.max([len(chunks(plan.count, settings.anchor_chunk)) for plan in plans])
+    rank_loss, correct, supervised = 0.0, 0, 0
+    for index, micro_batch in enumerate(run.accumulate(batch.micro_batches)):
+        with run.precision.autocast():
+            features = target.capture(micro_batch)
+            term = block_loss(
+                run.model,
+                target.weights,
+                features,
+                text_positions(micro_batch),
+                plans[index].to(context.device),
+                total_weight,
+                settings.anchor_chunk,
+                int(forwards[index]),
+            )
+        term.loss.backward()
+        rank_loss += term.loss.item()
+        correct, supervised = correct + term.correct, supervised + term.supervised
+    update = run.optimizer_step()
+    rank_step = batch.rank_step(rank_loss, clock.elapsed(), waited=clock.waited)
+    blocks_with_loss = sum(plan.weighted_count for plan in plans)
+    all_correct, all_supervised, all_blocks = context.sum([correct, supervised, blocks_with_loss])
+    metrics = run.step_metrics(step, rank_step, update, epoch=batch.position.epoch, loss_tokens=int(all_supervised))
+    return DFlashStepMetrics(**asdict(metrics), accuracy=all_correct / max(all_supervised, 1), blocks=int(all_blocks))
 
 
 def build_target(config: DFlashConfig, source: str, device: torch.device) -> FrozenTarget:
@@ -361,36 +304,17 @@ def anchor_seed(seed: int, step: int, micro_batch: int) -> int:
     return (seed * 1_000_003 + step) * 4099 + micro_batch
 
 
-def write_plot(config: DFlashConfig, is_main: bool) -> Path | None:
-    """Loss, accuracy, acceptance and throughput panels of the run so far (rank 0, when `logging.plots`)."""
-    if not (config.logging.plots and is_main):
-        return None
-    run_dir = config.logging.run_dir
-    return plot_metrics(run_dir / METRICS_FILE, run_dir / PLOT_FILE, PLOT_KEYS)
-
-
-def _run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
+    """`foveal dflash` (declared in foveal.trainer.commands): train; rank 0 prints losses and acceptance."""
     result = run_dflash(config_from_args(args, DFlashConfig))
-    if result.rank != 0:
-        return 0
-    if result.initial_loss is not None:
-        print(
-            f"dflash: steps {result.first_step}-{result.last_step}  loss {result.initial_loss:.4f} -> "
-            f"{result.final_loss:.4f}  {result.seconds:.1f} s  run {result.run_dir}"
-        )
-    for name, evaluation in (("untrained", result.initial_eval), ("trained", result.final_eval)):
-        if evaluation is not None:
-            print(
-                f"dflash: {name} draft: acceptance length {evaluation.acceptance_length:.2f}, simulated speedup "
-                f"{evaluation.speedup:.2f}x over {evaluation.samples} held-out prompts"
-            )
-    print(f"dflash: checkpoint {result.checkpoint}" if result.checkpoint else "dflash: no checkpoint written")
+    if result.rank == 0:
+        evaluations = (("untrained", result.initial_eval), ("trained", result.final_eval))
+        result.print_summary("dflash", details=[acceptance_line(name, e) for name, e in evaluations if e is not None])
     return 0
 
 
-command = Command(
-    name="dflash",
-    help="train a DFlash block-drafting speculative decoder for a (vision-)language target",
-    configure=add_config_arguments,
-    run=_run,
-)
+def acceptance_line(name: str, evaluation: EvalResult) -> str:
+    return (
+        f"{name} draft: acceptance length {evaluation.acceptance_length:.2f}, simulated speedup "
+        f"{evaluation.speedup:.2f}x over {evaluation.samples} held-out prompts"
+    )

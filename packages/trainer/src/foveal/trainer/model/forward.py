@@ -37,9 +37,7 @@ def packed_inputs(model: torch.nn.Module, batch: PackedBatch) -> dict[str, torch
     }
     if length > batch.num_tokens:
         inputs["logits_to_keep"] = torch.arange(batch.num_tokens, device=device)
-    if batch.pixel_values is not None:
-        inputs |= {"pixel_values": batch.pixel_values, "image_grid_thw": batch.image_grid_thw}
-    return inputs
+    return inputs | dict(batch.pixel_kwargs)
 
 
 def packed_logits(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:

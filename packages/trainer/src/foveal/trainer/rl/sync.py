@@ -2,7 +2,8 @@
 
 Versions. Step s (1-based) trains on the batch of step s. The weights after step s are policy version s;
 version 0 is the initial model. The trainer publishes its latest finished step and that step's checkpoint
-in `<run dir>/trainer_state.json` (atomic), which the orchestrator reads to push new weights and to pace itself.
+in `<run dir>/trainer_state.json` (atomic, `foveal.trainer.runs.progress`), which the orchestrator reads
+to push new weights and to pace itself.
 
 The bound. A batch sampled with version v and trained at step s lags the policy by s - 1 - v steps
 (0 = on-policy: step s trains on rollouts of the weights step s - 1 produced). With k = max_async_level the
@@ -17,50 +18,7 @@ breaks the bound is refused, not silently trained on.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from foveal.renderers.atomic_files import write_atomic
-
-TRAINER_STATE_FILE = "trainer_state.json"
-
-
-class SyncError(ValueError):
-    """A step, version or lag outside what the async bound allows; names the field and the value."""
-
-    def __init__(self, field: str, value: object, expected: str) -> None:
-        self.field, self.value, self.expected = field, value, expected
-        super().__init__(f"{field}: {expected} (got {value!r})")
-
-
-class TrainerProgress(BaseModel):
-    """`<run dir>/trainer_state.json`: the trainer's latest finished step and where its weights are."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    format_version: Literal[1] = 1
-    step: int = Field(default=0, ge=0, description="Optimizer steps finished: the policy version of `checkpoint`.")
-    checkpoint: str | None = Field(
-        default=None, description="That step's checkpoint folder; None at step 0 (the initial model)."
-    )
-
-
-def write_progress(run_dir: Path, progress: TrainerProgress) -> Path:
-    """Publish the trainer's progress atomically (rank 0, after the step's checkpoint is complete)."""
-    return write_atomic(run_dir / TRAINER_STATE_FILE, progress.model_dump_json(indent=1).encode())
-
-
-def read_progress(run_dir: Path) -> TrainerProgress | None:
-    """The trainer's published progress; None before the trainer first wrote it."""
-    path = run_dir / TRAINER_STATE_FILE
-    try:
-        return TrainerProgress.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    except ValidationError as error:
-        raise SyncError(str(path), error.errors()[0]["msg"], "a valid trainer_state.json") from None
+from foveal.trainer.runs.progress import SyncError
 
 
 def can_produce(step: int, trainer_step: int, max_async_level: int) -> bool:

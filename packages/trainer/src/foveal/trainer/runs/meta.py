@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from foveal.configs.runs import RunConfig
 from foveal.renderers.atomic_files import write_atomic
+from foveal.trainer.runs.layout import RUN_META_FILE
 
-RUN_META_FILE = "run_meta.json"
 RL_BOUND_KEYS = (
     "model.name_or_path",
     "model.family",
@@ -81,7 +81,7 @@ def ensure_run_meta(run_dir: Path, config: RunConfig, kind: str, keys: tuple[str
     try:
         theirs = RunMeta.model_validate_json(path.read_bytes())
     except ValidationError as error:
-        raise IncompatibleRun(path, {"run_meta.json": (error.errors()[0]["msg"], "a valid run meta")}) from None
+        raise IncompatibleRun(path, {RUN_META_FILE: (error.errors()[0]["msg"], "a valid run meta")}) from None
     if theirs.fingerprint != ours.fingerprint:
         old = {"kind": theirs.kind, **theirs.settings}
         new = {"kind": ours.kind, **ours.settings}

@@ -22,11 +22,10 @@ from foveal.renderers.atomic_files import write_atomic
 from foveal.renderers.contract import contract_error_from_validation
 from foveal.renderers.errors import BadEnvelope, ContractError
 from foveal.trainer.data.samples import TrainingSample, sample_from_obj
+from foveal.trainer.runs.layout import ROLLOUT_BATCH_NAME, ROLLOUTS_DIR, rollout_batch_path
 
-ROLLOUTS_DIR = "rollouts"
 BATCH_FORMAT_VERSION = 1
 POLL_S = 0.05
-_BATCH_NAME = re.compile(r"step_(\d{8,})\.msgpack")
 _Finite = Annotated[float, Field(allow_inf_nan=False)]
 _Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
@@ -109,7 +108,7 @@ class RLBatch(BaseModel):
 
 def batch_path(run_dir: Path, step: int) -> Path:
     """Where the batch of `step` is published."""
-    return run_dir / ROLLOUTS_DIR / f"step_{step:08d}.msgpack"
+    return rollout_batch_path(run_dir, step)
 
 
 def write_batch(run_dir: Path, batch: RLBatch) -> Path:
@@ -148,7 +147,7 @@ def published_steps(run_dir: Path) -> list[int]:
     folder = run_dir / ROLLOUTS_DIR
     if not folder.is_dir():
         return []
-    return sorted(int(match.group(1)) for p in folder.iterdir() if (match := _BATCH_NAME.fullmatch(p.name)))
+    return sorted(int(match.group(1)) for p in folder.iterdir() if (match := ROLLOUT_BATCH_NAME.fullmatch(p.name)))
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:

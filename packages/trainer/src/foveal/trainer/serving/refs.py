@@ -1,4 +1,4 @@
-"""A request's `mmraw:` refs -> the model's pixel inputs (CONTRACT.md section 3), with the trainer's checks.
+"""A request's `mmraw:` refs -> the model's pixel inputs (docs/contract.md section 9), with the trainer's checks.
 
 Each ref is decoded strictly, paired in order with the next placeholder run of the prompt, and handed to
 the trainer's `Materializer` as a one-sample batch: the same hash-verified store read, fingerprint check
@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from foveal.renderers.contract import RawImageDescriptor, decode_mmraw, file_uri_to_path
-from foveal.renderers.errors import ContractError, PlaceholderMismatch
+from foveal.renderers.errors import ContractError
 from foveal.renderers.locations import require_inside
+from foveal.renderers.placeholders import RunFields, pair_images
 from foveal.renderers.store import ImageStore
 from foveal.trainer.data.materialize import Materializer
 from foveal.trainer.data.mm_refs import MMRef, sample_field
@@ -43,6 +44,8 @@ class RequestImages:
 
 
 NO_IMAGES = RequestImages({}, "")
+REQUEST_RUN_FIELDS = RunFields("image_refs[{}]".format, "image_refs[{}].span".format, "prompt_token_ids")
+"""How pairing errors name a request's fields: `image_refs[1].span`, `prompt_token_ids`."""
 
 
 def decode_refs(refs: Sequence[str]) -> list[RawImageDescriptor]:
@@ -60,12 +63,12 @@ def materialize_images(
     prompt_ids: Sequence[int], descriptors: Sequence[RawImageDescriptor], materializer: Materializer
 ) -> RequestImages:
     """Check the images against the prompt's placeholders and the served processor, then compute pixels."""
-    if not descriptors:
-        _check_no_placeholders(prompt_ids, materializer.adapter.image_token_id)
-        return NO_IMAGES
     for index, descriptor in enumerate(descriptors):
         _check_location(descriptor, materializer.store, index)
-    refs = _spans(prompt_ids, descriptors, materializer.adapter.image_token_id)
+    spans = pair_images(prompt_ids, materializer.adapter.image_token_id, placeholder_counts(descriptors), REQUEST_RUN_FIELDS)
+    if not descriptors:
+        return NO_IMAGES
+    refs = [MMRef(descriptor=d, offset=start, length=n) for d, (start, n) in zip(descriptors, spans, strict=True)]
     fields = {"sample_id": _SAMPLE_ID, "token_ids": tuple(prompt_ids), "loss_weights": (0.0,) * len(prompt_ids)}
     try:
         materialized = materializer.materialize(sample_from_obj({**fields, "mm_refs": refs}))
@@ -74,36 +77,15 @@ def materialize_images(
     return RequestImages(dict(materialized.pixel_kwargs), ",".join(d.hash for d in descriptors))
 
 
-def _spans(
-    prompt_ids: Sequence[int], descriptors: Sequence[RawImageDescriptor], image_token_id: int
-) -> tuple[MMRef, ...]:
-    """Pair image i with the i-th placeholder run, as long as its descriptor says (checked in full later)."""
-    refs, cursor = [], 0
-    for index, descriptor in enumerate(descriptors):
-        start = next((i for i in range(cursor, len(prompt_ids)) if prompt_ids[i] == image_token_id), None)
-        if start is None:
-            expected = f"a run of image placeholder tokens ({image_token_id}) in prompt_token_ids for every ref"
-            raise PlaceholderMismatch(f"image_refs[{index}]", f"ref {index} of {len(descriptors)}", expected)
-        length = int(descriptor.payload["num_placeholder_tokens"])  # type: ignore[arg-type]
-        if start + length > len(prompt_ids):
-            expected = f"{length} placeholder tokens (payload.num_placeholder_tokens) inside the prompt"
-            raise PlaceholderMismatch(f"image_refs[{index}].payload.num_placeholder_tokens", length, expected)
-        refs.append(MMRef(descriptor=descriptor, offset=start, length=length))
-        cursor = start + length
-    return tuple(refs)
+def placeholder_counts(descriptors: Sequence[RawImageDescriptor]) -> list[int]:
+    """Each image's placeholder count as its payload states it (checked against its grid later)."""
+    return [int(d.payload["num_placeholder_tokens"]) for d in descriptors]  # type: ignore[arg-type]
 
 
 def _check_location(descriptor: RawImageDescriptor, store: ImageStore, index: int) -> None:
     """The ref must name a file inside the store even when its pixels are cached and no file is read."""
     path = Path(file_uri_to_path(descriptor.raw_image_uri)).resolve()
     require_inside(path, (store.root,), descriptor.raw_image_uri, f"image_refs[{index}].raw_image_uri")
-
-
-def _check_no_placeholders(prompt_ids: Sequence[int], image_token_id: int) -> None:
-    if image_token_id in prompt_ids:
-        position = list(prompt_ids).index(image_token_id)
-        expected = "no image placeholder tokens without an image ref"
-        raise PlaceholderMismatch("prompt_token_ids", f"placeholder at {position}", expected)
 
 
 def _renamed(error: ContractError, prefix: str = "") -> ContractError:

@@ -15,7 +15,7 @@ import socket
 import uvicorn
 from pydantic import Field
 
-from foveal.configs import Command, InferenceConfig, Problem, RunConfig, add_config_arguments, config_from_args
+from foveal.configs import InferenceConfig, Problem, RunConfig, config_from_args
 from foveal.configs.checks import is_loopback
 from foveal.configs.errors import ConfigError
 from foveal.renderers.inference.client import check_base_url
@@ -59,14 +59,8 @@ def bind(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=2048)
 
 
-def _configure(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument(
-        "--upstream", action="append", default=[], metavar="URL", help="an inference server URL; repeat per server"
-    )
-
-
-def _run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
+    """`foveal router` (declared in foveal.trainer.commands): route until Ctrl-C."""
     config = config_from_args(args, RouterRunConfig)
     inference, router = config.inference, config.inference.router
     upstreams = upstream_urls(inference, args.upstream)
@@ -83,11 +77,3 @@ def _run(args: argparse.Namespace) -> int:
     server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=10))
     server.run(sockets=[sock])
     return 0
-
-
-command = Command(
-    name="router",
-    help="route requests to several inference servers (sticky sessions, least loaded, failover)",
-    configure=_configure,
-    run=_run,
-)

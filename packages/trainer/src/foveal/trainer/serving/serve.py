@@ -16,12 +16,12 @@ from pathlib import Path
 
 import uvicorn
 
-from foveal.configs import Command, add_config_arguments, config_from_args
+from foveal.configs import config_from_args
 from foveal.trainer.serving.app import AppSettings, create_app
 from foveal.trainer.serving.config import ServeConfig
 from foveal.trainer.serving.server import app_settings, bind_socket, build_backend
+from foveal.trainer.runs.layout import CONTROL_TOKEN_FILE
 
-TOKEN_FILE = Path("inference") / "control_token"
 
 
 def serve(config: ServeConfig) -> None:
@@ -30,7 +30,7 @@ def serve(config: ServeConfig) -> None:
     try:
         settings = app_settings(config)
         if settings.data_token is None:
-            print(f"serve: control token in {write_token(config.logging.run_dir / TOKEN_FILE, settings)}")
+            print(f"serve: control token in {write_token(config.logging.run_dir / CONTROL_TOKEN_FILE, settings)}")
         sock = bind_socket(config.inference.host, config.inference.port)
         host = f"[{config.inference.host}]" if ":" in config.inference.host else config.inference.host
         print(f"serve: {config.model.name_or_path} on http://{host}:{sock.getsockname()[1]}")
@@ -52,14 +52,7 @@ def write_token(path: Path, settings: AppSettings) -> Path:
     return path
 
 
-def _run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
+    """`foveal serve` (declared in foveal.trainer.commands): serve until Ctrl-C."""
     serve(config_from_args(args, ServeConfig))
     return 0
-
-
-command = Command(
-    name="serve",
-    help="serve a model over HTTP (token-in/token-out and OpenAI chat) with the [inference] backend",
-    configure=add_config_arguments,
-    run=_run,
-)

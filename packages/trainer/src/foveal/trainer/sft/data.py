@@ -10,24 +10,15 @@ from typing import Any
 
 from foveal.configs.runs import SFTConfig
 from foveal.renderers.factory import build_renderer
-from foveal.renderers.rendering import Renderer
 from foveal.renderers.store import ImageStore
 from foveal.trainer.data.materialize import build_materializer
-from foveal.trainer.data.samples import sample_from_render
 from foveal.trainer.data.pool import materialize_threads
 from foveal.trainer.data.positions import position_scheme
-from foveal.trainer.data.samples import TrainingSample, loss_weights_from_mask
-from foveal.trainer.data.sources import Conversation, open_dataset
+from foveal.trainer.data.samples import render_sample
+from foveal.trainer.data.sources import open_dataset
 from foveal.trainer.data.steps import PackingLimits
 from foveal.trainer.data.stream import StepStream
 from foveal.trainer.training.distributed import DistributedContext
-
-
-def render_sample(renderer: Renderer, conversation: Conversation) -> TrainingSample:
-    """Render a conversation (with its loss mask) and check its image spans into a TrainingSample."""
-    rendered = renderer.render(conversation.messages)
-    weights = loss_weights_from_mask(rendered.loss_mask)
-    return sample_from_render(rendered, renderer.image_token_id, conversation.sample_id, weights)
 
 
 def build_sft_data(

@@ -15,7 +15,7 @@ import os
 
 import uvicorn
 
-from foveal.configs import Command, add_config_arguments, config_from_args
+from foveal.configs import config_from_args
 from foveal.configs.tinker_service import TinkerServiceConfig, TinkerServiceSection
 from foveal.trainer.serving.server import bind_socket
 from foveal.trainer.tinker_service.app import create_app
@@ -65,14 +65,7 @@ def serve(config: TinkerServiceConfig) -> None:
         service.close()
 
 
-def _run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
+    """`foveal serve-tinker` (declared in foveal.trainer.commands): serve until Ctrl-C."""
     serve(config_from_args(args, TinkerServiceConfig))
     return 0
-
-
-command = Command(
-    name="serve-tinker",
-    help="serve the Tinker SDK's training and sampling API for [model] (LoRA or full fine-tuning, images included)",
-    configure=add_config_arguments,
-    run=_run,
-)

@@ -44,11 +44,10 @@ from torch.distributed.checkpoint.state_dict import (
 
 from foveal.configs.trainer import CheckpointConfig
 from foveal.trainer.training.distributed import DistributedContext
+from foveal.trainer.runs.layout import CHECKPOINT_PREFIX, CHECKPOINT_STATE_FILE, checkpoint_name
 
 FORMAT_VERSION = 1
-STEP_PREFIX = "step-"
 TEMP_PREFIX = ".tmp-"
-STATE_FILE = "trainer_state.json"
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 _FULL_OPTIMIZER_LOAD = StateDictOptions(full_state_dict=True, cpu_offload=True, strict=False)
 """AdamW creates a parameter's state on its first gradient, so a parameter that has had none yet (the vision
@@ -96,7 +95,7 @@ class Checkpointer:
 
     def latest(self) -> Path | None:
         """The complete checkpoint with the highest step, or None when there is none."""
-        found = [p for p in self.folder.glob(f"{STEP_PREFIX}*") if (p / STATE_FILE).is_file()]
+        found = [p for p in self.folder.glob(f"{CHECKPOINT_PREFIX}*") if (p / CHECKPOINT_STATE_FILE).is_file()]
         return max(found, key=_step_of, default=None)
 
     def resume_point(self) -> Path | None:
@@ -123,7 +122,7 @@ class Checkpointer:
         state: TrainingState,
     ) -> Path:
         """Write a checkpoint of `state.step` on every rank (collective under FSDP2); returns its folder."""
-        final = self.folder / f"{STEP_PREFIX}{state.step:08d}"
+        final = self.folder / checkpoint_name(state.step)
         temp = self.folder / f"{TEMP_PREFIX}{final.name}"
         if self.context.is_main:
             shutil.rmtree(temp, ignore_errors=True)
@@ -165,16 +164,16 @@ class Checkpointer:
         return state
 
     def _prune(self) -> None:
-        complete = sorted((p for p in self.folder.glob(f"{STEP_PREFIX}*") if (p / STATE_FILE).is_file()), key=_step_of)
+        complete = sorted((p for p in self.folder.glob(f"{CHECKPOINT_PREFIX}*") if (p / CHECKPOINT_STATE_FILE).is_file()), key=_step_of)
         for old in complete[: -self.config.keep_last]:
             shutil.rmtree(old)
 
 
 def read_state(checkpoint: Path) -> TrainingState:
     """The `trainer_state.json` of a checkpoint folder, validated."""
-    state = TrainingState.model_validate(_read_json(checkpoint / STATE_FILE))
+    state = TrainingState.model_validate(_read_json(checkpoint / CHECKPOINT_STATE_FILE))
     if state.format_version != FORMAT_VERSION:
-        raise CheckpointError(f"{checkpoint / STATE_FILE}.format_version", state.format_version, f"{FORMAT_VERSION}")
+        raise CheckpointError(f"{checkpoint / CHECKPOINT_STATE_FILE}.format_version", state.format_version, f"{FORMAT_VERSION}")
     return state
 
 
@@ -194,7 +193,7 @@ def _write_shared(
     save_file(tensors, temp / "optimizer.safetensors")
     _write_json(temp / "optimizer.json", plain)
     _write_json(temp / "scheduler.json", scheduler.state_dict())
-    _write_json(temp / STATE_FILE, state.model_dump(mode="json"))
+    _write_json(temp / CHECKPOINT_STATE_FILE, state.model_dump(mode="json"))
 
 
 def _split_optimizer(optimizer_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -276,9 +275,9 @@ def _read_rng(folder: Path, rank: int) -> None:
 
 def _step_of(path: Path) -> int:
     try:
-        return int(path.name.removeprefix(STEP_PREFIX))
+        return int(path.name.removeprefix(CHECKPOINT_PREFIX))
     except ValueError:
-        raise CheckpointError("checkpoint folder", path.name, f"{STEP_PREFIX}<step number>") from None
+        raise CheckpointError("checkpoint folder", path.name, f"{CHECKPOINT_PREFIX}<step number>") from None
 
 
 def _write_json(path: Path, value: Any) -> None:

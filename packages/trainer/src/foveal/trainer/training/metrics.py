@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from foveal.configs.logging import LoggingConfig
+from foveal.trainer.runs.layout import METRICS_FILE, WANDB_ID_FILE
 
 if TYPE_CHECKING:  # only a type here: reading metrics (plots, the `foveal rl` display) needs no torch
     from foveal.trainer.training.distributed import DistributedContext
 
-METRICS_FILE = "metrics.jsonl"
-WANDB_ID_FILE = "wandb_run_id"
 
 
 class MetricsSinkError(RuntimeError):

@@ -15,8 +15,6 @@ from matplotlib.figure import Figure
 
 from foveal.trainer.training.metrics import read_metrics
 
-PLOT_FILE = "loss.png"
-RL_PLOT_FILE = "rl.png"
 
 
 def plot_training(metrics_path: Path, out_path: Path) -> Path | None:

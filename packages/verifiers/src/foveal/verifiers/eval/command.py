@@ -14,7 +14,7 @@ import signal
 import sys
 from types import FrameType
 
-from foveal.configs import Command, add_config_arguments, config_from_args
+from foveal.configs import config_from_args
 from foveal.configs.runs import EvalConfig
 from foveal.renderers.errors import ContractError
 from foveal.renderers.inference.errors import InferenceError
@@ -39,12 +39,8 @@ EXPECTED_FAILURES = (
 """Failures with a message that says what to fix; anything else is a bug and keeps its traceback."""
 
 
-def _configure(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--no-progress", action="store_true", help="Do not show the progress bar.")
-
-
-def _run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
+    """`foveal eval` (declared in foveal.verifiers.commands): 0 when a rollout ran, else 1 (see the module doc)."""
     config = config_from_args(args, EvalConfig)
     previous = signal.signal(signal.SIGTERM, _exit)  # `kill` unwinds like Ctrl-C: the embedded server is stopped
     try:
@@ -79,11 +75,3 @@ def describe(outputs: EvalOutputs) -> str:
         f"report:  {outputs.report}",
     ]
     return "\n".join(lines)
-
-
-command = Command(
-    name="eval",
-    help="evaluate a model on an environment (embedded server or an endpoint); writes results and an HTML report",
-    configure=_configure,
-    run=_run,
-)

@@ -1,6 +1,24 @@
-"""Per-family image adapters: loaded processor + `[multimodal]` settings -> pixels and model kwargs."""
+"""Per-family adapters: loaded processor + `[multimodal]` settings -> model kwargs; loaded model -> positions."""
 
-from foveal.trainer.data.adapters.base import Grid, ImageAdapter, ProcessedImage
-from foveal.trainer.data.adapters.registry import ADAPTERS, AdapterFactory, image_adapter
+from foveal.trainer.data.adapters.base import (
+    Grid,
+    ImageAdapter,
+    PixelKwargs,
+    PositionScheme,
+    ProcessedImage,
+    concat_pixel_kwargs,
+)
+from foveal.trainer.data.adapters.registry import ADAPTERS, POSITION_SCHEMES, AdapterFactory, image_adapter
 
-__all__ = ["ADAPTERS", "AdapterFactory", "Grid", "ImageAdapter", "ProcessedImage", "image_adapter"]
+__all__ = [
+    "ADAPTERS",
+    "POSITION_SCHEMES",
+    "AdapterFactory",
+    "Grid",
+    "ImageAdapter",
+    "PixelKwargs",
+    "PositionScheme",
+    "ProcessedImage",
+    "concat_pixel_kwargs",
+    "image_adapter",
+]

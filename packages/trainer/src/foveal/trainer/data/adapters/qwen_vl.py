@@ -3,12 +3,12 @@
 The families differ in processor class and settings (patch 14 vs 16), not in mechanics: one image
 becomes `t*h*w` rows of `channels * temporal_patch * patch * patch` values and a grid, and the model
 takes `pixel_values` (rows of all images, concatenated) and `image_grid_thw` (one row per image).
-`qwen2_vl.py` and `qwen3_vl.py` name which processors belong to which family.
+`qwen2_vl.py` and `qwen3_vl.py` name which processors belong to which family; `mrope.py` numbers the tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,21 +58,22 @@ class QwenVLAdapter:
     def process(self, image: Image.Image) -> ProcessedImage:
         out = self.image_processor(images=[image], return_tensors="pt", size=self._size)
         grid = tuple(int(x) for x in out["image_grid_thw"][0])
-        return ProcessedImage(out["pixel_values"], grid)  # type: ignore[arg-type]
+        return _image(out["pixel_values"], grid)  # type: ignore[arg-type]
 
     def zeros(self, grid: Grid) -> ProcessedImage:
         t, h, w = grid
         channels = len(self.image_processor.image_mean)
         width = channels * self.spec.temporal_patch_size * self.spec.patch_size**2
-        return ProcessedImage(torch.zeros(t * h * w, width, dtype=torch.float32), tuple(grid))  # type: ignore[arg-type]
+        return _image(torch.zeros(t * h * w, width, dtype=torch.float32), tuple(grid))  # type: ignore[arg-type]
 
-    def model_kwargs(self, images: Sequence[ProcessedImage]) -> dict[str, torch.Tensor]:
-        if not images:
-            return {}
-        return {
-            "pixel_values": torch.cat([image.pixel_values for image in images]),
-            "image_grid_thw": torch.tensor([image.image_grid_thw for image in images], dtype=torch.long),
-        }
+    def check_grid(self, processed: ProcessedImage, grid: Grid, field: str) -> None:
+        if processed.grid != grid:
+            expected = f"{list(processed.grid)}, the grid this trainer's processor produces"
+            raise PlaceholderMismatch(f"{field}.payload.image_grid_thw", list(grid), expected)
+
+
+def _image(pixel_values: torch.Tensor, grid: Grid) -> ProcessedImage:
+    return ProcessedImage({"pixel_values": pixel_values, "image_grid_thw": torch.tensor([grid])}, grid)
 
 
 def _check_processor_class(processor: Any, family: QwenVLFamily) -> None:

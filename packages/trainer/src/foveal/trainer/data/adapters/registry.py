@@ -1,4 +1,7 @@
-"""Family name -> image adapter factory; adding a family is one module and one line here."""
+"""Family name -> image adapter factory, and HF model type -> position scheme.
+
+Adding a family is its adapter module and one line in each table.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,25 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
+import torch
+
 from foveal.configs.multimodal import MultimodalConfig
 from foveal.renderers.errors import UnknownFamily
-from foveal.trainer.data.adapters.base import ImageAdapter
+from foveal.trainer.data.adapters.base import ImageAdapter, PositionScheme
+from foveal.trainer.data.adapters.mrope import mrope_positions
 from foveal.trainer.data.adapters.qwen2_vl import qwen2_vl_adapter
 from foveal.trainer.data.adapters.qwen3_vl import qwen3_vl_adapter
 
 AdapterFactory = Callable[[Any, MultimodalConfig], ImageAdapter]
+SchemeFactory = Callable[[torch.nn.Module], PositionScheme]
 
 ADAPTERS: MappingProxyType[str, AdapterFactory] = MappingProxyType(
     {"qwen2_vl": qwen2_vl_adapter, "qwen3_vl": qwen3_vl_adapter}
 )
+POSITION_SCHEMES: MappingProxyType[str, SchemeFactory] = MappingProxyType(
+    {"qwen2_vl": mrope_positions, "qwen2_5_vl": mrope_positions, "qwen3_vl": mrope_positions}
+)
+"""`config.model_type` -> the scheme of a loaded model whose forward takes more than 1-D positions."""
 
 
 def image_adapter(family: str, processor: Any, config: MultimodalConfig) -> ImageAdapter:

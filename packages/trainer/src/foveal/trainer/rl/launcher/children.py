@@ -22,10 +22,10 @@ from pathlib import Path
 from types import TracebackType
 
 import orjson
+from foveal.trainer.runs.layout import PROCESSES_FILE
 
 STOP_GRACE_S = 20.0
 POLL_S = 0.25
-PROCESSES_FILE = "processes.json"
 _PR_SET_PDEATHSIG = 1
 
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from foveal.configs import Command, RLConfig, add_config_arguments, config_from_args
+from foveal.configs import RLConfig, config_from_args
 from foveal.configs.errors import ConfigError, Problem
 from foveal.trainer.rl.launcher.children import ChildFailed, Children
 from foveal.trainer.rl.launcher.configs import launch_token, with_token, write_private_toml
@@ -34,16 +34,12 @@ from foveal.trainer.rl.launcher.resources import DevicePlan, ResourceError, coun
 from foveal.trainer.rl.launcher.servers import start_servers
 from foveal.trainer.rl.launcher.warmup import load_warm_start, sft_config, warmup_checkpoint, warmup_dir
 from foveal.trainer.rl.launcher.warmup import write_warmup_dataset
-from foveal.trainer.training.metrics import METRICS_FILE
-from foveal.trainer.rl.orchestrator.evaluation import EVAL_PLOT_FILE, read_records
+from foveal.trainer.rl.orchestrator.evaluation import read_records
 from foveal.trainer.rl.orchestrator.resume import RunFolderError
-from foveal.trainer.training.plots import RL_PLOT_FILE
-from foveal.trainer.runs.rollouts import ROLLOUTS_DIR
-from foveal.trainer.rl.sync import TRAINER_STATE_FILE
+from foveal.trainer.runs.layout import CHECKPOINTS_DIR, EVAL_PLOT_FILE, LAUNCH_DIR, LOG_DIR, METRICS_FILE, RL_PLOT_FILE
+from foveal.trainer.runs.layout import ROLLOUTS_DIR, TRAINER_PROGRESS_FILE, WARMUP_DIR
 from foveal.trainer.runs.meta import RL_BOUND_KEYS, IncompatibleRun, ensure_run_meta
 
-LAUNCH_DIR = "launch"
-LOG_DIR = "logs"
 
 
 @dataclass(frozen=True)
@@ -120,7 +116,7 @@ def on_cpu(config: RLConfig) -> bool:
 def check_run_folder(config: RLConfig) -> None:
     """A folder holding a started run is continued only when resuming (`trainer.checkpoint.resume`)."""
     run_dir = config.logging.run_dir
-    found = [name for name in (TRAINER_STATE_FILE, ROLLOUTS_DIR, "checkpoints", "warmup") if (run_dir / name).exists()]
+    found = [name for name in (TRAINER_PROGRESS_FILE, ROLLOUTS_DIR, CHECKPOINTS_DIR, WARMUP_DIR) if (run_dir / name).exists()]
     if found and not config.trainer.checkpoint.resume:
         raise RunFolderError(
             f"{run_dir} holds a started RL run ({', '.join(found)}): pass --trainer.checkpoint.resume true to "
@@ -152,15 +148,8 @@ def trainer_argv(config_path: Path, plan: DevicePlan | None) -> list[str]:
     return [*launcher, "-m", "foveal.configs", *argv]
 
 
-def _configure(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument(
-        "--connect", action="store_true", help="use the running servers at orchestrator.endpoints; start none"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
-
-
-def _run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
+    """`foveal rl` (declared in foveal.trainer.commands): 1 when the run fails, 130 when interrupted."""
     config = config_from_args(args, RLConfig)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # stop the children in order, as for Ctrl-C
     try:
@@ -189,11 +178,3 @@ def summary(result: LaunchResult) -> str:
         if (run_dir / name).is_file():
             lines.append(f"  {run_dir / name}")
     return "\n".join(lines)
-
-
-command = Command(
-    name="rl",
-    help="run RL end to end: optional SFT warm-up, inference servers, orchestrator and trainer as processes",
-    configure=_configure,
-    run=_run,
-)

@@ -17,11 +17,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from foveal.trainer.training.metrics import METRICS_FILE
 from foveal.trainer.rl.orchestrator.evaluation import read_records
-from foveal.trainer.rl.orchestrator.records import STEPS_FILE
+from foveal.trainer.runs.layout import METRICS_FILE, ORCHESTRATOR_STEPS_FILE
 from foveal.trainer.runs.rollouts import published_steps
-from foveal.trainer.rl.sync import read_progress
+from foveal.trainer.runs.progress import read_progress
 
 REFRESH_S = 1.0
 
@@ -79,7 +78,7 @@ class RunDisplay:
             self.progress.update(self._tasks["warmup"], completed=row["step"] if row else 0, info=loss)
         if "rollouts" in self._tasks:
             published = published_steps(self.run_dir)
-            step = last_row(self.run_dir / STEPS_FILE)
+            step = last_row(self.run_dir / ORCHESTRATOR_STEPS_FILE)
             reward = f"reward {step['reward_mean']:.3f} (v{step['policy_version']})" if step else ""
             self.progress.update(self._tasks["rollouts"], completed=published[-1] if published else 0, info=reward)
             progress = read_progress(self.run_dir)

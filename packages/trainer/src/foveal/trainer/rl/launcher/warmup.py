@@ -36,10 +36,8 @@ from foveal.verifiers.policy import store_images
 from foveal.trainer.rl.orchestrator.mixture import load_mixture
 from foveal.trainer.rl.orchestrator.prompts import PromptSampler
 from foveal.trainer.rl.orchestrator.weight_sync import push_weights
+from foveal.trainer.runs.layout import DATA_DIR, WARMUP_DIR, checkpoint_name, checkpoints_dir
 
-WARMUP_DIR = "warmup"
-CHECKPOINT_NAME = "step-{step:08d}"
-"""How `foveal.trainer.training.checkpoint` names a step's folder (not imported from there: that module loads torch)."""
 
 
 def warmup_dir(config: RLConfig) -> Path:
@@ -48,7 +46,7 @@ def warmup_dir(config: RLConfig) -> Path:
 
 def warmup_checkpoint(config: RLConfig) -> Path:
     """Where the warm-up's final checkpoint is (or will be): the model RL starts from."""
-    return warmup_dir(config) / "checkpoints" / CHECKPOINT_NAME.format(step=config.rl.warmup_sft_steps)
+    return checkpoints_dir(warmup_dir(config)) / checkpoint_name(config.rl.warmup_sft_steps)
 
 
 def sft_config(config: RLConfig) -> SFTConfig:
@@ -72,7 +70,7 @@ def sft_config(config: RLConfig) -> SFTConfig:
             seed=trainer.seed,
         ),
         sft=SFTSection(
-            dataset=str(warmup_dir(config) / "data" / "train.jsonl"),
+            dataset=str(warmup_dir(config) / DATA_DIR / "train.jsonl"),
             batch_size=config.rl.warmup_sft_batch_size,
             max_steps=steps,
             epochs=1,

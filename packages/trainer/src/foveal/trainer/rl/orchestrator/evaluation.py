@@ -25,9 +25,8 @@ from foveal.configs.runs import EvalConfig, RLConfig
 from foveal.verifiers.eval.runner import run_eval
 
 from foveal.trainer.rl.orchestrator.mixture import Mixture
+from foveal.trainer.runs.layout import EVAL_FILE, EVAL_PLOT_FILE, eval_folder
 
-EVAL_FILE = "eval.jsonl"
-EVAL_PLOT_FILE = "eval_reward.png"
 
 
 class EvalRecord(BaseModel):
@@ -60,7 +59,7 @@ def evaluate(config: RLConfig, mixture: Mixture, version: int, endpoint: str) ->
     records = []
     for label, entry, environment in zip(mixture.labels, mixture.configs, mixture.environments, strict=True):
         examples = min(config.rl.eval_examples, len(environment.dataset("eval")))
-        folder = config.logging.run_dir / "eval" / f"step_{version:08d}" / label
+        folder = eval_folder(config.logging.run_dir, version, label)
         section = EvalSection(
             environment=entry.name,
             environment_args=entry.args,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from foveal.configs import Command, RLConfig, add_config_arguments, config_from_args
+from foveal.configs import RLConfig, config_from_args
 from foveal.configs.errors import ConfigError, Problem
 from foveal.renderers.factory import build_renderer
 from foveal.renderers.inference.client import RemoteInferenceClient, check_base_url
@@ -195,15 +195,8 @@ def describe(record: StepRecord, last_step: int) -> str:
     )
 
 
-def _run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
+    """`foveal rl-orchestrator` (declared in foveal.trainer.commands): publish every step's batch."""
     result = run_orchestrator(config_from_args(args, RLConfig))
     print(f"orchestrator: done (steps {result.first_step}-{result.last_step}, {result.seconds:.1f} s)")
     return 0
-
-
-command = Command(
-    name="rl-orchestrator",
-    help="the orchestrator of an RL run: samples and scores rollouts on the inference servers, publishes batches",
-    configure=add_config_arguments,
-    run=_run,
-)

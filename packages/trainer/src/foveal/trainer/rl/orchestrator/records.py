@@ -19,9 +19,9 @@ from foveal.renderers.atomic_files import write_atomic
 from foveal.verifiers.rollout import ErrorRecord
 
 from foveal.trainer.rl.orchestrator.collect import CollectedStep
-from foveal.trainer.runs.rollouts import ROLLOUTS_DIR, RLBatch
+from foveal.trainer.runs.rollouts import RLBatch
+from foveal.trainer.runs.layout import ORCHESTRATOR_STEPS_FILE, rollout_records_path
 
-STEPS_FILE = "orchestrator.jsonl"
 
 
 class StepRecord(BaseModel):
@@ -78,7 +78,7 @@ def write_rollouts(run_dir: Path, step: int, collected: CollectedStep) -> Path:
                 errors=rollout.errors,
             )
             lines.append(orjson.dumps(brief.model_dump(mode="json")) + b"\n")
-    return write_atomic(run_dir / ROLLOUTS_DIR / f"step_{step:08d}.rollouts.jsonl", b"".join(lines))
+    return write_atomic(rollout_records_path(run_dir, step), b"".join(lines))
 
 
 def step_record(batch: RLBatch, served_version: int, pushed: list[tuple[int, int, float]], trainer_step: int,
@@ -103,12 +103,12 @@ def step_record(batch: RLBatch, served_version: int, pushed: list[tuple[int, int
 
 
 def append_step(run_dir: Path, record: StepRecord) -> None:
-    with (run_dir / STEPS_FILE).open("ab") as handle:
+    with (run_dir / ORCHESTRATOR_STEPS_FILE).open("ab") as handle:
         handle.write(orjson.dumps(record.model_dump()) + b"\n")
 
 
 def read_steps(run_dir: Path) -> list[StepRecord]:
-    path = run_dir / STEPS_FILE
+    path = run_dir / ORCHESTRATOR_STEPS_FILE
     if not path.is_file():
         return []
     return [StepRecord.model_validate_json(line) for line in path.read_bytes().splitlines() if line.strip()]
@@ -116,7 +116,7 @@ def read_steps(run_dir: Path) -> list[StepRecord]:
 
 def keep_steps_before(run_dir: Path, step: int) -> None:
     """Drop the lines of steps >= `step` (a killed orchestrator may have logged a step it did not publish)."""
-    path = run_dir / STEPS_FILE
+    path = run_dir / ORCHESTRATOR_STEPS_FILE
     if path.is_file():
         kept = [record for record in read_steps(run_dir) if record.step < step]
         write_atomic(path, b"".join(orjson.dumps(record.model_dump()) + b"\n" for record in kept))

@@ -1,6 +1,6 @@
 """Keeping the servers on the trainer's newest weights, and pacing the orchestrator on the async bound.
 
-The trainer publishes each step's checkpoint in `trainer_state.json` (`foveal.trainer.rl.sync`). Before it
+The trainer publishes each step's checkpoint in `trainer_state.json` (`foveal.trainer.runs.progress`). Before it
 samples a step, the orchestrator pushes the newest one it has not pushed yet: pause (`wait`: requests in
 flight finish first, so no rollout mixes two versions) -> update_weights(folder, version) -> resume. The
 servers check the folder in full before swapping and report the version they now hold, which must be the
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from foveal.renderers.inference.client import RemoteInferenceClient
 
-from foveal.trainer.rl.sync import TrainerProgress, read_progress
+from foveal.trainer.runs.progress import TrainerProgress, read_progress
 
 POLL_S = 0.05
 

@@ -1,11 +1,11 @@
 """The model side of the engine: prefill one prompt, then decode one token for every row of the batch.
 
 Positions are always passed explicitly, so the model never falls back on state it keeps between calls
-(Qwen-VL caches `rope_deltas` on the module, which would leak from one request into the next). A prompt's
-positions come from the trainer's own scheme (`foveal.trainer.data.positions`, the model's
-`get_rope_index` for mrope families), so sampling and training number tokens identically. After the
-prompt, every new token of a sequence takes the next position on all rope axes, as in the model's own
-`generate`. The rows of a batch are left-padded; the attention mask hides the padding.
+(Qwen-VL caches its rope offsets on the module, which would leak from one request into the next). A
+prompt's positions come from the trainer's own scheme (`foveal.trainer.data.positions.position_scheme`,
+the model family's), so sampling and training number tokens identically. After the prompt, every new token
+of a sequence takes the next position on all rope rows, as in the model's own `generate`. The rows of a
+batch are left-padded; the attention mask hides the padding.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from foveal.trainer.data.positions import MropePositions, TextPositions, position_scheme
+from foveal.trainer.data.positions import PositionScheme, position_scheme
 from foveal.trainer.serving.engine.kv import PaddedCache
 
 
@@ -36,14 +36,14 @@ class ModelRunner:
     def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
         self.model = model
         self.device = device
-        self.scheme: TextPositions | MropePositions = position_scheme(model)
+        self.scheme: PositionScheme = position_scheme(model)
 
     @torch.inference_mode()
     def prefill(self, prompt_ids: tuple[int, ...], pixel_kwargs: Mapping[str, torch.Tensor]) -> Prefill:
         input_ids = torch.tensor(prompt_ids, dtype=torch.long)
         # Positions on the CPU, from CPU tensors, exactly as the trainer's collate computes them.
-        positions = self.scheme.sample_positions("request", input_ids, pixel_kwargs.get("image_grid_thw"))
-        rope = (positions[1:] if isinstance(self.scheme, MropePositions) else positions.view(1, -1)).to(self.device)
+        positions = self.scheme.sample_positions("request", input_ids, pixel_kwargs)
+        rope = positions.view(-1, len(prompt_ids))[-self.scheme.rope_rows :].to(self.device)
         images = {name: tensor.to(self.device) for name, tensor in pixel_kwargs.items()}
         mask = torch.ones(1, len(prompt_ids), dtype=torch.long, device=self.device)
         out = self.model(
@@ -72,7 +72,7 @@ class ModelRunner:
         return out.logits[:, -1].float()
 
     def _batched(self, rope: torch.Tensor) -> torch.Tensor:
-        """`[rows_or_1, B, L]` -> what the model takes: `[3, B, L]` for mrope families, `[B, L]` for text models."""
-        if isinstance(self.scheme, MropePositions):
-            return rope.expand(3, -1, -1)
+        """`[rope_rows or 1, B, L]` -> what the model takes: `[rope_rows, B, L]`, or `[B, L]` for one row."""
+        if self.scheme.rope_rows > 1:
+            return rope.expand(self.scheme.rope_rows, -1, -1)
         return rope[0]

@@ -65,7 +65,11 @@ from foveal.trainer.serving.backends.vllm.launch import (
 )
 from foveal.trainer.serving.backends.vllm.mm_inputs import EnginePrompt, ImageChecks, check_expansion, engine_prompt
 from foveal.trainer.serving.backends.vllm.sampling import completions, engine_sampling
-from foveal.trainer.serving.backends.vllm.weight_broadcast import WeightBroadcastInit, WeightBroadcastUpdate
+from foveal.trainer.serving.backends.vllm.weight_broadcast import (
+    WeightBroadcastInit,
+    WeightBroadcastUpdate,
+    weight_broadcast_routes,
+)
 from foveal.trainer.serving.backends.vllm.weight_layout import check_same_layout, read_layout
 from foveal.trainer.serving.config import ServeConfig
 from foveal.trainer.serving.engine.requests import EngineError, Overloaded, Unavailable
@@ -185,8 +189,6 @@ class VLLMBackend:
 
     def extra_control_routes(self, guard: Callable[[Request], None]) -> APIRouter:
         """The NCCL weight-broadcast round, mounted by `create_app` behind the control-plane token."""
-        from foveal.trainer.serving.backends.vllm.weight_broadcast import weight_broadcast_routes
-
         return weight_broadcast_routes(self, guard)
 
     async def init_weight_broadcast(self, request: WeightBroadcastInit) -> ControlResponse:

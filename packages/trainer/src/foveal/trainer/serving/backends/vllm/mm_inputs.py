@@ -1,4 +1,4 @@
-"""A request's prompt and `mmraw:` refs -> the `TokensPrompt` vLLM takes (CONTRACT.md section 3).
+"""A request's prompt and `mmraw:` refs -> the `TokensPrompt` vLLM takes (docs/contract.md section 9).
 
 The refs get the trainer's checks without computing pixels here (vLLM's own processor computes them when
 vLLM renders the prompt): each ref is decoded strictly (`refs.decode_refs`), paired with the next run
@@ -25,14 +25,17 @@ from vllm.inputs import TokensPrompt
 from foveal.renderers.contract import RawImageDescriptor
 from foveal.renderers.errors import ContractError, FingerprintMismatch, PlaceholderMismatch
 from foveal.renderers.layout import compute_layout
+from foveal.renderers.placeholders import RunFields, Span, pair_images
 from foveal.renderers.store import ImageStore
 from foveal.trainer.data.adapters import ImageAdapter
 from foveal.trainer.serving.engine.requests import EngineError
 from foveal.trainer.serving.errors import invalid
-from foveal.trainer.serving.refs import decode_refs
+from foveal.trainer.serving.refs import decode_refs, placeholder_counts
 
-Span = tuple[int, int]
-"""(offset, length) of one image's placeholder run in the prompt."""
+RUN_FIELDS = RunFields(
+    "image_refs[{}]".format, "image_refs[{}].payload.num_placeholder_tokens".format, "prompt_token_ids"
+)
+"""How pairing errors name a request's fields; a short run blames the payload's placeholder count."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def engine_prompt(prompt_ids: Sequence[int], image_refs: Sequence[str], checks: 
         if descriptors:
             raise invalid("image_refs", "no images: the served model is text-only")
         return unchanged
-    spans = placeholder_spans(prompt_ids, descriptors, checks.adapter.image_token_id)
+    spans = pair_images(prompt_ids, checks.adapter.image_token_id, placeholder_counts(descriptors), RUN_FIELDS)
     if not spans:
         return unchanged
     images = [_checked_image(index, descriptor, checks) for index, descriptor in enumerate(descriptors)]
@@ -69,29 +72,6 @@ def engine_prompt(prompt_ids: Sequence[int], image_refs: Sequence[str], checks: 
         multi_modal_uuids={"image": [descriptor.hash for descriptor in descriptors]},
     )
     return EnginePrompt(prompt, tuple(prompt_ids))
-
-
-def placeholder_spans(
-    prompt_ids: Sequence[int], descriptors: Sequence[RawImageDescriptor], image_token_id: int
-) -> list[Span]:
-    """Image i owns the next `num_placeholder_tokens` placeholders; none may be left outside the runs."""
-    spans, cursor = [], 0
-    for index, descriptor in enumerate(descriptors):
-        start = next((i for i in range(cursor, len(prompt_ids)) if prompt_ids[i] == image_token_id), None)
-        if start is None:
-            expected = f"a run of image placeholder tokens ({image_token_id}) in prompt_token_ids for every ref"
-            raise PlaceholderMismatch(f"image_refs[{index}]", f"ref {index} of {len(descriptors)}", expected)
-        length = int(descriptor.payload["num_placeholder_tokens"])  # type: ignore[arg-type]
-        if list(prompt_ids[start : start + length]) != [image_token_id] * length:
-            expected = f"{length} placeholder tokens from prompt_token_ids[{start}] (payload.num_placeholder_tokens)"
-            raise PlaceholderMismatch(f"image_refs[{index}].payload.num_placeholder_tokens", length, expected)
-        spans.append((start, length))
-        cursor = start + length
-    stray = next((i for i in range(cursor, len(prompt_ids)) if prompt_ids[i] == image_token_id), None)
-    if stray is not None:
-        expected = "no image placeholder tokens outside the runs of the image_refs"
-        raise PlaceholderMismatch("prompt_token_ids", f"placeholder at {stray}", expected)
-    return spans
 
 
 def collapse_placeholders(prompt_ids: Sequence[int], spans: Sequence[Span]) -> list[int]:

@@ -12,15 +12,12 @@ the new weight version, resume. The checkpoint-folder update (`/control/update_w
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Protocol, Self
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from foveal.renderers.inference.wire import ControlResponse
-
-if TYPE_CHECKING:
-    from foveal.trainer.serving.backends.vllm.backend import VLLMBackend
 
 
 class BroadcastPaths:
@@ -77,7 +74,16 @@ class WeightBroadcastFinish(_Body):
     version: int = Field(ge=0, description="Weight version the server reports after this round.")
 
 
-def weight_broadcast_routes(backend: VLLMBackend, guard: Callable[[Request], None]) -> APIRouter:
+class BroadcastReceiver(Protocol):
+    """The server side of a round (`VLLMBackend`), named here so these routes need not import the backend."""
+
+    async def init_weight_broadcast(self, request: WeightBroadcastInit) -> ControlResponse: ...
+    async def start_weight_broadcast(self) -> ControlResponse: ...
+    async def receive_weight_broadcast(self, request: WeightBroadcastUpdate) -> ControlResponse: ...
+    async def finish_weight_broadcast(self, version: int) -> ControlResponse: ...
+
+
+def weight_broadcast_routes(backend: BroadcastReceiver, guard: Callable[[Request], None]) -> APIRouter:
     """The four calls of a broadcast round, each behind `guard` (the control-plane token)."""
     router = APIRouter(dependencies=[Depends(guard)])
 
