@@ -1,7 +1,7 @@
 """The run-folder handoff of one step's rollouts, from the orchestrator to the trainer.
 
 The orchestrator writes the batch the trainer trains on at step s as `<run dir>/rollouts/step_00000123.msgpack`
-(`write_batch`: temp file, fsync, `os.replace`, see `foveal.trainer.atomic_files`), so the trainer, polling
+(`write_batch`: temp file, fsync, `os.replace`, see `foveal.renderers.atomic_files`), so the trainer, polling
 for that name (`wait_for_batch`), reads either nothing or the complete batch. A batch is msgpack of plain
 values: TrainingSamples with their MMRefs, never a tensor and never pickle, decoded as strictly as a
 single sample (`TrainingSample.from_msgpack`). Batch files are never overwritten: a step's rollouts are

@@ -11,14 +11,8 @@ checks from safetensors headers), `weight_broadcast` (the optional NCCL update r
 
 from __future__ import annotations
 
-from typing import Any
+from foveal.configs.lazy_exports import lazy_exports
 
-__all__ = ["VLLMBackend"]
-
-
-def __getattr__(name: str) -> Any:
-    if name != "VLLMBackend":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from foveal.trainer.serving.backends.vllm.backend import VLLMBackend
-
-    return VLLMBackend
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__, {"foveal.trainer.serving.backends.vllm.backend": ("VLLMBackend",)}
+)
