@@ -27,7 +27,10 @@ seeded samples, `--samples-per-step` per optimizer step, in one process:
     `bucket_padding` is the share of the flex rows' tokens that padding adds. Compilation happens in the
     warm-up steps (`warmup_s` in the JSON): give enough of them to meet every bucket length, or a measured
     step pays a compile. On CPU (--tiny) flex has no backward, so its rows there run forward and loss only
-    (`backward`).
+    (`backward`);
+  - packed varlen-N: the same rows with `[model].attn_implementation = "varlen"` (`foveal.trainer.model.varlen`:
+    one `varlen_attn` call per layer over the row's samples, and one per vision layer over all windows instead
+    of the per-window loop), set with `foveal.trainer.model.attention.set_attention`. No padding, no compile.
 Useful tokens = the samples' own tokens (no padding). MFU = 6 * params * useful tokens / step time / peak
 (model FLOPs: neither the checkpointing recompute nor attention is counted), against both the spec peak
 (989e12 bf16 dense FLOP/s, H100/H200 SXM) and the bf16 matmul rate this script measures. Step time covers
@@ -57,7 +60,7 @@ from foveal.trainer.data.collate import IGNORE_INDEX, PackedBatch, PackSample, c
 from foveal.trainer.data.packing import PackItem, plan_micro_batches
 from foveal.trainer.data.positions import PositionScheme, position_scheme
 from foveal.trainer.training.loss import local_loss_tokens, micro_batch_loss, sft_loss
-from foveal.trainer.model.attention import attention_implementation
+from foveal.trainer.model.attention import set_attention
 from foveal.trainer.model.flex_padding import DEFAULT_BUCKET, bucket_length, set_flex_bucket
 from foveal.trainer.model.forward import packed_logits
 
@@ -172,7 +175,7 @@ class Shape:
 REAL = Shape(QWEN25_VL_3B_TEXT, QWEN25_VL_3B_VISION, QWEN25_VL_3B_IDS, QWEN25_PAD_ID, 151643, 512, 4096, 32)
 TINY = Shape(TINY_TEXT, TINY_VISION, TINY_IDS, TINY_PAD_ID, 1000, 64, 256, 8)
 PADDED_BATCH = 4
-SDPA, FLEX = "sdpa", "flex_attention"
+SDPA, FLEX, VARLEN = "sdpa", "flex_attention", "varlen"
 
 
 def build_model(shape: Shape, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -308,7 +311,7 @@ class Trainer:
 
     def use_attention(self, setting: str) -> None:
         """Switch the attention kernel (for flex: the text model's; the vision tower stays on sdpa)."""
-        self.model.set_attn_implementation(attention_implementation(setting, self.model.config))
+        set_attention(self.model, setting)
 
     def step(self, mode: Mode, micro_batches: Sequence[Any], backward: bool = True) -> float:
         """One optimizer step; with `backward=False` only the forward and loss (flex on CPU has no backward)."""
@@ -428,6 +431,8 @@ def modes_of(args: Any, shape: Shape) -> Iterator[Mode]:
     yield padded_mode(shape.pad_id)
     for budget in args.packed_budgets:
         yield packed_mode(budget, SDPA)
+    for budget in args.varlen_budgets:
+        yield packed_mode(budget, VARLEN)
     for budget in args.flex_budgets:
         yield packed_mode(budget, FLEX)
 
@@ -440,8 +445,9 @@ def run(args: Any, save: Callable[[dict[str, Any]], None] = lambda body: None) -
         torch.set_num_threads(1)  # toy tensors gain nothing from OpenMP workers, which only spin on a busy CPU
     if not args.tiny and device.type != "cuda":
         raise SystemExit("bench_gpu_sft: no CUDA device; run with --tiny for the CPU smoke run")
-    if min([*args.packed_budgets, *args.flex_budgets]) < shape.max_len:
-        raise SystemExit(f"--packed-budgets/--flex-budgets: every budget must hold the longest sample, {shape.max_len}")
+    if min([*args.packed_budgets, *args.varlen_budgets, *args.flex_budgets]) < shape.max_len:
+        longest = shape.max_len
+        raise SystemExit(f"--packed/varlen/flex-budgets: every budget must hold the longest sample, {longest}")
     on_cuda = device.type == "cuda"
     peak_measured = matmul_peak(device, 8192, 50) if on_cuda else None
     started = time.perf_counter()
@@ -462,6 +468,7 @@ def run(args: Any, save: Callable[[dict[str, Any]], None] = lambda body: None) -
         "image_placeholders": shape.placeholders,
         "padded_batch": PADDED_BATCH,
         "packed_budgets": list(args.packed_budgets),
+        "varlen_budgets": list(args.varlen_budgets),
         "flex_budgets": list(args.flex_budgets),
         "flex_bucket_tokens": args.flex_bucket,
         "model_build_s": time.perf_counter() - started,
@@ -558,6 +565,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--steps", type=int, default=None, help="measured steps per mode (default 8; --tiny 1)")
     parser.add_argument("--samples-per-step", type=int, default=None, help="samples per optimizer step (16; --tiny 4)")
     parser.add_argument("--packed-budgets", type=int, nargs="*", default=None, help="tokens per packed row, sdpa")
+    parser.add_argument("--varlen-budgets", type=int, nargs="*", default=None, help="tokens per packed row, varlen")
     parser.add_argument("--flex-budgets", type=int, nargs="*", default=None, help="tokens per packed row, flex")
     bucket_help = f"flex rows padded to multiples of this many tokens ({DEFAULT_BUCKET}; --tiny 256)"
     parser.add_argument("--flex-bucket", type=int, default=None, help=bucket_help)
@@ -569,6 +577,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args.flex_bucket = args.flex_bucket if args.flex_bucket is not None else (256 if args.tiny else DEFAULT_BUCKET)
     budgets = [PADDED_BATCH * shape.max_len, shape.max_len]
     args.packed_budgets = budgets if args.packed_budgets is None else args.packed_budgets
+    args.varlen_budgets = budgets if args.varlen_budgets is None else args.varlen_budgets
     args.flex_budgets = budgets if args.flex_budgets is None else args.flex_budgets
     command = command_line(__file__, argv)
     context = {"command": command, "environment": environment()}

@@ -90,11 +90,16 @@ def test_materialize_measures_rates_and_blocked_shares(tmp_path: Path, tiny_cach
 
 def test_gpu_sft_tiny_runs_every_mode_on_the_same_samples_on_cpu(tmp_path: Path) -> None:
     bench = load("bench_gpu_sft")
-    argv = ["--tiny", "--warmup", "0", "--steps", "1", "--flex-budgets", "1024"]  # one flex mode: ~15 s to compile
+    argv = ["--tiny", "--warmup", "0", "--steps", "1", "--varlen-budgets", "1024", "--flex-budgets", "1024"]
     document = result(bench.main, argv, tmp_path / "gpu.json")
     assert document["complete"] is True
     rows = document["rows"]
-    modes = ["padded (batch 4)", "packed sdpa (1024 tokens/row)", "packed sdpa (256 tokens/row)"]
+    modes = [
+        "padded (batch 4)",
+        "packed sdpa (1024 tokens/row)",
+        "packed sdpa (256 tokens/row)",
+        "packed varlen (1024 tokens/row)",
+    ]
     assert [row["mode"] for row in rows] == [*modes, "packed flex (1024 tokens/row)"]
     assert len({row["useful_tokens"] for row in rows}) == 1
     padded, *packed, flex = rows
@@ -106,4 +111,4 @@ def test_gpu_sft_tiny_runs_every_mode_on_the_same_samples_on_cpu(tmp_path: Path)
         assert row["loss_first"] == pytest.approx(padded["loss_first"], rel=1e-3)
     assert packed[1]["micro_batches_per_step"] > packed[0]["micro_batches_per_step"] == 1
     # Flex has no backward on CPU: its row is forward and loss only, and no training rate is compared.
-    assert [row["backward"] for row in rows] == [True, True, True, False] and flex["vs_padded"] is None
+    assert [row["backward"] for row in rows] == [True, True, True, True, False] and flex["vs_padded"] is None

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 from transformers.masking_utils import create_causal_mask
 from transformers.processing_utils import ProcessorMixin
 
@@ -38,36 +37,12 @@ KERNEL_ATOL = 1e-6
 FLEX = "flex_attention"
 
 
-def _picture(size: tuple[int, int], color: str) -> Image.Image:
-    image = Image.new("RGB", size, "white")
-    ImageDraw.Draw(image).ellipse((size[0] // 5, size[1] // 5, 4 * size[0] // 5, 4 * size[1] // 5), fill=color)
-    return image
-
-
 # Two image samples (different sizes and counts, so 3-D mrope positions differ per sample), then a text-only one.
 CONVERSATIONS = [
-    ([_picture((90, 60), "red")], "What color is the circle?", "The circle is red."),
-    ([_picture((64, 120), "blue"), _picture((64, 64), "green")], "Compare them.", "A tall blue one, a small one."),
+    ([((90, 60), "red")], "What color is the circle?", "The circle is red."),
+    ([((64, 120), "blue"), ((64, 64), "green")], "Compare them.", "A tall blue one, a small one."),
     ([], "What is 17 * 3?", "17 * 3 = 51."),
 ]
-
-
-def _single_inputs(family: str, folder: Path, processor: ProcessorMixin | None) -> list[dict[str, torch.Tensor]]:
-    """Each conversation as the model takes it alone: the processor's output (the tokenizer's for text models)."""
-    singles = []
-    for images, question, answer in CONVERSATIONS:
-        reply = {"role": "assistant", "content": answer}
-        if processor is None:
-            encoded = AutoTokenizer.from_pretrained(folder).apply_chat_template(
-                [{"role": "user", "content": question}, reply]
-            )
-            singles.append({"input_ids": torch.tensor([encoded["input_ids"]])})
-            continue
-        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": question}]
-        text = processor.apply_chat_template([{"role": "user", "content": content}, reply], tokenize=False)
-        out = processor(text=[text], images=images or None, return_tensors="pt", return_mm_token_type_ids=True)
-        singles.append({k: v for k, v in out.items() if k != "attention_mask"})
-    return singles
 
 
 def _load(family: str, folder: Path, setting: str) -> torch.nn.Module:
@@ -83,10 +58,10 @@ def _target_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Ten
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3"])
 def test_packed_row_under_flex_matches_samples_run_alone(
-    family: str, tiny_model_dir: Callable[[str], Path], tiny_processor: Callable[[str], ProcessorMixin]
+    family: str, tiny_model_dir: Callable[[str], Path], single_inputs: Callable[..., list[dict[str, torch.Tensor]]]
 ) -> None:
     folder = tiny_model_dir(family)
-    singles = _single_inputs(family, folder, None if family == "qwen3" else tiny_processor(family))
+    singles = single_inputs(family, CONVERSATIONS)
     reference, model = _load(family, folder, "sdpa"), _load(family, folder, FLEX)
     assert model.config.get_text_config()._attn_implementation == FLEX_ATTENTION
     samples = [

@@ -23,9 +23,13 @@ class ModelConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto", description="Weights dtype when loading; auto uses the checkpoint's."
     )
-    attn_implementation: Literal["sdpa", "eager", "flex_attention"] = Field(
+    attn_implementation: Literal["sdpa", "eager", "flex_attention", "varlen"] = Field(
         default="sdpa",
-        description="Attention kernel; flex_attention (CUDA training only) skips the blocks between packed samples.",
+        description=(
+            "Attention kernel; flex_attention (CUDA training only) skips the blocks between packed samples; varlen "
+            "runs one varlen kernel per layer over the packed samples and the vision windows (CUDA bf16/fp16; "
+            "sdpa per sample elsewhere)."
+        ),
     )
     flex_bucket_tokens: int = Field(
         default=2048,

@@ -86,6 +86,12 @@ class TrainerConfig(BaseModel):
         description="A text-only sample longer than seq_len: refuse it, or keep its first seq_len tokens. "
         "A multimodal one is always refused (tokens and images are never cut out of sync).",
     )
+    loss_chunk_tokens: int = Field(
+        default=1024,
+        ge=0,
+        description="Tokens per chunk of the LM head + cross entropy, so the row's [tokens, vocab] logits never "
+        "exist at once; 0 computes the full logits (the plain path).",
+    )
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient-norm clipping threshold.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto", description="Compute precision; auto picks bf16 on CUDA, fp32 on CPU."

@@ -7,7 +7,7 @@ from foveal.trainer.model.attention import (
     check_packed_attention,
 )
 from foveal.trainer.model.flex_padding import bucket_length, set_flex_bucket
-from foveal.trainer.model.forward import packed_inputs, packed_logits
+from foveal.trainer.model.forward import packed_hidden, packed_inputs, packed_logits
 
 __all__ = [
     "PACKED_ATTENTION",
@@ -15,6 +15,7 @@ __all__ = [
     "bucket_length",
     "check_boundaries",
     "check_packed_attention",
+    "packed_hidden",
     "packed_inputs",
     "packed_logits",
     "set_flex_bucket",

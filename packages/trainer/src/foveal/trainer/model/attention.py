@@ -32,6 +32,12 @@ on CPU, so training with it needs CUDA. Both the kernel and the mask builder com
 `packed_logits` pads flex rows to a few lengths (`foveal.trainer.model.flex_padding`), and the registered mask
 builder, `flex_document_mask`, gives a row of one sample the same mask function as a packed row, so it does not
 compile a second time at the same length.
+
+Varlen attention (`[model].attn_implementation = "varlen"`): `foveal.trainer.model.varlen` registered under
+`VARLEN_ATTENTION` for the text model and the vision tower alike, one kernel call per layer over all documents
+(text: cut where the position row restarts; vision: the tower's own window/image lengths). transformers cannot
+load or `set_attn_implementation` a name containing "flash" that is not a flash-attn package or hub kernel (it
+tries to import one), so `set_attention` writes our registered name into the configs itself.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from foveal.renderers.errors import ContractError
+from foveal.trainer.model.varlen import VARLEN_ATTENTION, varlen_attention_forward
 
 if TYPE_CHECKING:
     from torch.nn.attention.flex_attention import BlockMask
@@ -51,11 +58,14 @@ FLEX_SETTING = "flex_attention"
 """The `[model].attn_implementation` value that selects flex attention."""
 FLEX_ATTENTION = "foveal_flex"
 """The name transformers knows our flex route by (not containing "flex_attention", which it refuses for VLMs)."""
-# Attention implementations that build per-sample attention from the position row (see above). eager, sdpa and
-# FLEX_ATTENTION are proven by tests/model/test_packed_equivalence.py and tests/model/test_flex_attention.py;
+VARLEN_SETTING = "varlen"
+"""The `[model].attn_implementation` value that selects varlen attention (`VARLEN_ATTENTION`)."""
+# Attention implementations that build per-sample attention from the position row (see above). eager, sdpa,
+# FLEX_ATTENTION and VARLEN_ATTENTION are proven by tests/model/test_packed_equivalence.py,
+# tests/model/test_flex_attention.py and tests/model/test_varlen_attention.py;
 # flash_attention_2 takes transformers' varlen path from the same row but is untested here (flash-attn is
 # installed on none of our machines).
-PACKED_ATTENTION = frozenset({"eager", "sdpa", "flash_attention_2", FLEX_ATTENTION})
+PACKED_ATTENTION = frozenset({"eager", "sdpa", "flash_attention_2", FLEX_ATTENTION, VARLEN_ATTENTION})
 NO_CPU_BACKWARD = frozenset({FLEX_ATTENTION})
 MROPE_ROWS = 4  # text row + temporal, height, width
 
@@ -69,6 +79,30 @@ def register_flex_attention() -> None:
 
     AttentionInterface.register(FLEX_ATTENTION, flex_attention_forward)
     AttentionMaskInterface.register(FLEX_ATTENTION, flex_document_mask)
+
+
+@functools.cache
+def register_varlen_attention() -> None:
+    """Make `VARLEN_ATTENTION` a transformers attention implementation (once per process); no mask function, so
+    `create_causal_mask` builds none."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(VARLEN_ATTENTION, varlen_attention_forward)
+
+
+def set_attention(model: torch.nn.Module, setting: str) -> None:
+    """Give a loaded model the attention of a `[model].attn_implementation` setting, every sub-model included.
+
+    `set_attn_implementation` for all but varlen; varlen is written into each sub-model's config (what that
+    method does after its checks), since the checks would try to import `VARLEN_ATTENTION` as a flash kernel.
+    """
+    implementation = attention_implementation(setting, model.config)
+    if implementation != VARLEN_ATTENTION:
+        model.set_attn_implementation(implementation)
+        return
+    for module in model.modules():
+        if hasattr(module, "config") and hasattr(module.config, "_attn_implementation"):
+            module.config._attn_implementation = implementation  # the setter covers the sub-configs
 
 
 def flex_document_mask(
@@ -99,9 +133,13 @@ def flex_document_mask(
 def attention_implementation(setting: str, config: object) -> str | dict[str, str]:
     """The `attn_implementation` argument (`from_pretrained`, `set_attn_implementation`) for a model setting.
 
-    Every setting but flex passes through unchanged (one kernel for the text model and any vision tower);
-    flex goes to the text model of a VLM and sdpa to its vision tower.
+    Every setting but flex and varlen passes through unchanged (one kernel for the text model and any vision
+    tower); varlen becomes `VARLEN_ATTENTION` for both; flex goes to the text model of a VLM and sdpa to its
+    vision tower.
     """
+    if setting == VARLEN_SETTING:
+        register_varlen_attention()
+        return VARLEN_ATTENTION
     if setting != FLEX_SETTING:
         return setting
     register_flex_attention()

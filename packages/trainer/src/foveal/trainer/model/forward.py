@@ -6,7 +6,8 @@ attention inside samples (no attention mask, no KV cache, the boundary row prese
 shifts over the whole row and would make each sample's first token a target of the previous sample; the
 caller scores `batch.labels` (`foveal.trainer.training.loss`). Under flex attention the row is padded to its length
 bucket here (`foveal.trainer.model.flex_padding`) and only the real tokens' logits come back, so SFT, RL
-and the Tinker service get the padding without knowing of it.
+and the Tinker service get the padding without knowing of it. `packed_hidden` runs the same forward but
+returns the real tokens' final hidden states instead, for the chunked loss (`foveal.trainer.training.chunked_ce`).
 """
 
 from __future__ import annotations
@@ -46,3 +47,24 @@ def packed_logits(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
     `batch` must already be on the model's device (`batch.to(device)`).
     """
     return model(**packed_inputs(model, batch)).logits[:, : batch.num_tokens]
+
+
+def packed_hidden(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
+    """Final hidden states `[1, T, hidden]` (after the final norm) of a packed row, with no logits computed.
+
+    The whole model runs, so its hooks (FSDP's gathers among them) run as for `packed_logits`; a pre-hook on
+    the LM head keeps the head's input and hands the head an empty slice instead. The caller applies the
+    head itself (`foveal.trainer.training.chunked_ce`).
+    """
+    kept: list[torch.Tensor] = []
+
+    def keep_input(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        kept.append(args[0][:, : batch.num_tokens])
+        return (args[0][:, :0], *args[1:])
+
+    hook = model.get_output_embeddings().register_forward_pre_hook(keep_input)
+    try:
+        model(**packed_inputs(model, batch))
+    finally:
+        hook.remove()
+    return kept[0]

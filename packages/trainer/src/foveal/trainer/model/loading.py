@@ -23,7 +23,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
 from foveal.configs.model import ModelConfig
-from foveal.trainer.model.attention import attention_implementation
+from foveal.trainer.model.attention import set_attention
 from foveal.trainer.model.flex_padding import set_flex_bucket
 from foveal.trainer.tiny_models import build_tiny_model
 
@@ -76,17 +76,13 @@ def is_vision_model(source: str, trust_remote_code: bool = False) -> bool:
 
 def load_model(config: ModelConfig, source: str, device: torch.device) -> torch.nn.Module:
     """The model at `source` on `device`, in training mode, with the configured dtype and attention kernel
-    (`foveal.trainer.model.attention.attention_implementation`: flex for a VLM's text model only) and the
-    flex length bucket `packed_logits` pads rows to."""
+    (`foveal.trainer.model.attention.set_attention`: flex for a VLM's text model only; varlen, which
+    `from_pretrained` cannot take, set after loading) and the flex length bucket `packed_logits` pads rows to."""
     hf_config = AutoConfig.from_pretrained(source, trust_remote_code=config.trust_remote_code)
     vision = getattr(hf_config, "vision_config", None) is not None
     auto = AutoModelForImageTextToText if vision else AutoModelForCausalLM
-    model = auto.from_pretrained(
-        source,
-        dtype=_DTYPES[config.dtype],
-        attn_implementation=attention_implementation(config.attn_implementation, hf_config),
-        trust_remote_code=config.trust_remote_code,
-    )
+    model = auto.from_pretrained(source, dtype=_DTYPES[config.dtype], trust_remote_code=config.trust_remote_code)
+    set_attention(model, config.attn_implementation)
     set_flex_bucket(model, config.flex_bucket_tokens)
     return model.to(device).train()
 

@@ -89,12 +89,24 @@ def rl_loss(
     config: LossConfig,
     reference_logprobs: torch.Tensor | None = None,
 ) -> PolicyLoss:
-    """`policy_loss` of a packed row from the model's logits: what the RL training loop calls backward on."""
+    """`policy_loss` of a packed row from the model's logits."""
+    return rl_nll_loss(token_nll(logits, batch.labels), batch, step_loss_tokens, config, reference_logprobs)
+
+
+def rl_nll_loss(
+    nll: torch.Tensor,
+    batch: PackedBatch,
+    step_loss_tokens: int,
+    config: LossConfig,
+    reference_logprobs: torch.Tensor | None = None,
+) -> PolicyLoss:
+    """`policy_loss` of a packed row from the trainer's token NLL `[1, T]` (logprob = -nll): what the RL
+    training loop calls backward on."""
     for name in ("logprobs", "advantages"):
         if getattr(batch, name) is None:
             raise ContractError(name, None, f"{name} on every sample of an RL batch (samples {batch.sample_ids[:3]})")
     return policy_loss(
-        trainer_logprobs=-token_nll(logits, batch.labels),
+        trainer_logprobs=-nll,
         inference_logprobs=batch.logprobs,
         advantages=batch.advantages,
         weights=packed_token_weights(batch),

@@ -15,11 +15,11 @@ import argparse
 
 from foveal.configs import SFTConfig, config_from_args
 from foveal.trainer.data.steps import StepBatch, count_steps
-from foveal.trainer.model.forward import packed_logits
 from foveal.trainer.runs.layout import SFT_PLOT_FILE
 from foveal.trainer.sft.data import build_sft_data
 from foveal.trainer.training.checkpoint import DataPosition
-from foveal.trainer.training.loss import local_loss_tokens, sft_loss
+from foveal.trainer.training.chunked_ce import packed_token_nll
+from foveal.trainer.training.loss import local_loss_tokens, sft_nll_loss
 from foveal.trainer.training.metrics import StepMetrics
 from foveal.trainer.training.run import RunResult, StepClock, TrainingRun
 from foveal.trainer.training.start import start_run
@@ -48,11 +48,12 @@ def run_sft(config: SFTConfig) -> SFTResult:
 def train_step(run: TrainingRun, step: int, batch: StepBatch, clock: StepClock) -> StepMetrics:
     """Forward and loss on each of this rank's micro-batches, backward, optimizer step; the step's metrics."""
     loss_tokens = int(run.context.sum([local_loss_tokens(batch.micro_batches)])[0])
+    chunk_tokens = run.start.config.trainer.loss_chunk_tokens
     rank_loss = 0.0
     for micro_batch in run.accumulate(batch.micro_batches):
         with run.precision.autocast():
-            logits = packed_logits(run.model, micro_batch)
-        loss = sft_loss(logits, micro_batch, loss_tokens)
+            nll = packed_token_nll(run.model, micro_batch, chunk_tokens)
+        loss = sft_nll_loss(nll, micro_batch, loss_tokens)
         loss.backward()
         rank_loss += loss.item()
     update = run.optimizer_step()

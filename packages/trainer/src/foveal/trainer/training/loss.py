@@ -69,9 +69,14 @@ def micro_batch_loss(
     Summing this over every micro-batch of the step (and every rank) gives exactly the mean weighted
     token loss of the whole step, so backward on each term accumulates one big batch's gradient.
     """
+    return nll_micro_batch_loss(token_nll(logits, labels), weights, step_loss_tokens)
+
+
+def nll_micro_batch_loss(nll: torch.Tensor, weights: torch.Tensor, step_loss_tokens: int) -> torch.Tensor:
+    """`micro_batch_loss` from token losses already computed (`token_nll`, or the chunked head's)."""
     if step_loss_tokens < 0:
         raise ContractError("step_loss_tokens", step_loss_tokens, "a non-negative token count")
-    return weighted_nll_sum(token_nll(logits, labels), weights) / max(step_loss_tokens, 1)
+    return weighted_nll_sum(nll, weights) / max(step_loss_tokens, 1)
 
 
 def packed_token_weights(batch: PackedBatch) -> torch.Tensor:
@@ -85,5 +90,10 @@ def local_loss_tokens(batches: Sequence[PackedBatch]) -> int:
 
 
 def sft_loss(logits: torch.Tensor, batch: PackedBatch, step_loss_tokens: int) -> torch.Tensor:
-    """`micro_batch_loss` of a packed row: what the training loop calls backward on."""
-    return micro_batch_loss(logits, batch.labels, packed_token_weights(batch), step_loss_tokens)
+    """`micro_batch_loss` of a packed row from its logits."""
+    return sft_nll_loss(token_nll(logits, batch.labels), batch, step_loss_tokens)
+
+
+def sft_nll_loss(nll: torch.Tensor, batch: PackedBatch, step_loss_tokens: int) -> torch.Tensor:
+    """`micro_batch_loss` of a packed row from its token NLL `[1, T]`: what the training loop calls backward on."""
+    return nll_micro_batch_loss(nll, packed_token_weights(batch), step_loss_tokens)
