@@ -10,7 +10,6 @@ fixed once published, so a trainer restarted after a kill trains exactly what it
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
