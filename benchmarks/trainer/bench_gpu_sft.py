@@ -6,9 +6,12 @@
 
 The model is built from config (no download): `Qwen2_5_VLConfig` with the dimensions of
 Qwen/Qwen2.5-VL-3B-Instruct's config.json (3.75e9 parameters, 0.67e9 of them in the vision tower),
-random weights in bf16 (what `[model].dtype = "auto"` loads for that checkpoint), sdpa attention,
-gradient checkpointing, fused AdamW (`foveal.trainer.training.optim.build_optimizer`'s choice on CUDA), bf16
-autocast and an fp32 loss, as `foveal sft` runs on CUDA.
+random weights in bf16 (what `[model].dtype = "auto"` loads for that checkpoint), fused AdamW
+(`foveal.trainer.training.optim.build_optimizer`'s choice on CUDA), bf16 autocast and an fp32 loss, as `foveal sft`
+runs on CUDA. Each mode sets the attention kernel, activation checkpointing (`[model].activation_checkpointing`,
+every layer unless a variant says otherwise) and RMSNorm/SwiGLU kernels (`[model].kernels`) on the same model;
+packed modes compute the loss through the chunked LM head (`[trainer].loss_chunk_tokens`, 1,024) as `foveal sft`
+does, the padded baseline from full logits.
 
 Every sample: a length drawn uniformly from 512-4096 tokens, one 448x448 image (32x32 patches, 256
 placeholder tokens) framed by vision start/end, loss on its second half. Each mode trains on the same
@@ -37,13 +40,22 @@ Useful tokens = the samples' own tokens (no padding). MFU = 6 * params * useful 
 host-to-device copies, forward, backward, clipping and the optimizer step; collation happens before the clock
 starts (in the trainer its prefetch thread does it).
 
-Imports only torch, transformers and the standard library besides Foveal's data, model and loss modules
-(no orjson, xxhash, msgpack or tomli_w), so it runs on a bare CUDA machine with PYTHONPATH set as above.
+`--variants ATTENTION:BUDGET[:ckptK][:liger][:ceN][:rl]` adds packed modes with other settings, e.g.
+`varlen:16384:ckpt2:liger` (every second layer checkpointed, liger's kernels) or `...:rl` (the RL trainer's
+importance-sampling loss with log-probabilities and entropy from the chunked head, on the same rows given seeded
+sampler log-probabilities and advantages). MFU (model FLOPs) counts what the model computes once, honestly:
+6 x text params per text token + 6 x vision params per image patch + attention (`model_flops`), against the spec.
+`first_step_s` is a mode's first step, compile included.
+
+Imports torch, transformers, pydantic (through foveal.configs) and liger-kernel when a mode asks for it; carry
+the wheels `benchmarks/trainer/gpu_wheels.sh` downloads to a bare CUDA machine (see benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import statistics
 import sys
 import time
@@ -59,10 +71,14 @@ from foveal.trainer.data.adapters import concat_pixel_kwargs
 from foveal.trainer.data.collate import IGNORE_INDEX, PackedBatch, PackSample, collate_packed
 from foveal.trainer.data.packing import PackItem, plan_micro_batches
 from foveal.trainer.data.positions import PositionScheme, position_scheme
-from foveal.trainer.training.loss import local_loss_tokens, micro_batch_loss, sft_loss
+from foveal.configs.trainer import LossConfig
+from foveal.trainer.rl.loss import rl_nll_loss
+from foveal.trainer.training.chunked_ce import packed_token_nll, packed_token_scores
+from foveal.trainer.training.loss import local_loss_tokens, micro_batch_loss, sft_nll_loss
 from foveal.trainer.model.attention import set_attention
+from foveal.trainer.model.checkpointing import set_activation_checkpointing
+from foveal.trainer.model.fused_kernels import apply_kernels
 from foveal.trainer.model.flex_padding import DEFAULT_BUCKET, bucket_length, set_flex_bucket
-from foveal.trainer.model.forward import packed_logits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from trainer_report import (  # noqa: E402
@@ -175,6 +191,8 @@ class Shape:
 REAL = Shape(QWEN25_VL_3B_TEXT, QWEN25_VL_3B_VISION, QWEN25_VL_3B_IDS, QWEN25_PAD_ID, 151643, 512, 4096, 32)
 TINY = Shape(TINY_TEXT, TINY_VISION, TINY_IDS, TINY_PAD_ID, 1000, 64, 256, 8)
 PADDED_BATCH = 4
+LOSS_CHUNK = 1024  # `[trainer].loss_chunk_tokens`' default
+RL_LOSS = LossConfig(kind="importance_sampling")  # the RL trainer's default objective
 SDPA, FLEX, VARLEN = "sdpa", "flex_attention", "varlen"
 
 
@@ -184,8 +202,52 @@ def build_model(shape: Shape, device: torch.device, dtype: torch.dtype) -> torch
     torch.manual_seed(0)
     with device:  # initialize directly on the device: a 3.75e9-parameter init on the host takes minutes
         model = AutoModelForImageTextToText.from_config(config, dtype=dtype, attn_implementation="sdpa")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model.to(device).train()  # a no-op unless from_config placed some tensors elsewhere
+
+
+@dataclass(frozen=True)
+class FlopCounts:
+    """What the model-FLOPs count needs from the model: parameters and attention widths per tower."""
+
+    text_params: int
+    vision_params: int
+    text_layers: int
+    text_width: int
+    """Query heads x head dim of a text layer."""
+    vision_width: int
+    window_layers: int
+    full_layers: int
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> FlopCounts:
+        text, vision = model.config.text_config, model.config.vision_config
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        vision_params = sum(p.numel() for p in model.model.visual.parameters())
+        full = len(vision.fullatt_block_indexes)
+        return cls(
+            sum(p.numel() for p in model.parameters()) - vision_params,
+            vision_params,
+            text.num_hidden_layers,
+            text.num_attention_heads * head_dim,
+            vision.hidden_size,
+            vision.depth - full,
+            full,
+        )
+
+
+def model_flops(shape: Shape, counts: FlopCounts, length: int) -> float:
+    """Training FLOPs of one sample counted from the model (backward = 2 x forward; no checkpointing recompute):
+    6 x text params per text token, 6 x vision params per image patch, and attention: per text layer
+    6 x s^2 x width (QK^T and AV, 2 s^2 width FLOPs each over the causal half), per vision layer 12 x w^2 x width
+    for each window of w patches (non-causal; the full-attention layers' window is the whole image)."""
+    side = shape.image_side_patches
+    window_side = min(side, shape.vision["window_size"] // shape.vision["patch_size"])
+    windows, window = math.ceil(side / window_side) ** 2, window_side**2
+    patches = side**2
+    text_attention = counts.text_layers * 6 * length**2 * counts.text_width
+    vision_layers = counts.window_layers * windows * window**2 + counts.full_layers * patches**2
+    vision_attention = 12 * counts.vision_width * vision_layers
+    return 6 * counts.text_params * length + 6 * counts.vision_params * patches + text_attention + vision_attention
 
 
 def draw_samples(shape: Shape, count: int, seed: int) -> list[PackSample]:
@@ -269,6 +331,10 @@ class Mode:
     loss: Callable[[torch.nn.Module, Any, int], torch.Tensor]
     attention: str = SDPA
     """`[model].attn_implementation` of this mode."""
+    checkpointing: int = 1
+    """`[model].activation_checkpointing`: every k-th layer recomputed (1 all, 0 none)."""
+    kernels: str = "torch"
+    """`[model].kernels`: torch (the model's own RMSNorm/SwiGLU) or liger."""
 
 
 def padded_mode(pad_id: int) -> Mode:
@@ -279,16 +345,60 @@ def padded_mode(pad_id: int) -> Mode:
     return Mode(f"padded (batch {PADDED_BATCH})", collate, padded_loss)
 
 
-def packed_mode(budget: int, attention: str = SDPA) -> Mode:
+def packed_mode(
+    budget: int,
+    attention: str = SDPA,
+    checkpointing: int = 1,
+    kernels: str = "torch",
+    chunk: int = LOSS_CHUNK,
+    rl: bool = False,
+) -> Mode:
     def collate(samples: Sequence[PackSample], positions: PositionScheme) -> list[PackedBatch]:
+        samples = [with_rollout_fields(sample) for sample in samples] if rl else samples
         items = [PackItem(s.sample_id, len(s.token_ids), True) for s in samples]
         return [collate_packed([samples[i] for i in row], positions) for row in plan_micro_batches(items, budget)]
 
     def loss(model: torch.nn.Module, batch: PackedBatch, loss_tokens: int) -> torch.Tensor:
-        return sft_loss(packed_logits(model, batch), batch, loss_tokens)
+        if rl:  # the RL trainer's step: log-probabilities and entropy from the chunked head, then the RL loss
+            scores = packed_token_scores(model, batch, chunk)
+            return rl_nll_loss(scores.nll, batch, loss_tokens, RL_LOSS, entropy=scores.entropy).loss
+        return sft_nll_loss(packed_token_nll(model, batch, chunk), batch, loss_tokens)
 
     kernel = "flex" if attention == FLEX else attention
-    return Mode(f"packed {kernel} ({budget} tokens/row)", collate, loss, attention)
+    extras = [f"ckpt {checkpointing}" if checkpointing != 1 else "", kernels if kernels != "torch" else ""]
+    extras += [f"ce {chunk}" if chunk != LOSS_CHUNK else "", "RL loss" if rl else ""]
+    label = ", ".join([f"{budget} tokens/row", *filter(None, extras)])
+    return Mode(f"packed {kernel} ({label})", collate, loss, attention, checkpointing, kernels)
+
+
+def parse_variant(spec: str) -> Mode:
+    """`ATTENTION:BUDGET[:ckptK][:liger][:ceN]`, e.g. `varlen:16384:ckpt2:liger` (see --variants)."""
+    attention, budget, *options = spec.split(":")
+    attention = {"flex": FLEX}.get(attention, attention)
+    if attention not in (SDPA, VARLEN, FLEX):
+        raise SystemExit(f"--variants {spec}: attention must be sdpa, varlen or flex")
+    settings: dict[str, Any] = {}
+    for option in options:
+        if option.startswith("ckpt"):
+            settings["checkpointing"] = int(option.removeprefix("ckpt"))
+        elif option == "liger":
+            settings["kernels"] = "liger"
+        elif option == "rl":
+            settings["rl"] = True
+        elif option.startswith("ce"):
+            settings["chunk"] = int(option.removeprefix("ce"))
+        else:
+            raise SystemExit(f"--variants {spec}: unknown option {option!r} (ckptK, liger, ceN, rl)")
+    return packed_mode(int(budget), attention, **settings)
+
+
+def with_rollout_fields(sample: PackSample) -> PackSample:
+    """The sample as a rollout: seeded sampler log-probabilities (-3..0) per token and one advantage (+-1)."""
+    generator = torch.Generator().manual_seed(len(sample.token_ids))
+    tokens = len(sample.token_ids)
+    logprobs = -3.0 * torch.rand(tokens, generator=generator)
+    advantage = 1.0 if tokens % 2 else -1.0
+    return dataclasses.replace(sample, logprobs=logprobs, advantages=torch.full((tokens,), advantage))
 
 
 def step_loss_tokens(micro_batches: Sequence[Any]) -> int:
@@ -303,15 +413,19 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
         on_cuda = device.type == "cuda"
         self.model, self.device = model, device
+        self.flops = FlopCounts.of(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
         # As build_optimizer: fused on CUDA, foreach elsewhere; as trainer.precision=auto: bf16 autocast on CUDA.
         fused, foreach = (True, None) if on_cuda else (None, True)
         self.optimizer = torch.optim.AdamW(self.params, lr=1e-5, fused=fused, foreach=foreach)
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
 
-    def use_attention(self, setting: str) -> None:
-        """Switch the attention kernel (for flex: the text model's; the vision tower stays on sdpa)."""
-        set_attention(self.model, setting)
+    def use(self, mode: Mode) -> None:
+        """Switch to a mode's attention kernel (for flex: the text model's; the vision tower stays on sdpa),
+        activation checkpointing and RMSNorm/SwiGLU kernels, as `load_model` sets them from `[model]`."""
+        set_attention(self.model, mode.attention)
+        set_activation_checkpointing(self.model, mode.checkpointing)
+        apply_kernels(self.model, mode.kernels, self.device)
 
     def step(self, mode: Mode, micro_batches: Sequence[Any], backward: bool = True) -> float:
         """One optimizer step; with `backward=False` only the forward and loss (flex on CPU has no backward)."""
@@ -333,12 +447,13 @@ class Trainer:
 
 def run_mode(trainer: Trainer, mode: Mode, shape: Shape, args: Any, positions: PositionScheme) -> dict[str, Any]:
     device = trainer.device
-    trainer.use_attention(mode.attention)
+    trainer.use(mode)
     backward = not (device.type == "cpu" and mode.attention == FLEX)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    times, losses, tokens, slots, padding, passes, warmup_s = [], [], 0, 0, 0, 0, 0.0
+    times, losses, tokens, slots, padding, passes, warmup_s, flops = [], [], 0, 0, 0, 0, 0.0, 0.0
+    first_step_s = None
     bucket = args.flex_bucket if mode.attention == FLEX else 0
     graphs = _compiled_graphs()
     for step in range(args.warmup + args.steps):
@@ -348,7 +463,9 @@ def run_mode(trainer: Trainer, mode: Mode, shape: Shape, args: Any, positions: P
         loss = trainer.step(mode, micro_batches, backward)
         elapsed = time.perf_counter() - started
         warmup_s += elapsed if step < args.warmup else 0.0
+        first_step_s = elapsed if first_step_s is None else first_step_s
         if step >= args.warmup:
+            flops += sum(model_flops(shape, trainer.flops, len(s.token_ids)) for s in samples)
             times.append(elapsed)
             losses.append(loss)
             tokens += sum(len(s.token_ids) for s in samples)
@@ -361,6 +478,7 @@ def run_mode(trainer: Trainer, mode: Mode, shape: Shape, args: Any, positions: P
         "attention": mode.attention,
         "backward": backward,
         "warmup_s": warmup_s,
+        "first_step_s": first_step_s,
         "compiled_graphs": _compiled_graphs() - graphs,
         "steps": len(times),
         "micro_batches_per_step": passes / len(times),
@@ -370,6 +488,7 @@ def run_mode(trainer: Trainer, mode: Mode, shape: Shape, args: Any, positions: P
         "step_s_mean": statistics.mean(times),
         "step_s_median": statistics.median(times),
         "tokens_per_s": tokens / seconds,
+        "model_flops_per_s": flops / seconds,
         "loss_first": losses[0],
         "loss_last": losses[-1],
         "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
@@ -381,6 +500,7 @@ ROW_KEYS = (
     "attention",
     "backward",
     "warmup_s",
+    "first_step_s",
     "compiled_graphs",
     "steps",
     "micro_batches_per_step",
@@ -390,6 +510,7 @@ ROW_KEYS = (
     "step_s_mean",
     "step_s_median",
     "tokens_per_s",
+    "model_flops_per_s",
     "loss_first",
     "loss_last",
     "peak_memory_gib",
@@ -435,6 +556,7 @@ def modes_of(args: Any, shape: Shape) -> Iterator[Mode]:
         yield packed_mode(budget, VARLEN)
     for budget in args.flex_budgets:
         yield packed_mode(budget, FLEX)
+    yield from map(parse_variant, args.variants)
 
 
 def run(args: Any, save: Callable[[dict[str, Any]], None] = lambda body: None) -> dict[str, Any]:
@@ -510,6 +632,7 @@ def rated(rows: list[dict[str, Any]], settings: dict[str, Any]) -> list[dict[str
             {
                 **row,
                 "mfu_spec": _share(flops, settings["spec_peak_flops"]),
+                "mfu_model_flops": _share(row["model_flops_per_s"], settings["spec_peak_flops"]),
                 "mfu_measured_peak": _share(flops, settings["measured_matmul_peak_flops"]),
                 "vs_padded": _share(rate, baseline),
             }
@@ -546,11 +669,13 @@ COLUMNS = (
     Column("token_efficiency", "non-pad share", percent),
     Column("bucket_padding", "bucket pad", percent),
     Column("warmup_s", "warm-up s", fixed(1)),
+    Column("first_step_s", "first step s", fixed(1)),
     Column("step_s_mean", "step s", fixed(3)),
     Column("tokens_per_s", "useful tokens/s", fixed(0)),
     Column("vs_padded", "vs padded", ratio),
     Column("mfu_spec", "MFU (spec)", percent),
     Column("mfu_measured_peak", "MFU (measured peak)", percent),
+    Column("mfu_model_flops", "MFU (model FLOPs)", percent),
     Column("peak_memory_gib", "peak GiB", _gib),
     Column("loss_last", "loss", fixed(3)),
     Column("error", "error", _error),
@@ -567,6 +692,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--packed-budgets", type=int, nargs="*", default=None, help="tokens per packed row, sdpa")
     parser.add_argument("--varlen-budgets", type=int, nargs="*", default=None, help="tokens per packed row, varlen")
     parser.add_argument("--flex-budgets", type=int, nargs="*", default=None, help="tokens per packed row, flex")
+    variants_help = "packed modes ATTENTION:BUDGET[:ckptK][:liger][:ceN][:rl]: every k-th layer checkpointed "
+    variants_help += f"(default 1), liger RMSNorm/SwiGLU, loss chunk N tokens (default {LOSS_CHUNK}; 0 full logits), "
+    variants_help += "the RL trainer's loss"
+    parser.add_argument("--variants", nargs="*", default=[], help=variants_help)
     bucket_help = f"flex rows padded to multiples of this many tokens ({DEFAULT_BUCKET}; --tiny 256)"
     parser.add_argument("--flex-bucket", type=int, default=None, help=bucket_help)
     args = parser.parse_args(argv)

@@ -91,9 +91,16 @@ def test_materialize_measures_rates_and_blocked_shares(tmp_path: Path, tiny_cach
 def test_gpu_sft_tiny_runs_every_mode_on_the_same_samples_on_cpu(tmp_path: Path) -> None:
     bench = load("bench_gpu_sft")
     argv = ["--tiny", "--warmup", "0", "--steps", "1", "--varlen-budgets", "1024", "--flex-budgets", "1024"]
+    argv += ["--variants", "varlen:1024:ckpt0", "varlen:1024:ckpt2:rl"]
     document = result(bench.main, argv, tmp_path / "gpu.json")
     assert document["complete"] is True
-    rows = document["rows"]
+    *rows, no_checkpointing, rl = document["rows"]
+    assert no_checkpointing["mode"] == "packed varlen (1024 tokens/row, ckpt 0)"
+    assert rl["mode"] == "packed varlen (1024 tokens/row, ckpt 2, RL loss)"
+    assert no_checkpointing["loss_first"] == pytest.approx(rows[0]["loss_first"], rel=1e-3)
+    for row in (no_checkpointing, rl):
+        assert row["useful_tokens"] == rows[0]["useful_tokens"] and row["model_flops_per_s"] > 0
+        assert row["first_step_s"] > 0 and row["mfu_model_flops"] is None
     modes = [
         "padded (batch 4)",
         "packed sdpa (1024 tokens/row)",
@@ -112,3 +119,26 @@ def test_gpu_sft_tiny_runs_every_mode_on_the_same_samples_on_cpu(tmp_path: Path)
     assert packed[1]["micro_batches_per_step"] > packed[0]["micro_batches_per_step"] == 1
     # Flex has no backward on CPU: its row is forward and loss only, and no training rate is compared.
     assert [row["backward"] for row in rows] == [True, True, True, True, False] and flex["vs_padded"] is None
+
+
+def test_model_flops_count_parameters_per_token_and_patch_plus_attention() -> None:
+    bench = load("bench_gpu_sft")
+    shape = bench.REAL
+    dense = bench.FlopCounts(3_000, 600, 0, 0, 0, 28, 4)
+    assert bench.model_flops(shape, dense, 2048) == 6 * 3_000 * 2048 + 6 * 600 * 1024  # 32 x 32 patches
+    text = bench.FlopCounts(0, 0, 36, 2048, 0, 28, 4)
+    assert bench.model_flops(shape, text, 1000) == 36 * 6 * 1000**2 * 2048  # causal QK^T and AV, x3 for backward
+    vision = bench.FlopCounts(0, 0, 0, 0, 1280, 28, 4)
+    windows = 16 * 64**2  # 112 px windows: 8 x 8 patches, 4 x 4 of them per 32 x 32-patch image
+    assert bench.model_flops(shape, vision, 1) == 12 * 1280 * (28 * windows + 4 * 1024**2)
+
+
+def test_gpu_sft_e2e_runs_foveal_sft_on_png_files_and_reads_its_metrics(tmp_path: Path) -> None:
+    bench = load("bench_gpu_sft_e2e")
+    argv = ["--tiny", "--steps", "2", "--warmup", "1", "--work", str(tmp_path / "work")]
+    path = bench.main([*argv, "--out", str(tmp_path / "e2e.json")])
+    document = json.loads(path.read_text(encoding="utf-8"))
+    (row,) = document["rows"]
+    assert row["steps_measured"] == 1 and len(row["steps"]) == 2 and row["tokens_per_s"] > 0
+    assert row["images_per_step"] == bench.SAMPLES_PER_STEP and 0 <= row["data_wait_share"] < 1
+    assert len(list((tmp_path / "work" / "data" / "images").glob("*.png"))) == 2 * bench.SAMPLES_PER_STEP

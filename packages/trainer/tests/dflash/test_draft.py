@@ -87,3 +87,23 @@ def test_a_saved_draft_loads_back_with_its_spec_and_weights(
     loaded = DFlashDraft.from_pretrained(tmp_path / "draft")
     assert loaded.spec == draft.spec
     assert all(torch.equal(a, b) for a, b in zip(draft.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_chunked_head_gives_the_plain_heads_loss_accuracy_and_gradients(
+    parts: tuple[DFlashDraft, TargetWeights],
+) -> None:
+    draft, weights = parts
+    batch = row()
+    blocks = plan_blocks(batch, 4, 3, 2.0, torch.Generator().manual_seed(3))
+    features = torch.randn(batch.num_tokens, len(LAYERS) * HIDDEN)
+    total = float(blocks.weights.sum())
+    results = []
+    for loss_chunk in (0, 3):
+        draft.zero_grad()
+        positions = text_positions(batch)
+        term = block_loss(draft, weights, features, positions, blocks, total, 2, loss_chunk_tokens=loss_chunk)
+        term.loss.backward()
+        results.append((term.loss.item(), term.correct, draft.fc.weight.grad.clone()))
+    (loss_a, correct_a, grad_a), (loss_b, correct_b, grad_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-5) and correct_a == correct_b
+    torch.testing.assert_close(grad_a, grad_b, atol=1e-6, rtol=1e-5)

@@ -68,7 +68,8 @@ def setup(tiny_model_dir: Callable[[str], Path], single_inputs: Callable[..., An
 
     def build(family: str, device: str, dtype: str) -> tuple[torch.nn.Module, Any, PackedBatch]:
         folder = tiny_model_dir(family)
-        model = load_model(ModelConfig(name_or_path=str(folder), dtype=dtype), str(folder), torch.device(device))
+        config = ModelConfig(name_or_path=str(folder), dtype=dtype, attn_implementation="sdpa", kernels="torch")
+        model = load_model(config, str(folder), torch.device(device))
         singles = single_inputs(family, CONVERSATIONS)
         return model, singles, _packed(model, singles).to(torch.device(device))
 

@@ -114,7 +114,13 @@ def test_mismatch_kl_is_zero_when_logprobs_agree_and_the_k3_estimate_otherwise()
               "config": LossConfig(kind="ppo")}  # fmt: skip
     same = policy_loss(trainer_logprobs=trainer, inference_logprobs=trainer.clone(), **common)
     assert same.stats == PolicyStats(tokens=3, mismatch_kl=0.0, ratio=3.0, clipped=0.0)
-    assert same.stats.means() == {"mismatch_kl": 0.0, "ratio_mean": 1.0, "clip_fraction": 0.0}
+    assert same.stats.means() == {"mismatch_kl": 0.0, "ratio_mean": 1.0, "clip_fraction": 0.0, "entropy": 0.0}
+    entropy = torch.tensor([[5.0, 0.5, 1.0, 3.0]])  # the prompt token's entropy is not counted
+    assert policy_loss(trainer_logprobs=trainer, inference_logprobs=trainer, entropy=entropy, **common).stats.means()[
+        "entropy"
+    ] == pytest.approx(1.5)
+    with pytest.raises(ContractError, match="entropy"):
+        policy_loss(trainer_logprobs=trainer, inference_logprobs=trainer, entropy=entropy[:, :3], **common)
 
     inference = torch.tensor([[-9.0, -1.1, -1.5, -0.1]])  # the prompt token's value is never read
     other = policy_loss(trainer_logprobs=trainer, inference_logprobs=inference, **common)

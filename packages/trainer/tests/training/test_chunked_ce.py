@@ -7,7 +7,7 @@ import torch
 
 from foveal.renderers.errors import ContractError
 from foveal.trainer.data.collate import IGNORE_INDEX
-from foveal.trainer.training.chunked_ce import chunked_token_nll
+from foveal.trainer.training.chunked_ce import chunked_token_nll, chunked_token_scores, linear_token_scores
 from foveal.trainer.training.loss import token_nll
 
 
@@ -98,3 +98,31 @@ def test_chunked_nll_on_a_qwen_sized_row_in_bf16_matches_and_peaks_far_lower() -
         scale = float(want.abs().max())
         torch.testing.assert_close(got.float(), want.float(), atol=2e-2 * scale, rtol=0)
     assert chunked_peak < plain_peak / 4
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64])
+def test_chunked_entropy_matches_the_softmax_entropy_and_leaves_the_gradients_alone(chunk: int) -> None:
+    hidden, head, labels, upstream = _problem(37, 16, 50, bias=True, dtype=torch.float32)
+    scores = chunked_token_scores(hidden, head, labels, chunk)
+    expected = torch.distributions.Categorical(logits=head(hidden).detach()).entropy()
+    torch.testing.assert_close(scores.entropy, expected, atol=1e-5, rtol=0)
+    assert not scores.entropy.requires_grad
+    with_entropy = _loss_and_grads(scores.nll, upstream, hidden, head)
+    without = _loss_and_grads(chunked_token_nll(hidden, head, labels, chunk), upstream, hidden, head)
+    for got, want in zip(with_entropy, without, strict=True):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+    assert torch.equal(chunked_token_scores(hidden, head, labels, chunk, entropy=False).entropy, torch.zeros(1, 37))
+
+
+def test_frozen_head_gets_no_gradient_and_the_argmax_matches_the_logits() -> None:
+    hidden, head, labels, upstream = _problem(29, 16, 50, bias=False, dtype=torch.float32)
+    flat_hidden, flat_labels = hidden[0], labels[0].clamp(min=0)  # DFlash's shape: [N, H] and [N], no ignored
+    frozen = head.weight.detach()
+    scores = linear_token_scores(flat_hidden, frozen, None, flat_labels, 8)
+    logits = torch.nn.functional.linear(flat_hidden, frozen)
+    assert torch.equal(scores.predicted, logits.argmax(-1))
+    expected = torch.nn.functional.cross_entropy(logits, flat_labels, reduction="none")
+    torch.testing.assert_close(scores.nll, expected, atol=1e-5, rtol=0)
+    (got,) = torch.autograd.grad((scores.nll * upstream[0]).sum(), [flat_hidden])
+    (want,) = torch.autograd.grad((expected * upstream[0]).sum(), [flat_hidden])
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)

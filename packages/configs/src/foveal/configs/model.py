@@ -23,12 +23,28 @@ class ModelConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto", description="Weights dtype when loading; auto uses the checkpoint's."
     )
-    attn_implementation: Literal["sdpa", "eager", "flex_attention", "varlen"] = Field(
-        default="sdpa",
+    attn_implementation: Literal["auto", "sdpa", "eager", "flex_attention", "varlen"] = Field(
+        default="auto",
         description=(
-            "Attention kernel; flex_attention (CUDA training only) skips the blocks between packed samples; varlen "
-            "runs one varlen kernel per layer over the packed samples and the vision windows (CUDA bf16/fp16; "
-            "sdpa per sample elsewhere)."
+            "Attention kernel for training; auto is varlen on CUDA and sdpa elsewhere. varlen runs one varlen kernel "
+            "per layer over the packed samples and the vision windows (CUDA bf16/fp16; sdpa per sample elsewhere); "
+            "flex_attention (CUDA only) skips the blocks between packed samples. Inference servers generate "
+            "with sdpa under auto, varlen and flex_attention (they need a KV cache)."
+        ),
+    )
+    activation_checkpointing: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Recompute activations in the backward pass for every k-th decoder layer and vision block "
+            "(1: all of them; 0: off): memory for compute."
+        ),
+    )
+    kernels: Literal["auto", "torch", "liger"] = Field(
+        default="auto",
+        description=(
+            "RMSNorm and SwiGLU kernels for training: liger (fused Triton kernels, CUDA, the foveal-trainer[gpu] "
+            "extra), torch (the model's own), or auto: liger on CUDA when it is installed, else torch."
         ),
     )
     flex_bucket_tokens: int = Field(

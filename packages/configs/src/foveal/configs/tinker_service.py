@@ -40,6 +40,12 @@ class TinkerServiceSection(BaseModel):
     micro_batch_tokens: int = Field(
         default=4096, ge=16, description="Most tokens packed into one forward pass (longer datums are refused)."
     )
+    loss_chunk_tokens: int = Field(
+        default=1024,
+        ge=0,
+        description="Tokens per chunk of the LM head + log-probabilities, so a row's [tokens, vocab] logits never "
+        "exist at once; 0 computes the full logits (also used when the unembedding carries a LoRA).",
+    )
     max_training_models: int = Field(default=2, ge=1, description="Training clients (models) held at once.")
     max_loaded_samplers: int = Field(default=2, ge=1, description="Sampler checkpoints kept loaded (least recent evicted).")
     max_model_len: int = Field(default=4096, ge=16, description="Longest prompt + completion a sampler serves.")

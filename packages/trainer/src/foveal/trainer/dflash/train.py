@@ -149,6 +149,7 @@ def train_step(
                 total_weight,
                 settings.anchor_chunk,
                 int(forwards[index]),
+                config.trainer.loss_chunk_tokens,
             )
         term.loss.backward()
         rank_loss += term.loss.item()

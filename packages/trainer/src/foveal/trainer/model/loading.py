@@ -23,11 +23,14 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
 from foveal.configs.model import ModelConfig
-from foveal.trainer.model.attention import set_attention
+from foveal.trainer.model.attention import FLEX_SETTING, VARLEN_SETTING, set_attention
+from foveal.trainer.model.checkpointing import set_activation_checkpointing
 from foveal.trainer.model.flex_padding import set_flex_bucket
+from foveal.trainer.model.fused_kernels import apply_kernels
 from foveal.trainer.tiny_models import build_tiny_model
 
 TINY_PREFIX = "tiny:"
+AUTO = "auto"
 PrecisionSetting = Literal["auto", "fp32", "bf16"]
 _DTYPES: dict[str, torch.dtype | str] = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -74,17 +77,36 @@ def is_vision_model(source: str, trust_remote_code: bool = False) -> bool:
     return getattr(config, "vision_config", None) is not None
 
 
-def load_model(config: ModelConfig, source: str, device: torch.device) -> torch.nn.Module:
+def load_model(config: ModelConfig, source: str, device: torch.device, training: bool = True) -> torch.nn.Module:
     """The model at `source` on `device`, in training mode, with the configured dtype and attention kernel
-    (`foveal.trainer.model.attention.set_attention`: flex for a VLM's text model only; varlen, which
-    `from_pretrained` cannot take, set after loading) and the flex length bucket `packed_logits` pads rows to."""
+    (`training_attention`; `foveal.trainer.model.attention.set_attention`: flex for a VLM's text model only;
+    varlen, which `from_pretrained` cannot take, set after loading) and the flex length bucket `packed_logits`
+    pads rows to. For training also the activation checkpointing and the fused kernels of `[model]`; a model
+    loaded to generate (`training=False`) keeps sdpa for the kernels that need packed rows without a cache."""
     hf_config = AutoConfig.from_pretrained(source, trust_remote_code=config.trust_remote_code)
     vision = getattr(hf_config, "vision_config", None) is not None
     auto = AutoModelForImageTextToText if vision else AutoModelForCausalLM
     model = auto.from_pretrained(source, dtype=_DTYPES[config.dtype], trust_remote_code=config.trust_remote_code)
-    set_attention(model, config.attn_implementation)
+    attention = training_attention(config.attn_implementation, device)
+    set_attention(model, attention if training else generation_attention(attention))
     set_flex_bucket(model, config.flex_bucket_tokens)
+    if training:
+        set_activation_checkpointing(model, config.activation_checkpointing)
+        apply_kernels(model, config.kernels, device)
     return model.to(device).train()
+
+
+def training_attention(setting: str, device: torch.device) -> str:
+    """`[model].attn_implementation` on `device`: auto is varlen on CUDA (one kernel call per layer over the
+    packed samples and the vision windows) and sdpa elsewhere (varlen there runs sdpa once per sample)."""
+    if setting != AUTO:
+        return setting
+    return VARLEN_SETTING if device.type == "cuda" else "sdpa"
+
+
+def generation_attention(setting: str) -> str:
+    """The kernel a model that generates runs: varlen and flex serve packed training rows, not a KV cache."""
+    return "sdpa" if setting in (VARLEN_SETTING, FLEX_SETTING) else setting
 
 
 def load_processor(config: ModelConfig, source: str) -> Any:

@@ -55,22 +55,24 @@ class PolicyStats:
     mismatch_kl: float = 0.0
     ratio: float = 0.0
     clipped: float = 0.0
+    entropy: float = 0.0
 
     def __add__(self, other: PolicyStats) -> PolicyStats:
         return PolicyStats(*(a + b for a, b in zip(self.as_list(), other.as_list(), strict=True)))
 
     def as_list(self) -> list[float]:
         """The sums in field order, for one all-reduce over ranks (`PolicyStats(*reduced)` rebuilds them)."""
-        return [self.tokens, self.mismatch_kl, self.ratio, self.clipped]
+        return [self.tokens, self.mismatch_kl, self.ratio, self.clipped, self.entropy]
 
     def means(self) -> dict[str, float]:
-        """Per-token means; a step without counted tokens reports 0 KL, ratio 1 and nothing clipped."""
+        """Per-token means; a step without counted tokens reports 0 KL, ratio 1, nothing clipped and 0 entropy."""
         if self.tokens == 0:
-            return {"mismatch_kl": 0.0, "ratio_mean": 1.0, "clip_fraction": 0.0}
+            return {"mismatch_kl": 0.0, "ratio_mean": 1.0, "clip_fraction": 0.0, "entropy": 0.0}
         return {
             "mismatch_kl": self.mismatch_kl / self.tokens,
             "ratio_mean": self.ratio / self.tokens,
             "clip_fraction": self.clipped / self.tokens,
+            "entropy": self.entropy / self.tokens,
         }
 
 
@@ -99,9 +101,11 @@ def rl_nll_loss(
     step_loss_tokens: int,
     config: LossConfig,
     reference_logprobs: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
 ) -> PolicyLoss:
     """`policy_loss` of a packed row from the trainer's token NLL `[1, T]` (logprob = -nll): what the RL
-    training loop calls backward on."""
+    training loop calls backward on. `entropy` (`[1, T]`, the policy's entropy per position) only feeds the
+    statistics."""
     for name in ("logprobs", "advantages"):
         if getattr(batch, name) is None:
             raise ContractError(name, None, f"{name} on every sample of an RL batch (samples {batch.sample_ids[:3]})")
@@ -114,6 +118,7 @@ def rl_nll_loss(
         config=config,
         step_loss_tokens=step_loss_tokens,
         reference_logprobs=reference_logprobs,
+        entropy=entropy,
     )
 
 
@@ -127,6 +132,7 @@ def policy_loss(
     config: LossConfig,
     step_loss_tokens: int,
     reference_logprobs: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
 ) -> PolicyLoss:
     """The objective of `config.kind` on `[1, T]` rows, divided by the step's counted tokens (see the module doc)."""
     if config.kind not in RL_LOSS_KINDS:
@@ -136,6 +142,8 @@ def policy_loss(
     named = {"inference_logprobs": inference_logprobs, "advantages": advantages, "weights": weights}
     if reference_logprobs is not None:
         named["reference_logprobs"] = reference_logprobs
+    if entropy is not None:
+        named["entropy"] = entropy
     for name, tensor in named.items():
         if tensor.shape != trainer_logprobs.shape:
             expected = f"the shape of the trainer logprobs {list(trainer_logprobs.shape)}"
@@ -159,7 +167,8 @@ def policy_loss(
         to_reference = torch.where(counted, reference.to(trainer_logprobs.dtype) - trainer_logprobs, 0.0)
         token_loss = token_loss + config.kl_coef * k3(to_reference)
     loss = (token_loss * weights.to(token_loss.dtype)).sum() / max(step_loss_tokens, 1)
-    return PolicyLoss(loss, _stats(log_ratio, ratio, clipped, counted))
+    entropy = torch.zeros_like(trainer_logprobs) if entropy is None else entropy
+    return PolicyLoss(loss, _stats(log_ratio, ratio, clipped, counted, entropy))
 
 
 def sequence_mean(values: torch.Tensor, weights: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
@@ -183,11 +192,11 @@ def k3(log_ratio: torch.Tensor) -> torch.Tensor:
     return torch.expm1(log_ratio) - log_ratio
 
 
-def _stats(log_ratio: torch.Tensor, ratio: torch.Tensor, clipped: torch.Tensor, counted: torch.Tensor) -> PolicyStats:
+def _stats(
+    log_ratio: torch.Tensor, ratio: torch.Tensor, clipped: torch.Tensor, counted: torch.Tensor, entropy: torch.Tensor
+) -> PolicyStats:
+    """The sums over counted tokens, read from the device in one transfer (each read waits for the GPU)."""
     with torch.no_grad():
-        return PolicyStats(
-            tokens=float(counted.sum()),
-            mismatch_kl=float(k3(log_ratio)[counted].sum()),
-            ratio=float(ratio[counted].sum()),
-            clipped=float((clipped & counted).sum()),
-        )
+        mask = counted.to(ratio.dtype)
+        values = (mask, k3(log_ratio) * mask, ratio * mask, (clipped & counted).to(ratio.dtype), entropy * mask)
+        return PolicyStats(*torch.stack([value.sum() for value in values]).tolist())

@@ -3,6 +3,7 @@
 One JSON line per step in `<run dir>/metrics.jsonl` (through `MetricsLogger`), with, beyond `StepMetrics`:
   policy_lag                  steps between the weights that sampled the batch and the ones trained (0 = on-policy)
   mismatch_kl, ratio_mean, clip_fraction   per counted token, over the step on all ranks (`foveal.trainer.rl.loss`)
+  entropy                     the policy's next-token entropy (nats) per counted token, from the loss's own logits
   completion_tokens_mean      counted (loss) tokens per sample
   wait_seconds                waiting for the step's rollout batch to be published
   materialize_seconds         reading, materializing and packing it
@@ -22,7 +23,9 @@ from foveal.trainer.training.metrics import StepMetrics
 from foveal.trainer.runs.rollouts import RolloutMetrics
 from foveal.trainer.rl.loss import PolicyStats
 
-RL_PLOT_KEYS = ("loss", "reward_mean", "mismatch_kl", "clip_fraction", "completion_tokens_mean", "tokens_per_second")
+RL_PLOT_KEYS = (
+    "loss", "reward_mean", "mismatch_kl", "clip_fraction", "entropy", "completion_tokens_mean", "tokens_per_second"
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class RLStepMetrics(StepMetrics):
     mismatch_kl: float
     ratio_mean: float
     clip_fraction: float
+    entropy: float
     completion_tokens_mean: float
     wait_seconds: float
     materialize_seconds: float

@@ -32,7 +32,7 @@ from foveal.trainer.runs.meta import RL_BOUND_KEYS, ensure_run_meta
 from foveal.trainer.runs.progress import TrainerProgress, write_progress
 from foveal.trainer.runs.rollouts import RLBatch, wait_for_batch
 from foveal.trainer.training.distributed import DistributedContext, init_distributed
-from foveal.trainer.training.chunked_ce import packed_token_nll
+from foveal.trainer.training.chunked_ce import packed_token_scores
 from foveal.trainer.training.loss import local_loss_tokens
 from foveal.trainer.training.run import RunResult, StepClock, TrainingRun
 from foveal.trainer.training.start import start_run
@@ -83,8 +83,8 @@ def train_step(
     rank_loss, stats = 0.0, PolicyStats()
     for micro_batch in run.accumulate(batch.micro_batches):
         with run.precision.autocast():
-            nll = packed_token_nll(run.model, micro_batch, config.trainer.loss_chunk_tokens)
-        result = rl_nll_loss(nll, micro_batch, loss_tokens, config.trainer.loss)
+            scores = packed_token_scores(run.model, micro_batch, config.trainer.loss_chunk_tokens)
+        result = rl_nll_loss(scores.nll, micro_batch, loss_tokens, config.trainer.loss, entropy=scores.entropy)
         result.loss.backward()
         rank_loss += result.loss.item()
         stats += result.stats

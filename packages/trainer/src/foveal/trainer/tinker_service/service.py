@@ -137,7 +137,7 @@ class TinkerService:
             adapters = None if lora is None else LoraAdapters(model, self._lora_spec(lora))
             record.trained = TrainedModel(
                 model, adapters, precision=self.precision, materialize=self.materialize,
-                micro_batch_tokens=self.section.micro_batch_tokens,
+                micro_batch_tokens=self.section.micro_batch_tokens, loss_chunk_tokens=self.section.loss_chunk_tokens,
             )  # fmt: skip
             return Payload(json=wire.CreateModelResponse(model_id=record.model_id))
 

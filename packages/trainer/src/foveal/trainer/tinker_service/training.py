@@ -4,8 +4,9 @@ parameters, and sampler checkpoints.
 Gradients accumulate over forward_backward calls until optim_step applies and clears them, as in Tinker.
 Datums are packed into rows of at most `micro_batch_tokens` (`foveal.trainer.data.packing`), each image
 materialized per sample and concatenated along patches with its own grid (never padded to a common size),
-and run through the trainer's own packed forward. Each datum's loss reads the logprob of its
-`target_tokens[i]` at position i. Everything here runs on the service's single training worker thread.
+and run through the trainer's own packed forward and chunked LM head (`[tinker].loss_chunk_tokens`; the full
+logits when the unembedding carries a LoRA). Each datum's loss reads the logprob of its `target_tokens[i]` at
+position i. Everything here runs on the service's single training worker thread.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from foveal.trainer.data.collate import Packable, collate_packed, pack_item
 from foveal.trainer.data.packing import plan_micro_batches
 from foveal.trainer.data.positions import position_scheme
 from foveal.trainer.data.samples import TrainingSample
-from foveal.trainer.model.forward import packed_logits
+from foveal.trainer.training.chunked_ce import packed_token_nll
 from foveal.trainer.model.loading import Precision
 from foveal.trainer.training.optim import clip_gradients
 from foveal.trainer.tinker_service.datums import PreparedDatum
@@ -46,12 +47,14 @@ class TrainedModel:
         precision: Precision,
         materialize: Materialize,
         micro_batch_tokens: int,
+        loss_chunk_tokens: int = 0,
     ) -> None:
         self.model = model
         self.adapters = adapters
         self.precision = precision
         self.materialize = materialize
         self.micro_batch_tokens = micro_batch_tokens
+        self.loss_chunk_tokens = loss_chunk_tokens
         self.positions = position_scheme(model)
         if adapters is not None:
             model.requires_grad_(False)
@@ -82,14 +85,13 @@ class TrainedModel:
     ) -> _RowLoss:
         device = self.precision.device
         batch = collate_packed(samples, self.positions).to(device)
+        targets = torch.from_numpy(np.concatenate([datum.targets for datum in datums])).to(device).view(1, -1)
         with self.precision.autocast():
-            logits = packed_logits(self.model, batch)
-        logprobs = torch.log_softmax(logits[0].float(), dim=-1)
+            logprobs = -packed_token_nll(self.model, batch, self.loss_chunk_tokens, labels=targets)[0]
         bounds = batch.cu_seqlens.tolist()
         terms, per_datum = [], []
         for k, datum in enumerate(datums):
-            targets = torch.from_numpy(datum.targets).to(device)
-            target_logprobs = logprobs[bounds[k] : bounds[k + 1]].gather(-1, targets.view(-1, 1)).squeeze(-1)
+            target_logprobs = logprobs[bounds[k] : bounds[k + 1]]
             inputs = {name: torch.from_numpy(values).to(device) for name, values in datum.inputs.items()}
             terms.append(loss.fn(target_logprobs, inputs, config))
             per_datum.append(target_logprobs.detach().cpu().numpy())

@@ -15,6 +15,7 @@ chunks of 4,096 (the extra matmul recomputes the logits). `torch.utils.checkpoin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,6 +27,18 @@ from foveal.trainer.model.forward import packed_hidden, packed_logits
 from foveal.trainer.training.loss import token_nll
 
 
+@dataclass(frozen=True)
+class TokenScores:
+    """Per-token scores of a packed row under the model: `[1, T]` fp32 each."""
+
+    nll: torch.Tensor
+    """Negative log-likelihood of each label (0 at IGNORE_INDEX); differentiable."""
+    entropy: torch.Tensor
+    """Entropy of each position's next-token distribution, in nats; detached (a statistic, not a loss term)."""
+    predicted: torch.Tensor
+    """Each position's most likely token (argmax of its logits), int64."""
+
+
 def chunked_token_nll(
     hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor, chunk_tokens: int
 ) -> torch.Tensor:
@@ -34,18 +47,41 @@ def chunked_token_nll(
     `hidden` is `[1, T, H]` (after the model's final norm); `head` is the LM head (`get_output_embeddings()`),
     a linear layer whose `weight` is `[vocab, H]`, with or without a bias.
     """
+    return chunked_token_scores(hidden, head, labels, chunk_tokens, entropy=False).nll
+
+
+def chunked_token_scores(
+    hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor, chunk_tokens: int, entropy: bool = True
+) -> TokenScores:
+    """`chunked_token_nll` and, when asked, each position's entropy from the same chunk of logits (an extra
+    elementwise pass over it; no second matmul). Without `entropy` the entropy is all zeros."""
+    return linear_token_scores(hidden, head.weight, head.bias, labels, chunk_tokens, entropy)
+
+
+def linear_token_scores(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    chunk_tokens: int,
+    entropy: bool = False,
+) -> TokenScores:
+    """The scores of `labels` (any shape) under `softmax(hidden @ weight.T + bias)` (`hidden`: that shape plus
+    the width), `chunk_tokens` positions at a time. A `weight` without `requires_grad` (a frozen head) gets no
+    gradient computed."""
     if chunk_tokens < 1:
         raise ContractError("trainer.loss_chunk_tokens", chunk_tokens, "a positive chunk size for the chunked loss")
     if hidden.shape[:-1] != labels.shape:
         expected = f"the shape of the hidden states without their width {list(hidden.shape[:-1])}"
         raise ContractError("labels", list(labels.shape), expected)
     flat = hidden.reshape(-1, hidden.shape[-1])
-    nll = _LinearCrossEntropy.apply(flat, head.weight, head.bias, labels.reshape(-1), chunk_tokens)
-    return nll.view(labels.shape)
+    outputs = _LinearCrossEntropy.apply(flat, weight, bias, labels.reshape(-1), chunk_tokens, entropy)
+    return TokenScores(*(output.view(labels.shape) for output in outputs))
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """NLL `[T]` of `labels` under `softmax(hidden @ weight.T + bias)`, never holding more than a chunk's logits."""
+    """NLL `[T]` of `labels` under `softmax(hidden @ weight.T + bias)`, never holding more than a chunk's logits;
+    and the entropy `[T]` of that softmax (not differentiable) when `with_entropy`."""
 
     @staticmethod
     def forward(
@@ -55,32 +91,38 @@ class _LinearCrossEntropy(torch.autograd.Function):
         bias: torch.Tensor | None,
         labels: torch.Tensor,
         chunk_tokens: int,
-    ) -> torch.Tensor:
+        with_entropy: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ignored = labels == IGNORE_INDEX
         targets = labels.masked_fill(ignored, 0)
         lse = hidden.new_empty(labels.shape, dtype=torch.float32)
         picked = hidden.new_empty(labels.shape, dtype=torch.float32)
-        ctx.compute_dtype = hidden.dtype
+        entropy = hidden.new_zeros(labels.shape, dtype=torch.float32)
+        predicted = torch.empty_like(targets)
         for span in _spans(len(labels), chunk_tokens):
             logits = F.linear(hidden[span], weight, bias)  # autocast picks the matmul's dtype, as for `head(hidden)`
             ctx.compute_dtype = logits.dtype
             logits = logits.float()
             lse[span] = logits.logsumexp(-1)
             picked[span] = logits.gather(1, targets[span, None]).squeeze(1)
+            predicted[span] = logits.argmax(-1)
+            if with_entropy:  # H = lse - sum(p * logits)
+                entropy[span] = lse[span] - (logits - lse[span, None]).exp_().mul_(logits).sum(-1)
         ctx.save_for_backward(hidden, weight, bias, targets, ignored, lse)
         ctx.chunk_tokens = chunk_tokens
-        return torch.where(ignored, 0.0, lse - picked)
+        ctx.mark_non_differentiable(entropy, predicted)
+        return torch.where(ignored, 0.0, lse - picked), entropy, predicted
 
     @staticmethod
-    def backward(ctx: Any, grad_nll: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, grad_nll: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
         hidden, weight, bias, targets, ignored, lse = ctx.saved_tensors
         dtype = ctx.compute_dtype
         scale = torch.where(ignored, 0.0, grad_nll.float())
         w = weight.to(dtype)
         b = None if bias is None else bias.to(dtype)
         grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-        grad_bias = None if bias is None else torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
+        grad_weight = _accumulator(weight, ctx.needs_input_grad[1])
+        grad_bias = _accumulator(bias, ctx.needs_input_grad[2])
         for span in _spans(len(targets), ctx.chunk_tokens):
             h = hidden[span].to(dtype)
             grad_logits = F.linear(h, w, b).float().sub_(lse[span, None]).exp_()  # softmax, in place
@@ -88,27 +130,60 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_logits[rows, targets[span]] -= 1.0
             grad_logits = grad_logits.mul_(scale[span, None]).to(dtype)
             grad_hidden[span] = grad_logits @ w
-            grad_weight += grad_logits.T @ h
+            if grad_weight is not None:
+                grad_weight += grad_logits.T @ h
             if grad_bias is not None:
                 grad_bias += grad_logits.float().sum(0)
         return (
             grad_hidden,
-            grad_weight.to(weight.dtype),
+            None if grad_weight is None else grad_weight.to(weight.dtype),
             None if grad_bias is None else grad_bias.to(bias.dtype),
             None,
             None,
+            None,
         )
+
+
+def _accumulator(parameter: torch.Tensor | None, needed: bool) -> torch.Tensor | None:
+    """An fp32 gradient sum for a head parameter that takes a gradient; None for a frozen or absent one."""
+    if parameter is None or not needed:
+        return None
+    return torch.zeros(parameter.shape, dtype=torch.float32, device=parameter.device)
 
 
 def _spans(tokens: int, chunk_tokens: int) -> list[slice]:
     return [slice(start, start + chunk_tokens) for start in range(0, tokens, chunk_tokens)]
 
 
-def packed_token_nll(model: torch.nn.Module, batch: PackedBatch, chunk_tokens: int) -> torch.Tensor:
-    """Per-token NLL `[1, T]` of a packed row: chunked through the head, or from full logits when `chunk_tokens` is 0.
+def packed_token_scores(model: torch.nn.Module, batch: PackedBatch, chunk_tokens: int) -> TokenScores:
+    """`packed_token_nll` and each position's entropy (see `chunked_token_scores`; from the full logits on the
+    plain path)."""
+    head = model.get_output_embeddings()
+    if chunks_through(head, chunk_tokens):
+        return chunked_token_scores(packed_hidden(model, batch), head, batch.labels, chunk_tokens)
+    logits = packed_logits(model, batch)
+    with torch.no_grad():
+        entropy = torch.distributions.Categorical(logits=logits.detach().float()).entropy()
+    return TokenScores(token_nll(logits, batch.labels), entropy)
+
+
+def packed_token_nll(
+    model: torch.nn.Module, batch: PackedBatch, chunk_tokens: int, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-token NLL `[1, T]` of a packed row's labels (or of `labels`, `[1, T]`): chunked through the head, or
+    from full logits when `chunk_tokens` is 0 or the head cannot be chunked (`chunks_through`).
 
     Runs the model forward under the caller's autocast; the loss math is fp32 either way.
     """
-    if chunk_tokens == 0:
-        return token_nll(packed_logits(model, batch), batch.labels)
-    return chunked_token_nll(packed_hidden(model, batch), model.get_output_embeddings(), batch.labels, chunk_tokens)
+    labels = batch.labels if labels is None else labels
+    head = model.get_output_embeddings()
+    if chunks_through(head, chunk_tokens):
+        return chunked_token_nll(packed_hidden(model, batch), head, labels, chunk_tokens)
+    return token_nll(packed_logits(model, batch), labels)
+
+
+def chunks_through(head: torch.nn.Module, chunk_tokens: int) -> bool:
+    """Whether the chunked path computes what `head(hidden)` does: it reads the head's weight and bias directly,
+    so a head whose forward is hooked or replaced (a LoRA on the unembedding) takes the full-logits path."""
+    plain = isinstance(head, torch.nn.Linear) and not head._forward_hooks and not head._forward_pre_hooks
+    return chunk_tokens > 0 and plain and "forward" not in head.__dict__

@@ -52,7 +52,7 @@ class TransformersBackend:
         self.config = config
         source = resolve_source(config.model.name_or_path, cache_root)
         self.device = _device(config.inference.device)
-        self.model = load_model(config.model, source, self.device).eval()
+        self.model = load_model(config.model, source, self.device, training=False).eval()
         store = ImageStore.from_config(config.multimodal, config.logging.run_dir)
         self.renderer = build_renderer(source, config.renderer, store=store, multimodal=config.multimodal)
         self.tokenizer = self.renderer.tokenizer
