@@ -73,8 +73,8 @@ from foveal.trainer.data.packing import PackItem, plan_micro_batches
 from foveal.trainer.data.positions import PositionScheme, position_scheme
 from foveal.configs.trainer import LossConfig
 from foveal.trainer.rl.loss import rl_nll_loss
-from foveal.trainer.training.chunked_ce import packed_token_nll, packed_token_scores
-from foveal.trainer.training.loss import local_loss_tokens, micro_batch_loss, sft_nll_loss
+from foveal.trainer.training.chunked_ce import packed_sft_loss, packed_token_scores
+from foveal.trainer.training.loss import local_loss_tokens, micro_batch_loss
 from foveal.trainer.model.attention import set_attention
 from foveal.trainer.model.checkpointing import set_activation_checkpointing
 from foveal.trainer.model.fused_kernels import apply_kernels
@@ -362,7 +362,7 @@ def packed_mode(
         if rl:  # the RL trainer's step: log-probabilities and entropy from the chunked head, then the RL loss
             scores = packed_token_scores(model, batch, chunk)
             return rl_nll_loss(scores.nll, batch, loss_tokens, RL_LOSS, entropy=scores.entropy).loss
-        return sft_nll_loss(packed_token_nll(model, batch, chunk), batch, loss_tokens)
+        return packed_sft_loss(model, batch, loss_tokens, chunk)
 
     kernel = "flex" if attention == FLEX else attention
     extras = [f"ckpt {checkpointing}" if checkpointing != 1 else "", kernels if kernels != "torch" else ""]
@@ -567,7 +567,7 @@ def run(args: Any, save: Callable[[dict[str, Any]], None] = lambda body: None) -
         torch.set_num_threads(1)  # toy tensors gain nothing from OpenMP workers, which only spin on a busy CPU
     if not args.tiny and device.type != "cuda":
         raise SystemExit("bench_gpu_sft: no CUDA device; run with --tiny for the CPU smoke run")
-    if min([*args.packed_budgets, *args.varlen_budgets, *args.flex_budgets]) < shape.max_len:
+    if min([*args.packed_budgets, *args.varlen_budgets, *args.flex_budgets], default=shape.max_len) < shape.max_len:
         longest = shape.max_len
         raise SystemExit(f"--packed/varlen/flex-budgets: every budget must hold the longest sample, {longest}")
     on_cuda = device.type == "cuda"
@@ -605,6 +605,8 @@ def run(args: Any, save: Callable[[dict[str, Any]], None] = lambda body: None) -
         rows.append(run_or_report_oom(trainer, mode, shape, args, positions))
         body = {"complete": False, "settings": settings, "rows": rated(rows, settings), "summary": summarize(rows)}
         save(body)
+    if args.profile:
+        body["profile"] = profile_mode(trainer, parse_variant(args.profile), shape, args, positions)
     return {**body, "complete": True}
 
 
@@ -642,6 +644,50 @@ def rated(rows: list[dict[str, Any]], settings: dict[str, Any]) -> list[dict[str
 
 def _share(value: float | None, whole: float | None) -> float | None:
     return None if value is None or not whole else value / whole
+
+
+KERNEL_KINDS = (
+    ("matmul", ("gemm", "cutlass", "nvjet", "xmma", "cublas", "sm90", "splitk")),
+    ("attention", ("flash", "fmha", "attention")),
+    ("fused (liger, triton)", ("triton", "rms_norm", "swiglu", "silu_mul")),
+    ("optimizer", ("adam", "multi_tensor")),
+    ("copy / cast", ("copy", "memcpy", "memset", "cast", "fill")),
+)
+
+
+def profile_mode(trainer: Trainer, mode: Mode, shape: Shape, args: Any, positions: PositionScheme) -> dict[str, Any]:
+    """One warm-up and one profiled step of `mode`: GPU time by kernel kind and the top kernels (torch.profiler),
+    and the share of the step no kernel ran (launch, host syncs, Python)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer.use(mode)
+    micro_batches = mode.collate(draw_samples(shape, args.samples_per_step, seed=args.seed * 100_003), positions)
+    trainer.step(mode, micro_batches)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
+    started = time.perf_counter()
+    with profile(activities=activities) as prof:
+        trainer.step(mode, micro_batches)
+    step_s = time.perf_counter() - started
+    kernels = [(e.key, _device_us(e), e.count) for e in prof.key_averages() if _device_us(e) > 0]
+    kernels.sort(key=lambda kernel: -kernel[1])
+    busy_s = sum(us for _, us, _ in kernels) / 1e6
+    kinds: dict[str, float] = {}
+    for name, us, _ in kernels:
+        kind = next((k for k, marks in KERNEL_KINDS if any(m in name.lower() for m in marks)), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + us / 1e6
+    return {
+        "mode": mode.name,
+        "step_s": step_s,
+        "kernel_s": busy_s,
+        "idle_share": max(0.0, 1 - busy_s / step_s),
+        "by_kind_s": dict(sorted(kinds.items(), key=lambda item: -item[1])),
+        "top_kernels": [{"name": name[:90], "s": us / 1e6, "calls": count} for name, us, count in kernels[:15]],
+    }
+
+
+def _device_us(event: Any) -> float:
+    """Self time on the device of a profiler row (torch >= 2.4 names it device; older releases cuda)."""
+    return float(getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0)))
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -696,6 +742,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     variants_help += f"(default 1), liger RMSNorm/SwiGLU, loss chunk N tokens (default {LOSS_CHUNK}; 0 full logits), "
     variants_help += "the RL trainer's loss"
     parser.add_argument("--variants", nargs="*", default=[], help=variants_help)
+    profile_help = "after the modes, profile one step of this variant (GPU time by kernel kind, top kernels)"
+    parser.add_argument("--profile", default=None, metavar="VARIANT", help=profile_help)
     bucket_help = f"flex rows padded to multiples of this many tokens ({DEFAULT_BUCKET}; --tiny 256)"
     parser.add_argument("--flex-bucket", type=int, default=None, help=bucket_help)
     args = parser.parse_args(argv)
@@ -722,7 +770,20 @@ def main(argv: Sequence[str] | None = None) -> Path:
             f"bf16 matmul peak measured {s['measured_matmul_peak_flops'] / 1e12:.1f} TFLOP/s, "
             f"spec {s['spec_peak_flops'] / 1e12:.0f} TFLOP/s\n"
         )
-    return emit(NAME, __file__, argv, args.out, body, header + format_table(body["rows"], COLUMNS))
+    table = header + format_table(body["rows"], COLUMNS)
+    if "profile" in body:
+        table += "\n\n" + format_profile(body["profile"])
+    return emit(NAME, __file__, argv, args.out, body, table)
+
+
+def format_profile(profile: dict[str, Any]) -> str:
+    lines = [
+        f"profile of one step, {profile['mode']}: {profile['step_s']:.3f} s wall, {profile['kernel_s']:.3f} s of "
+        f"kernels, {100 * profile['idle_share']:.1f}% of the step with no kernel running"
+    ]
+    lines += [f"  {kind:<24} {seconds:8.3f} s" for kind, seconds in profile["by_kind_s"].items()]
+    lines += [f"  {k['s']:8.3f} s {k['calls']:6d}x  {k['name']}" for k in profile["top_kernels"]]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ What runs is the user's command, `python -m foveal.configs sft --config <file>`,
   - a Qwen2.5-VL-3B-shaped random model saved as a `from_pretrained` folder (bf16; the dims of
     `bench_gpu_sft.py`, the tiny Qwen2.5-VL's tokenizer and processor, whose special token ids the config takes);
   - `--steps x 16` conversations written as JSONL: one 448x448 PNG file each (256 placeholder tokens; random
-    blocks of colour so PNG decoding does real work) and a user/assistant text drawn so that each rendered sample
-    is about 512-4096 tokens, the benchmark's mix; each image file is read, hashed, decoded and resized by the
-    trainer's materializer threads, as in any run;
+    blocks of colour so PNG decoding does real work) and a user/assistant text sized so that each rendered sample
+    is uniform in about 512-4096 tokens, the benchmark's mix (the mean tokens per step are in the table); each
+    image file is read, hashed, decoded and resized by the trainer's materializer threads, as in any run;
   - the `[model]` defaults (attention, checkpointing, kernels) unless `--set key=value` overrides them, and
     `micro_batch_tokens = 16384`, `[sft].batch_size = 16`.
 The child runs until `--steps` rows are in its metrics.jsonl, then is stopped (its final checkpoint, tens of GB
@@ -44,6 +44,7 @@ NAME = "gpu_sft_e2e"
 SAMPLES_PER_STEP = 16
 IMAGE_SIDE = 448
 WORDS = "the a red blue green small large circle square left right above below image shows one two three".split()
+TEMPLATE_TOKENS = 30  # the chat template's role markers and vision start/end around one image turn
 SPECIAL_IDS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
 
 
@@ -76,27 +77,37 @@ def build_model_folder(work: Path, tiny: bool) -> Path:
     return folder
 
 
-def write_dataset(folder: Path, count: int, seed: int, tiny: bool) -> Path:
-    """`count` conversations with one PNG file each; words per sample uniform so tokens land in 512-4096."""
+def write_dataset(folder: Path, model: Path, count: int, seed: int, tiny: bool) -> Path:
+    """`count` conversations with one PNG file each; text sized so each sample's tokens are uniform in 512-4096
+    (64-256 with --tiny), image placeholders and chat template included, like `bench_gpu_sft.py`'s samples."""
     rng = random.Random(seed)
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    low, high = (40, 200) if tiny else (200, 3400)  # ~1.1 tokens per word with the tiny tokenizer, + 256 image
+    low, high = (64, 256) if tiny else (512, 4096)
     side = 112 if tiny else IMAGE_SIDE
+    fixed_tokens = (side // 28) ** 2 + TEMPLATE_TOKENS  # placeholders (14 px patches merged 2 x 2) + template
+    per_word = tokens_per_word(model)
     lines = []
     for index in range(count):
         path = folder / "images" / f"{index:05d}.png"
         blocks = Image.effect_noise((side // 16, side // 16), 64 + index % 64).convert("RGB")
         blocks.resize((side, side), Image.Resampling.NEAREST).save(path)
-        words = rng.randint(low, high)
+        words = max(2, round((rng.randint(low, high) - fixed_tokens) / per_word))
         question = " ".join(rng.choice(WORDS) for _ in range(words // 2))
         answer = " ".join(rng.choice(WORDS) for _ in range(words - words // 2))
         user = [{"type": "image", "image": f"images/{path.name}"}, {"type": "text", "text": question}]
-        lines.append(
-            json.dumps({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]})
-        )
+        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+        lines.append(json.dumps({"messages": messages}))
     path = folder / "train.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def tokens_per_word(model: Path) -> float:
+    """How many tokens the model's tokenizer spends per word of `WORDS` text."""
+    from transformers import AutoTokenizer
+
+    text = " ".join(random.Random(0).choice(WORDS) for _ in range(2000))
+    return len(AutoTokenizer.from_pretrained(model)(text)["input_ids"]) / 2000
 
 
 def write_config(work: Path, model: Path, dataset: Path, steps: int, tiny: bool) -> Path:
@@ -191,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     model = build_model_folder(args.work, args.tiny)
-    dataset = write_dataset(args.work / "data", steps * SAMPLES_PER_STEP, seed=0, tiny=args.tiny)
+    dataset = write_dataset(args.work / "data", model, steps * SAMPLES_PER_STEP, seed=0, tiny=args.tiny)
     prepared_s = time.perf_counter() - started
     rows = []
     for setting in args.settings:

@@ -7,7 +7,12 @@ import torch
 
 from foveal.renderers.errors import ContractError
 from foveal.trainer.data.collate import IGNORE_INDEX
-from foveal.trainer.training.chunked_ce import chunked_token_nll, chunked_token_scores, linear_token_scores
+from foveal.trainer.training.chunked_ce import (
+    chunked_token_nll,
+    chunked_token_scores,
+    chunked_weighted_nll,
+    linear_token_scores,
+)
 from foveal.trainer.training.loss import token_nll
 
 
@@ -98,6 +103,12 @@ def test_chunked_nll_on_a_qwen_sized_row_in_bf16_matches_and_peaks_far_lower() -
         scale = float(want.abs().max())
         torch.testing.assert_close(got.float(), want.float(), atol=2e-2 * scale, rtol=0)
     assert chunked_peak < plain_peak / 4
+    # The SFT form, gradients made in the forward pass, with fractional weights: the same tolerances.
+    weights, params = upstream.abs(), [hidden, *head.parameters()]
+    fused = torch.autograd.grad(chunked_weighted_nll(hidden, head, labels, weights, 1024), params)
+    plain_weighted = torch.autograd.grad((token_nll(head(hidden), labels) * weights).sum(), params)
+    for got, want in zip(fused, plain_weighted, strict=True):
+        torch.testing.assert_close(got.float(), want.float(), atol=2e-2 * float(want.abs().max()), rtol=0)
 
 
 @pytest.mark.parametrize("chunk", [1, 5, 64])
@@ -126,3 +137,22 @@ def test_frozen_head_gets_no_gradient_and_the_argmax_matches_the_logits() -> Non
     (got,) = torch.autograd.grad((scores.nll * upstream[0]).sum(), [flat_hidden])
     (want,) = torch.autograd.grad((expected * upstream[0]).sum(), [flat_hidden])
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("chunk", "bias"), [(8, False), (8, True), (64, False), (1, True)])
+def test_weighted_nll_with_gradients_made_in_forward_matches_the_plain_path(chunk: int, bias: bool) -> None:
+    hidden, head, labels, upstream = _problem(37, 16, 50, bias=bias, dtype=torch.float32)
+    weights = upstream.abs()  # fractional token weights; the ignored labels' weights must not count
+    fused = chunked_weighted_nll(hidden, head, labels, weights, chunk) * 0.37
+    plain = (token_nll(head(hidden), labels) * weights).sum() * 0.37
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-6)
+    params = [hidden, *head.parameters()]
+    for got, want in zip(torch.autograd.grad(fused, params), torch.autograd.grad(plain, params), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    frozen = torch.nn.Linear(16, 50, bias=False)
+    frozen.weight.requires_grad_(False)
+    (grad,) = torch.autograd.grad(chunked_weighted_nll(hidden, frozen, labels, weights, chunk), [hidden])
+    (want,) = torch.autograd.grad((token_nll(frozen(hidden), labels) * weights).sum(), [hidden])
+    torch.testing.assert_close(grad, want, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ContractError, match="labels/weights"):
+        chunked_weighted_nll(hidden, head, labels, weights[:, :3], chunk)

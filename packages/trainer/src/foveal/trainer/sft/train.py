@@ -18,8 +18,8 @@ from foveal.trainer.data.steps import StepBatch, count_steps
 from foveal.trainer.runs.layout import SFT_PLOT_FILE
 from foveal.trainer.sft.data import build_sft_data
 from foveal.trainer.training.checkpoint import DataPosition
-from foveal.trainer.training.chunked_ce import packed_token_nll
-from foveal.trainer.training.loss import local_loss_tokens, sft_nll_loss
+from foveal.trainer.training.chunked_ce import packed_sft_loss
+from foveal.trainer.training.loss import local_loss_tokens
 from foveal.trainer.training.metrics import StepMetrics
 from foveal.trainer.training.run import RunResult, StepClock, TrainingRun
 from foveal.trainer.training.start import start_run
@@ -52,8 +52,7 @@ def train_step(run: TrainingRun, step: int, batch: StepBatch, clock: StepClock) 
     rank_loss = 0.0
     for micro_batch in run.accumulate(batch.micro_batches):
         with run.precision.autocast():
-            nll = packed_token_nll(run.model, micro_batch, chunk_tokens)
-        loss = sft_nll_loss(nll, micro_batch, loss_tokens)
+            loss = packed_sft_loss(run.model, micro_batch, loss_tokens, chunk_tokens)
         loss.backward()
         rank_loss += loss.item()
     update = run.optimizer_step()

@@ -7,10 +7,14 @@ them into the cross entropy's gradient in place (softmax minus the one-hot label
 gradient) and accumulates the hidden states' and the head's gradients chunk by chunk. The head's matmuls
 run in the dtype autocast gives them (as the plain path's `head(hidden)`), the softmax in fp32.
 
-Own chunked implementation because liger-kernel (whose fused linear cross entropy does this) is not a
-dependency of this workspace. Cost, head + loss forward and backward alone on an H100 (16,384 x 2,048 x
-151,936, bf16): 81 ms plain at 27.8 GiB peak; 139 ms at 2.4 GiB in chunks of 1,024; 122 ms at 5.9 GiB in
-chunks of 4,096 (the extra matmul recomputes the logits). `torch.utils.checkpoint` per chunk measured the same.
+Own chunked implementation rather than liger-kernel's fused linear cross entropy (now the optional `gpu` extra,
+used for RMSNorm/SwiGLU): liger's returns a reduced loss, while the RL loss needs each token's log-probability
+(and entropy) before its nonlinear objective, Tinker's losses each datum's, and DFlash a frozen head with argmax;
+and this one runs (and is tested) on the CPU too. For the SFT loss, whose upstream gradient per token is its
+weight, `chunked_weighted_nll` makes the gradients in the forward pass as liger does (no recomputed logits).
+Cost of the recomputing form, head + loss forward and backward alone on an H100 (16,384 x 2,048 x 151,936, bf16):
+81 ms plain at 27.8 GiB peak; 139 ms at 2.4 GiB in chunks of 1,024; 122 ms at 5.9 GiB in chunks of 4,096.
+`torch.utils.checkpoint` per chunk measured the same.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch.nn.functional as F
 from foveal.renderers.errors import ContractError
 from foveal.trainer.data.collate import IGNORE_INDEX, PackedBatch
 from foveal.trainer.model.forward import packed_hidden, packed_logits
-from foveal.trainer.training.loss import token_nll
+from foveal.trainer.training.loss import packed_token_weights, sft_nll_loss, token_nll
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,79 @@ class _LinearCrossEntropy(torch.autograd.Function):
         )
 
 
+def chunked_weighted_nll(
+    hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor, weights: torch.Tensor, chunk_tokens: int
+) -> torch.Tensor:
+    """`sum(weights * chunked_token_nll(...))`, a scalar, with the head's and the hidden states' gradients computed
+    in the forward pass: when each token's upstream gradient is its weight, known before backward (the SFT loss),
+    the logits need not be recomputed, so the head costs three matmuls per chunk as on the plain path, not four.
+    Backward only scales the stored gradients by the scalar's upstream gradient.
+    """
+    if chunk_tokens < 1:
+        raise ContractError("trainer.loss_chunk_tokens", chunk_tokens, "a positive chunk size for the chunked loss")
+    if hidden.shape[:-1] != labels.shape or weights.shape != labels.shape:
+        expected = f"the shape of the hidden states without their width {list(hidden.shape[:-1])}"
+        raise ContractError("labels/weights", [list(labels.shape), list(weights.shape)], expected)
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    return _WeightedLinearCrossEntropy.apply(
+        flat, head.weight, head.bias, labels.reshape(-1), weights.reshape(-1).float(), chunk_tokens
+    )
+
+
+class _WeightedLinearCrossEntropy(torch.autograd.Function):
+    """`sum(weights * NLL)` under `softmax(hidden @ weight.T + bias)`, gradients computed chunk by chunk in forward."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        labels: torch.Tensor,
+        weights: torch.Tensor,
+        chunk_tokens: int,
+    ) -> torch.Tensor:
+        ignored = labels == IGNORE_INDEX
+        targets = labels.masked_fill(ignored, 0)
+        scale = torch.where(ignored, 0.0, weights)
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = _accumulator(weight, ctx.needs_input_grad[1])
+        grad_bias = _accumulator(bias, ctx.needs_input_grad[2])
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for span in _spans(len(labels), chunk_tokens):
+            h = hidden[span]
+            logits = F.linear(h, weight, bias)  # autocast picks the matmul's dtype, as for `head(hidden)`
+            dtype = logits.dtype
+            logits = logits.float()
+            lse = logits.logsumexp(-1)
+            picked = logits.gather(1, targets[span, None]).squeeze(1)
+            total += ((lse - picked) * scale[span]).sum()
+            grad_logits = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            grad_logits[torch.arange(len(lse), device=lse.device), targets[span]] -= 1.0
+            grad_logits = grad_logits.mul_(scale[span, None]).to(dtype)
+            grad_hidden[span] = grad_logits @ weight.to(dtype)
+            if grad_weight is not None:
+                grad_weight += grad_logits.T @ h.to(dtype)
+            if grad_bias is not None:
+                grad_bias += grad_logits.float().sum(0)
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad_total: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        weight_dtype, bias_dtype = ctx.dtypes
+        return (
+            grad_hidden * grad_total.to(grad_hidden.dtype),
+            None if grad_weight is None else (grad_weight * grad_total).to(weight_dtype),
+            None if grad_bias is None else (grad_bias * grad_total).to(bias_dtype),
+            None,
+            None,
+            None,
+        )
+
+
 def _accumulator(parameter: torch.Tensor | None, needed: bool) -> torch.Tensor | None:
     """An fp32 gradient sum for a head parameter that takes a gradient; None for a frozen or absent one."""
     if parameter is None or not needed:
@@ -180,6 +257,21 @@ def packed_token_nll(
     if chunks_through(head, chunk_tokens):
         return chunked_token_nll(packed_hidden(model, batch), head, labels, chunk_tokens)
     return token_nll(packed_logits(model, batch), labels)
+
+
+def packed_sft_loss(
+    model: torch.nn.Module, batch: PackedBatch, step_loss_tokens: int, chunk_tokens: int
+) -> torch.Tensor:
+    """The SFT micro-batch loss `sft_nll_loss(packed_token_nll(...))`, through `chunked_weighted_nll` when the head
+    can be chunked (the head's gradients made in the forward pass), else from the full logits."""
+    head = model.get_output_embeddings()
+    if not chunks_through(head, chunk_tokens):
+        return sft_nll_loss(token_nll(packed_logits(model, batch), batch.labels), batch, step_loss_tokens)
+    if step_loss_tokens < 0:
+        raise ContractError("step_loss_tokens", step_loss_tokens, "a non-negative token count")
+    weights = packed_token_weights(batch)
+    total = chunked_weighted_nll(packed_hidden(model, batch), head, batch.labels, weights, chunk_tokens)
+    return total / max(step_loss_tokens, 1)
 
 
 def chunks_through(head: torch.nn.Module, chunk_tokens: int) -> bool:
