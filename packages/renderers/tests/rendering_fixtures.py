@@ -173,5 +173,9 @@ EDGE_TEXTS = (
 TEXTS = st.one_of(
     st.sampled_from(EDGE_TEXTS),
     st.text(alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=40),
-)
-"""Edge-case strings half the time, arbitrary unicode text otherwise (built once: strategies are costly)."""
+).filter(lambda text: "<|" not in text)
+"""Edge-case strings half the time, arbitrary unicode text otherwise (built once: strategies are costly).
+
+Never `<|...|>` special-token markup: hypothesis also draws string constants it finds in the code under test
+(such as "<|image_pad|>"), and the renderer refuses placeholder tokens inside message text by design
+(`test_render.py::test_placeholder_tokens_inside_text_are_refused`)."""

@@ -149,7 +149,7 @@ def test_a_stored_descriptor_is_accepted_and_checked() -> None:
     )
     with pytest.raises(PlaceholderMismatch) as raised:
         renderer.render([user_with({"type": "image", "image": tampered})])
-    assert raised.value.field == "images[0].payload"
+    assert raised.value.field == "messages[0].images[0].payload"
 
 
 def test_a_descriptor_from_another_layout_is_refused() -> None:
@@ -229,3 +229,37 @@ def test_a_renderer_survives_pickling_for_spawned_data_loader_workers() -> None:
     messages = [user_with(image(1, "png_bytes"), {"type": "text", "text": "x"})]
     clone = pickle.loads(pickle.dumps(renderer))
     assert clone.render(messages) == renderer.render(messages)
+
+
+def test_a_refused_image_is_named_by_message_and_image_and_leaves_no_file(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    from foveal.renderers.errors import ContractError, DisallowedLocation
+
+    renderer = rf.renderer("qwen2_5_vl")
+    store = renderer.images.store
+    before = set(store.root.rglob("*.*"))
+    buffer = io.BytesIO()
+    Image.new("RGB", (900, 3), "red").save(buffer, format="PNG")  # aspect ratio 300:1, past the layout's 200:1
+    sliver = {"type": "image", "image": buffer.getvalue()}
+    messages = [user_with(image(1)), {"role": "assistant", "content": "ok"}, user_with(image(2), sliver)]
+    with pytest.raises(ContractError) as raised:
+        renderer.render(messages)
+    assert raised.value.field == "messages[2].images[1].aspect_ratio"
+    assert f"image from {len(buffer.getvalue())} bytes" in str(raised.value)
+    leftover = [p for p in set(store.root.rglob("*.*")) - before if Image.open(p).size == (900, 3)]
+    assert leftover == []  # the layout check ran before the write: no orphan file
+
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes(buffer.getvalue())
+    with pytest.raises(DisallowedLocation) as raised:
+        renderer.render([user_with({"type": "image", "image": str(outside)})])
+    assert raised.value.field == "messages[0].images[0].location.path"
+    assert "image from a file named 'elsewhere.png'" in str(raised.value)
+    url = "https://user:secret@example.com/a.png?token=abc"
+    with pytest.raises(ContractError) as raised:
+        renderer.render([user_with({"type": "image", "image": url})])
+    assert "secret" not in str(raised.value) and "token=abc" not in str(raised.value)
+    assert raised.value.field.startswith("messages[0].images[0].location")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image
 
 from foveal.renderers.contract import RawImageDescriptor, encode_mmraw
+from foveal.renderers.inference.wire import MAX_TOKENIZE_CHARS
 from foveal.renderers.rendering import RenderedConversation, Renderer
 from foveal.trainer.serving.testing import RunningServer, start_server
 
@@ -102,6 +104,8 @@ def test_a_tampered_image_is_422_hash_mismatch(server: RunningServer, renderer: 
     path.write_bytes(buffer.getvalue())
     code, error = post(server, "/v1/generate", generate_body(tampered))
     assert (code, error["code"], error["field"]) == (422, "invalid_ref", "image_refs[0].hash")
+    hashes = set(re.findall(r"[0-9a-f]{32}", error["message"]))
+    assert hashes <= {tampered.images[0].descriptor.hash}  # the stored file's real hash is not told
 
 
 def test_a_missing_image_is_404(server: RunningServer, good: RenderedConversation, server_root: Path) -> None:
@@ -112,9 +116,12 @@ def test_a_missing_image_is_404(server: RunningServer, good: RenderedConversatio
 
 
 @pytest.mark.parametrize("uri", ["file:///etc/passwd", "file:///proc/self/environ"])
-def test_locations_outside_the_store_are_400(server: RunningServer, good: RenderedConversation, uri: str) -> None:
+def test_locations_outside_the_store_are_400(
+    server: RunningServer, good: RenderedConversation, uri: str, server_root: Path
+) -> None:
     code, error = post(server, "/v1/generate", with_descriptor(good, raw_image_uri=uri))
     assert (code, error["code"], error["field"]) == (400, "invalid_ref", "image_refs[0].raw_image_uri")
+    assert uri in error["message"] and str(server_root) not in error["message"]  # the store's path is not told
 
 
 def test_path_traversal_in_a_ref_is_400(server: RunningServer, good: RenderedConversation, server_root: Path) -> None:
@@ -216,6 +223,26 @@ def test_a_body_over_the_limit_is_413(server: RunningServer) -> None:
     assert answer.status_code == 413
 
 
+def test_tokenize_text_is_bounded(server: RunningServer) -> None:
+    code, error = post(server, "/v1/tokenize", {"text": "a" * (MAX_TOKENIZE_CHARS + 1)})
+    assert (code, error["field"]) == (422, "text")
+    assert httpx.post(f"{server.url}/v1/tokenize", json={"text": "a b"}).json()["token_ids"]
+
+
+def test_control_calls_without_the_token_get_401_before_their_body_is_read(server: RunningServer) -> None:
+    for body in (b"{not json", b"x" * (4 * MAX_REQUEST_BYTES)):  # malformed, and far over every cap
+        answer = httpx.post(f"{server.url}/control/pause", content=body, timeout=60)
+        assert answer.status_code == 401 and answer.json()["error"]["field"] == "Authorization"
+    wrong = httpx.post(f"{server.url}/control/resume", headers={"Authorization": f"Bearer {server.token}x"})
+    assert wrong.status_code == 401 and server.token not in wrong.text
+
+
+def test_control_bodies_are_capped_far_below_generation_bodies(server: RunningServer) -> None:
+    headers = {"Authorization": f"Bearer {server.token}"}
+    answer = httpx.post(f"{server.url}/control/pause", content=b" " * (64 * 1024 + 1), headers=headers)
+    assert answer.status_code == 413 and answer.json()["error"]["message"].endswith(f"{64 * 1024} bytes")
+
+
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [
@@ -226,6 +253,13 @@ def test_a_body_over_the_limit_is_413(server: RunningServer) -> None:
         ({"prompt_token_ids": [1], "sampling": {"n": 1000}}, 422, "sampling.n"),
         ({"prompt_token_ids": [1], "sampling": {"top_p": 0}}, 422, "sampling.top_p"),
         ({"prompt_token_ids": "1 2 3"}, 422, "prompt_token_ids"),
+        ({"prompt_token_ids": [True]}, 422, "prompt_token_ids.0"),
+        ({"prompt_token_ids": [1, "5"]}, 422, "prompt_token_ids.1"),
+        ({"prompt_token_ids": [1, 5.0]}, 422, "prompt_token_ids.1"),
+        ({"prompt_token_ids": [1], "sampling": {"stop_token_ids": [False]}}, 422, "sampling.stop_token_ids.0"),
+        ({"prompt_token_ids": [1], "sampling": {"stop_token_ids": list(range(65))}}, 422, "sampling.stop_token_ids"),
+        ({"prompt_token_ids": [1], "sampling": {"stop": ["x" * 257]}}, 422, "sampling.stop.0"),
+        ({"prompt_token_ids": [1], "sampling": {"stop": [""]}}, 422, "sampling.stop.0"),
     ],
 )
 def test_bad_fields_are_4xx_naming_the_field(server: RunningServer, body: Any, status: int, field: str) -> None:
@@ -236,5 +270,7 @@ def test_bad_fields_are_4xx_naming_the_field(server: RunningServer, body: Any, s
 def test_bad_detokenize_ids_and_unknown_routes_are_4xx(server: RunningServer) -> None:
     code, error = post(server, "/v1/detokenize", {"token_ids": [1, 99999]})
     assert (code, error["field"]) == (400, "token_ids[1]")
+    code, error = post(server, "/v1/detokenize", {"token_ids": [1, True]})
+    assert (code, error["field"]) == (422, "token_ids.1")
     answer = httpx.get(f"{server.url}/v1/nothing-here")
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"

@@ -43,6 +43,17 @@ def test_every_route_requires_the_api_key(tinker_service: RunningService) -> Non
         assert client.get("/api/v1/healthz", headers=HEADERS).json() == {"status": "ok"}
 
 
+def test_no_page_or_parse_error_is_served_without_the_key(tinker_service: RunningService) -> None:
+    with httpx.Client(base_url=tinker_service.url) as client:
+        for path in ("/docs", "/openapi.json", "/redoc", "/nowhere"):
+            assert client.get(path).status_code == 401
+            assert client.get(path, headers=HEADERS).status_code == 404
+        malformed = client.post("/api/v1/create_session", content=b"{not json" * 100_000)
+        assert malformed.status_code == 401 and malformed.json()["error"]["field"] == "X-API-Key"
+        small_route = client.post("/api/v1/create_session", content=b" " * (2**20 + 1), headers=HEADERS)
+        assert small_route.status_code == 413
+
+
 def test_oversized_bodies_are_refused_before_parsing(tinker_service: RunningService) -> None:
     with httpx.Client(base_url=tinker_service.url, headers=HEADERS) as client:
         big = client.post("/api/v1/telemetry", content=b"x" * (3 * 2**20))

@@ -62,6 +62,26 @@ class LocationPolicy:
         return FetchPolicy(self.schemes, self.blocked_networks, self.max_bytes, self.timeout_s)
 
 
+def describe_source(source: object) -> str:
+    """Where an image came from, safe for an error: a URL without userinfo or query, a path's file name, the size
+    of bytes or of a data URL, never the data itself."""
+    if isinstance(source, Image.Image):
+        return f"a PIL image {source.width}x{source.height}"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"{len(source)} bytes"
+    text = os.fspath(source) if isinstance(source, os.PathLike) else source
+    if not isinstance(text, str):
+        return type(source).__name__
+    match = _SCHEME.match(text)
+    scheme = match.group(1).lower() if match else ""
+    if scheme in HTTP_SCHEMES:
+        return redact_url(text)
+    if scheme == "data":
+        return f"a data: URL of {len(text)} characters"
+    name = Path(file_uri_to_path(text, "location") if scheme == "file" else text).name
+    return f"a file named {name!r}"
+
+
 def read_location(source: ImageSource, policy: LocationPolicy) -> bytes | Image.Image:
     """The encoded bytes behind `source` (or the PIL image itself), refusing disallowed locations."""
     if isinstance(source, Image.Image):

@@ -230,8 +230,9 @@ class Renderer:
 
     def _assemble(self, pieces: list[Piece], parts: list[Any], rule: MaskRule, offset: int) -> _Rendered:
         """Resolve the images these pieces show, then encode; spans are shifted by `offset`."""
-        slots = [p.image for p in pieces if isinstance(p, ImageSlot)]
-        resolved = {slot: self.images.resolve(parts[slot].image, f"images[{slot}]") for slot in slots}
+        fields = image_fields([p for p in pieces if isinstance(p, ImageSlot)])
+        slots = list(fields)
+        resolved = {slot: self.images.resolve(parts[slot].image, fields[slot]) for slot in slots}
         lengths = {slot: r.num_tokens for slot, r in resolved.items()}
         image_token = -1 if self._image_token_id is None else self._image_token_id
         out: Assembled = assemble(pieces, self._encoder, lengths, image_token, rule, self._reserved)
@@ -293,6 +294,16 @@ class Renderer:
 
     def _optional_id(self, token: str) -> int | None:
         return self._encoder.token_id(token) if self._encoder.has_token(token) else None
+
+
+def image_fields(slots: Sequence[ImageSlot]) -> dict[int, str]:
+    """Each image's name in errors: `messages[m].images[k]`, the k-th image of message m (conversation order)."""
+    seen: dict[int, int] = {}
+    fields = {}
+    for slot in slots:
+        fields[slot.image] = f"messages[{slot.message}].images[{seen.get(slot.message, 0)}]"
+        seen[slot.message] = seen.get(slot.message, 0) + 1
+    return fields
 
 
 def _mask_rule(loss_on: LossOn, messages: Sequence[Message]) -> MaskRule:

@@ -11,6 +11,7 @@ refs; `open_verified` also decodes, to the same RGB pixels whichever way the fil
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,14 +80,17 @@ class ImageStore:
     def path_for(self, hash_hex: str, extension: str = "png") -> Path:
         return self.root / hash_hex[:2] / f"{hash_hex}.{extension}"
 
-    def put(self, source: ImageSource) -> StoredImage:
+    def put(self, source: ImageSource, accept: Callable[[int, int], object] | None = None) -> StoredImage:
         """Check and store an image (verbatim when its bytes allow, else normalized); a second put of the
-        same stored bytes rewrites nothing."""
+        same stored bytes rewrites nothing. `accept(width, height)` runs the caller's own checks (a family's
+        layout: aspect ratio, size) before anything is written, so a refused image leaves no file behind."""
         raw = read_location(source, self.locations)
         if isinstance(raw, Image.Image):
             image = normalize_image(raw, self.config)
         else:
             image = verbatim_image(raw, self.config) or load_image_bytes(raw, self.config)
+        if accept is not None:
+            accept(image.width, image.height)
         path = self.path_for(image.hash, image.extension)
         if not _holds(path, image.hash):
             write_atomic(path, image.data, durable=self.durable)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +22,10 @@ import xxhash
 from PIL import Image
 
 from foveal.renderers.contract import RawImageDescriptor
-from foveal.renderers.errors import FingerprintMismatch, PlaceholderMismatch, UnknownFamily
+from foveal.renderers.errors import ContractError, FingerprintMismatch, PlaceholderMismatch, UnknownFamily
 from foveal.renderers.images import open_header, stored_format
 from foveal.renderers.layout import LayoutSpec, compute_layout
-from foveal.renderers.locations import read_location
+from foveal.renderers.locations import describe_source, read_location
 from foveal.renderers.store import ImageStore, StoredImage
 
 
@@ -58,7 +59,10 @@ class ImageResolver:
         store, spec = self._require(field)
         if isinstance(source, RawImageDescriptor):
             return self._check_stored(source, store, spec, field)
-        stored = self._put(store, source)
+        try:
+            stored = self._put(store, source, lambda width, height: compute_layout(spec, width, height))
+        except ContractError as error:
+            raise located(error, field, source) from None
         layout = compute_layout(spec, stored.width, stored.height)
         descriptor = RawImageDescriptor(
             raw_image_uri=stored.uri,
@@ -69,15 +73,16 @@ class ImageResolver:
         )
         return ResolvedImage(descriptor, layout.num_placeholder_tokens)
 
-    def _put(self, store: ImageStore, source: Any) -> StoredImage:
-        """`store.put`, skipped when these exact bytes (or pixels) were stored before and are still there."""
+    def _put(self, store: ImageStore, source: Any, accept: Callable[[int, int], object]) -> StoredImage:
+        """`store.put` (with the layout check before any write), skipped when these exact bytes (or pixels) were
+        stored before and are still there."""
         raw = read_location(source, store.locations)  # the location rules run on every call
         key = _content_key(raw)
         with self._lock:
             stored = self._stored.get(key)
         if stored is not None and stored.path.is_file():
             return stored
-        stored = store.put(raw)
+        stored = store.put(raw, accept)
         with self._lock:
             self._stored[key] = stored
             if len(self._stored) > self._cache_size:
@@ -110,6 +115,18 @@ class ImageResolver:
                 f"{field}.payload", descriptor.payload, f"{layout.payload()} for {width}x{height}"
             )
         return ResolvedImage(descriptor, layout.num_placeholder_tokens)
+
+
+def located(error: ContractError, field: str, source: Any) -> ContractError:
+    """The image check's error named from the conversation (`messages[m].images[k].<check>`) and told which source
+    it came from, redacted (`describe_source`); the same class where its constructor allows."""
+    check = error.field.removeprefix("image").removeprefix(".")
+    name = f"{field}.{check}" if check else field
+    expected = f"{error.expected}; image from {describe_source(source)}"
+    try:
+        return type(error)(name, error.value, expected)
+    except TypeError:
+        return ContractError(name, error.value, expected)
 
 
 def _content_key(raw: bytes | Image.Image) -> str:

@@ -8,12 +8,21 @@ fields, so a typo in a client is a 422 naming the field rather than a silently i
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 MAX_STOP_STRINGS = 16
+MAX_STOP_STRING_CHARS = 256
+MAX_STOP_TOKEN_IDS = 64
 MAX_SAMPLES_PER_REQUEST = 64
+MAX_TOKENIZE_CHARS = 131_072
+"""Text one tokenize call takes: tokenization costs CPU and memory per character on the server."""
+MAX_DETOKENIZE_IDS = 131_072
+
+TokenId = StrictInt
+"""A token id is a JSON integer: not `true`, not `"5"`, not `5.0` (its range is the served vocabulary's)."""
+StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_STRING_CHARS)]
 
 
 class WireModel(BaseModel):
@@ -29,11 +38,13 @@ class SamplingParams(WireModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus mass kept; 1 keeps all.")
     top_k: int = Field(default=0, ge=0, description="Most likely tokens kept; 0 keeps all.")
     max_tokens: int = Field(default=256, ge=1, description="Most tokens sampled per completion.")
-    stop: tuple[str, ...] = Field(
+    stop: tuple[StopString, ...] = Field(
         default=(), max_length=MAX_STOP_STRINGS, description="Strings that end a completion (kept in its ids)."
     )
-    stop_token_ids: tuple[int, ...] = Field(
-        default=(), description="Extra token ids that end a completion, besides the model's own stop tokens."
+    stop_token_ids: tuple[TokenId, ...] = Field(
+        default=(),
+        max_length=MAX_STOP_TOKEN_IDS,
+        description="Extra token ids that end a completion, besides the model's own stop tokens.",
     )
     ignore_eos: bool = Field(
         default=False,
@@ -47,7 +58,7 @@ class SamplingParams(WireModel):
 class GenerateRequest(WireModel):
     """Sample completions of `prompt_token_ids`; `image_refs` are `mmraw:` strings, one per image."""
 
-    prompt_token_ids: tuple[int, ...] = Field(min_length=1)
+    prompt_token_ids: tuple[TokenId, ...] = Field(min_length=1)
     image_refs: tuple[str, ...] = ()
     sampling: SamplingParams = SamplingParams()
     request_id: str | None = Field(
@@ -80,7 +91,7 @@ class GenerateResponse(WireModel):
 class TokenizeRequest(WireModel):
     """Text to token ids with the served tokenizer (no chat template, no special tokens added)."""
 
-    text: str
+    text: str = Field(max_length=MAX_TOKENIZE_CHARS)
 
 
 class TokenizeResponse(WireModel):
@@ -88,7 +99,7 @@ class TokenizeResponse(WireModel):
 
 
 class DetokenizeRequest(WireModel):
-    token_ids: tuple[int, ...]
+    token_ids: tuple[TokenId, ...] = Field(max_length=MAX_DETOKENIZE_IDS)
 
 
 class DetokenizeResponse(WireModel):

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from foveal.renderers.contract import RawImageDescriptor, decode_mmraw, file_uri_to_path
-from foveal.renderers.errors import ContractError
+from foveal.renderers.errors import ContractError, DisallowedLocation, HashMismatch
 from foveal.renderers.locations import require_inside
 from foveal.renderers.placeholders import RunFields, pair_images
 from foveal.renderers.store import ImageStore
@@ -83,16 +83,31 @@ def placeholder_counts(descriptors: Sequence[RawImageDescriptor]) -> list[int]:
 
 
 def _check_location(descriptor: RawImageDescriptor, store: ImageStore, index: int) -> None:
-    """The ref must name a file inside the store even when its pixels are cached and no file is read."""
+    """The ref must name a file inside the store even when its pixels are cached and no file is read. The refusal
+    names the client's URI, never the store's own path."""
+    field = f"image_refs[{index}].raw_image_uri"
     path = Path(file_uri_to_path(descriptor.raw_image_uri)).resolve()
-    require_inside(path, (store.root,), descriptor.raw_image_uri, f"image_refs[{index}].raw_image_uri")
+    try:
+        require_inside(path, (store.root,), descriptor.raw_image_uri, field)
+    except DisallowedLocation:
+        raise DisallowedLocation(field, descriptor.raw_image_uri, "a file inside this server's image store") from None
 
 
 def _renamed(error: ContractError, prefix: str = "") -> ContractError:
-    """The same error class, its field spelled the way the request names it."""
+    """The same error class, its field spelled the way the request names it and nothing of the server's own in it
+    (a stored file's real hash stays in the server's log); a class built otherwise becomes a plain ContractError."""
     field = error.field
     for old, new in _RENAMES:
         field = field.replace(old, new)
     if prefix:
         field = prefix if field == "ref" else f"{prefix}.{field}"
-    return type(error)(field, error.value, error.expected)
+    expected = _PUBLIC_EXPECTED.get(type(error), error.expected)
+    try:
+        return type(error)(field, error.value, expected)
+    except TypeError:
+        return ContractError(field, error.value, expected)
+
+
+_PUBLIC_EXPECTED: dict[type[ContractError], str] = {
+    HashMismatch: "stored bytes that hash to it (the stored file differs: tampered or corrupt)",
+}

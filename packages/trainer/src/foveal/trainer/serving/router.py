@@ -31,6 +31,7 @@ from foveal.renderers.inference.wire import (
     ServerState,
     UpdateWeightsRequest,
 )
+from foveal.trainer.serving.app.limits import CONTROL_BODY_BYTES
 from foveal.trainer.serving.fleet import (
     Fleet,
     Forwarded,
@@ -67,6 +68,7 @@ def create_router_app(fleet: Fleet, api_token: SecretStr | None, max_request_byt
             await fleet.stop()
 
     app = FastAPI(title="foveal router", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    control_bytes = min(CONTROL_BODY_BYTES, max_request_bytes)  # control bodies are a mode, a path, a version
 
     @app.exception_handler(RejectedRequest)
     async def _rejected(_: Request, error: RejectedRequest) -> Response:
@@ -112,7 +114,7 @@ def create_router_app(fleet: Fleet, api_token: SecretStr | None, max_request_byt
     @app.post(Endpoints.PAUSE)
     async def pause(request: Request) -> Response:
         authorize(request, api_token)
-        body = await parse(request, PauseRequest, max_request_bytes)
+        body = await parse(request, PauseRequest, control_bytes)
         return await control(lambda client: client.pause(body.mode), pause_wanted(body.mode))
 
     @app.post(Endpoints.RESUME)
@@ -123,7 +125,7 @@ def create_router_app(fleet: Fleet, api_token: SecretStr | None, max_request_byt
     @app.post(Endpoints.UPDATE_WEIGHTS)
     async def update_weights(request: Request) -> Response:
         authorize(request, api_token)
-        body = await parse(request, UpdateWeightsRequest, max_request_bytes)
+        body = await parse(request, UpdateWeightsRequest, control_bytes)
         call = lambda client: client.update_weights(body.path, body.version)  # noqa: E731
         return await control(call, weights_wanted(body))
 

@@ -2,7 +2,9 @@
 `TinkerService`.
 
 Every route requires the API key in `X-API-Key` (the header the SDK sends), compared in constant time.
-Bodies over `[tinker].max_request_bytes` get 413 before any parsing; a bad request gets a 4xx `ErrorBody`
+The key is checked before any body is read (`RequestGate`: 401 from the headers alone, `/docs` and
+`/openapi.json` are not served at all); bodies over `[tinker].max_request_bytes` (the datum and sampling calls) or
+1 MiB (every other call) get 413 before any parsing; a bad request gets a 4xx `ErrorBody`
 naming the field, and the server keeps serving. Called at `ServiceClient` construction: client/config,
 client/dynamic_config, create_session; then session_heartbeat every 10 s and telemetry batches (accepted
 and discarded: this service collects no telemetry).
@@ -12,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from foveal.trainer.serving.app.errors import install_error_handlers
-from foveal.trainer.serving.app.limits import BodyLimit
+from foveal.trainer.serving.app.limits import SMALL_BODY_BYTES, Credential, RequestGate, RouteRule
 from foveal.trainer.serving.errors import RequestError
 from foveal.trainer.tinker_service import wire
 from foveal.trainer.tinker_service.service import TinkerService
@@ -37,10 +40,24 @@ def api_key_guard(api_key: str):  # noqa: ANN201 - a FastAPI dependency
     return require
 
 
+LARGE_BODY_ROUTES = ("/api/v1/forward_backward", "/api/v1/asample")
+"""The calls that carry datums or prompts (tokens, images): `[tinker].max_request_bytes`; the rest are small."""
+
+
+def route_rules(api_key: str, max_request_bytes: int) -> dict[str, Any]:
+    """`RequestGate`'s settings: the key on every path, checked before any body is read; per-route body caps."""
+    key = Credential(API_KEY_HEADER, api_key, field="X-API-Key")
+    large = [RouteRule(path, max_request_bytes, key) for path in LARGE_BODY_ROUTES]
+    return {"rules": large, "default": RouteRule("/", min(SMALL_BODY_BYTES, max_request_bytes), key)}
+
+
 def create_app(service: TinkerService, api_key: str) -> FastAPI:
-    app = FastAPI(title="Foveal Tinker service", dependencies=[Depends(api_key_guard(api_key))])
+    app = FastAPI(
+        title="Foveal Tinker service", dependencies=[Depends(api_key_guard(api_key))],
+        docs_url=None, redoc_url=None, openapi_url=None,  # the SDK needs none; nothing is served unauthenticated
+    )  # fmt: skip
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=service.section.max_request_bytes)
+    app.add_middleware(RequestGate, **route_rules(api_key, service.section.max_request_bytes))
     chunk_bytes = service.section.max_request_bytes // 2
 
     @app.post("/api/v1/client/config")

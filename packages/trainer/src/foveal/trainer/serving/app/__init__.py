@@ -11,7 +11,15 @@ from foveal.trainer.serving.app.chat import chat_routes
 from foveal.trainer.serving.app.control import control_routes
 from foveal.trainer.serving.app.data import data_routes
 from foveal.trainer.serving.app.errors import install_error_handlers
-from foveal.trainer.serving.app.limits import BodyLimit
+from foveal.trainer.serving.app.limits import (
+    CONTROL_BODY_BYTES,
+    NO_BODY_BYTES,
+    SMALL_BODY_BYTES,
+    RequestGate,
+    RouteRule,
+    bearer,
+)
+from foveal.renderers.inference.wire import Endpoints
 from foveal.trainer.serving.backends.base import InferenceBackend
 
 
@@ -36,8 +44,23 @@ def create_app(backend: InferenceBackend, settings: AppSettings) -> FastAPI:
     # A backend may add control endpoints of its own (vLLM: the NCCL weight-broadcast round).
     if (extra_routes := getattr(backend, "extra_control_routes", None)) is not None:
         app.include_router(extra_routes(control_guard))
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestGate, rules=route_rules(settings), default=RouteRule("/", NO_BODY_BYTES))
     return app
+
+
+def route_rules(settings: AppSettings) -> list[RouteRule]:
+    """Each route's credential and body cap, checked before the body is read (`RequestGate`); unknown paths get
+    no credential (the app answers 404) and no body."""
+    data, control = bearer(settings.data_token), bearer(settings.control_token)
+    small = min(SMALL_BODY_BYTES, settings.max_request_bytes)
+    return [
+        RouteRule("/control/", min(CONTROL_BODY_BYTES, settings.max_request_bytes), control),
+        RouteRule(Endpoints.TOKENIZE, small, data),
+        RouteRule(Endpoints.DETOKENIZE, small, data),
+        RouteRule(Endpoints.INFO, NO_BODY_BYTES, data),
+        RouteRule("/v1/", settings.max_request_bytes, data),
+        RouteRule(Endpoints.HEALTH, NO_BODY_BYTES),
+    ]
 
 
 __all__ = ["AppSettings", "create_app"]

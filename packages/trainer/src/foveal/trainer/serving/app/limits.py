@@ -1,48 +1,125 @@
-"""A cap on request body size, enforced before any route parses the body.
+"""The gate every HTTP request passes before any route: credential first, then a body cap per route.
 
-The body is read into memory up to the cap and replayed to the app; a body announced or found to be
-larger is answered with 413 at once, so an oversized upload costs at most the cap in memory.
+An unauthenticated request is answered 401 from its headers alone, before one byte of its body is read, so a
+client without the token can neither make the server hold memory nor learn anything from a parse error. A
+request that passes gets the body cap of its route (`RouteRule`: control calls and tokenization are small,
+generation as configured): a body announced larger is refused 413 at once, and one found larger while it
+streams is refused as soon as it passes the cap, so an upload costs at most its route's cap in memory. The
+accepted body is replayed to the app.
+
+The routes keep their own credential checks (FastAPI dependencies) as a second line; the gate only answers
+earlier and cheaper.
 """
 
 from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from foveal.trainer.serving.app.errors import error_response
 
+CONTROL_BODY_BYTES = 64 * 2**10
+"""Control calls carry a mode, a path and a version: far below this."""
+SMALL_BODY_BYTES = 2**20
+"""Tokenization, detokenization and the Tinker bookkeeping calls."""
+NO_BODY_BYTES = 4 * 2**10
+"""GET routes and unknown paths: nothing to read."""
 
-class BodyLimit:
-    """ASGI middleware: HTTP requests with a body over `max_bytes` get 413 `too_long` (field `body`)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+@dataclass(frozen=True)
+class Credential:
+    """A secret sent in `header`, after `scheme` (case-insensitive: "bearer ") when one is set."""
+
+    header: str
+    secret: str
+    scheme: str = ""
+    field: str = ""
+    """The field a 401 names (the header as clients spell it)."""
+
+    def accepts(self, headers: dict[bytes, bytes]) -> bool:
+        sent = headers.get(self.header.lower().encode(), b"")
+        prefix = self.scheme.encode()
+        if prefix and sent[: len(prefix)].lower() != prefix.lower():
+            return False
+        return hmac.compare_digest(sent[len(prefix) :].strip(), self.secret.encode())
+
+    def refusal(self) -> str:
+        return f"a valid {'bearer token' if self.scheme else 'API key'} is required in {self.field or self.header}"
+
+
+def bearer(token: str | None) -> Credential | None:
+    """`Authorization: Bearer <token>`, or no credential when no token is configured."""
+    return None if token is None else Credential("authorization", token, "bearer ", "Authorization")
+
+
+@dataclass(frozen=True)
+class RouteRule:
+    """Requests whose path is `path` (or under it, when it ends with "/") need `credential` and a body of at most
+    `max_bytes`."""
+
+    path: str
+    max_bytes: int
+    credential: Credential | None = None
+
+    def matches(self, path: str) -> bool:
+        return path.startswith(self.path) if self.path.endswith("/") else path == self.path
+
+
+class RequestGate:
+    """ASGI middleware applying the first matching `RouteRule` (or `default`) to each HTTP request."""
+
+    def __init__(self, app: ASGIApp, rules: Sequence[RouteRule], default: RouteRule) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.rules = tuple(rules)
+        self.default = default
+
+    def rule_for(self, path: str) -> RouteRule:
+        return next((rule for rule in self.rules if rule.matches(path)), self.default)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(scope, receive, send)
+        rule = self.rule_for(scope["path"])
+        headers = dict(scope["headers"])
+        if rule.credential is not None and not rule.credential.accepts(headers):
+            refusal = error_response("unauthorized", 401, rule.credential.refusal(), rule.credential.field)
+            await refusal(scope, receive, send)
             return
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > rule.max_bytes):
+            await _too_long(rule.max_bytes)(scope, receive, send)
+            return
+        body = await _read(receive, rule.max_bytes)
+        if body is None:  # disconnected: nobody to answer
+            return
+        if isinstance(body, int):
+            await _too_long(rule.max_bytes)(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = f"request bodies are limited to {self.max_bytes} bytes"
-        await error_response("too_long", 413, message, "body")(scope, receive, send)
+
+async def _read(receive: Receive, max_bytes: int) -> bytes | int | None:
+    """The whole body; its size so far once it passes `max_bytes`; None if the client went away."""
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            return size
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _too_long(max_bytes: int) -> ASGIApp:
+    return error_response("too_long", 413, f"request bodies are limited to {max_bytes} bytes", "body")
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
