@@ -411,3 +411,26 @@ def test_every_address_python_calls_non_global_is_blocked(address: IPv4Address |
         return  # judged by the embedded IPv4 address, which the v4 half of this property covers
     if blocking_network(address, DEFAULT_BLOCKED_NETWORKS) is None:
         assert address.is_global, address
+
+
+def test_a_resolver_that_never_answers_is_cut_off_by_the_fetch_deadline(
+    monkeypatch: pytest.MonkeyPatch, no_network: None
+) -> None:
+    """DNS is inside `http_timeout_s`: a lookup that hangs ends the fetch as a timeout, not a hung renderer."""
+    released = threading.Event()
+    asked = threading.Event()
+
+    def hanging(*args: Any, **kwargs: Any) -> list[Any]:
+        asked.set()
+        released.wait(60)  # a resolver that never answers (released once the test is done)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    config = HTTP_CONFIG.model_copy(update={"http_timeout_s": 0.3})
+    try:
+        with pytest.raises(MissingAsset) as info:
+            read_location("http://slow-dns.test/a.png", _default(config))
+    finally:
+        released.set()
+    assert asked.is_set() and info.value.field == "location.host"
+    assert "within http_timeout_s" in info.value.expected

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from foveal.configs.http import HttpLimits
 from foveal.configs.router import RouterConfig
 
 
@@ -39,6 +40,7 @@ class InferenceConfig(BaseModel):
     max_request_bytes: int = Field(
         default=64 * 2**20, ge=1024, description="Largest request body accepted, in bytes (413 beyond)."
     )
+    http: HttpLimits = Field(default_factory=HttpLimits, description="Client timeouts and the connection cap.")
     prompt_cache_entries: int = Field(
         default=16, ge=0, description="Prefilled prompts kept for reuse (exact prompt match); 0 disables the cache."
     )

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from foveal.configs.http import HttpLimits
 from foveal.configs.runs import RunConfig
 
 DEFAULT_KEY_ENV = "FOVEAL_TINKER_API_KEY"
@@ -53,6 +54,7 @@ class TinkerServiceSection(BaseModel):
     max_request_bytes: int = Field(
         default=64 * 2**20, ge=1024, description="Largest request body accepted, in bytes (413 beyond)."
     )
+    http: HttpLimits = Field(default_factory=HttpLimits, description="Client timeouts and the connection cap.")
     future_wait_s: float = Field(
         default=20.0, gt=0, le=40, description="How long retrieve_future waits for a result before 'try again'."
     )

@@ -154,7 +154,7 @@ class Health(WireModel):
 
 
 ErrorCode = Literal[
-    "invalid_request", "invalid_ref", "not_found", "unauthorized", "too_long", "aborted", "overloaded",
+    "invalid_request", "invalid_ref", "not_found", "unauthorized", "too_long", "timeout", "aborted", "overloaded",
     "unavailable", "internal",
 ]  # fmt: skip
 

@@ -81,7 +81,7 @@ def fetch_http(url: str, policy: FetchPolicy) -> bytes:
     deadline = time.monotonic() + policy.timeout_s
     for _ in range(policy.max_redirects + 1):
         target = parse_http_url(url, policy.allowed_schemes)
-        address = resolve_public(target.host, target.port, policy.blocked_networks)
+        address = resolve_public(target.host, target.port, policy.blocked_networks, _remaining(target, deadline))
         status, location, body = _get_once(target, address, policy, deadline)
         if status not in _REDIRECTS:
             return body

@@ -8,6 +8,8 @@ started) while the default refuses every non-public range. Addresses that embed 
 from __future__ import annotations
 
 import socket
+import threading
+from typing import Any
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 from foveal.renderers.errors import DisallowedLocation, MissingAsset
@@ -71,14 +73,43 @@ def blocking_network(address: IPAddress, blocked: tuple[IPNetwork, ...]) -> IPNe
     return None
 
 
-def resolve_public(host: str, port: int, blocked: tuple[IPNetwork, ...]) -> IPAddress:
+def _getaddrinfo(host: str, port: int, timeout_s: float | None) -> list[Any]:
+    """`socket.getaddrinfo`, given up on after `timeout_s`: the resolver has no timeout of its own, so it runs
+    on a daemon thread that is left to finish (or hang) alone once the caller stops waiting."""
+    if timeout_s is None:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            outcome["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except Exception as error:  # noqa: BLE001 - handed to the caller below, whatever it is
+            outcome["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name="foveal-dns", daemon=True).start()
+    if not done.wait(max(timeout_s, 0.0)):
+        raise MissingAsset("location.host", host, "a host name that resolves within http_timeout_s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["infos"]
+
+
+def resolve_public(
+    host: str, port: int, blocked: tuple[IPNetwork, ...], timeout_s: float | None = None
+) -> IPAddress:
     """Resolve `host` and return the address to connect to; every resolved address must be allowed.
 
     Refusing when any address is blocked (not just the first) closes the trick of a name that resolves
-    to one public and one private address and lets the connector pick.
+    to one public and one private address and lets the connector pick. With `timeout_s` the lookup itself
+    is bounded (the fetch's deadline covers DNS too).
     """
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _getaddrinfo(host, port, timeout_s)
+    except MissingAsset:
+        raise  # the lookup outlived the deadline
     except (OSError, UnicodeError, ValueError):
         raise MissingAsset("location.host", host, "a host name that resolves") from None
     addresses = list(dict.fromkeys(ip_address(info[4][0]) for info in infos))

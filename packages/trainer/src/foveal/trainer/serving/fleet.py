@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import httpx
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from foveal.configs.router import RouterConfig
 from foveal.renderers.inference.client import ClientTimeouts, RemoteInferenceClient, split_credentials
@@ -42,6 +42,8 @@ from foveal.renderers.inference.wire import (
 from foveal.trainer.serving.routing import RoutingTable
 
 logger = logging.getLogger(__name__)
+MAX_ABORT_RETRIES = 8
+"""Pauses one request may live through: each abort is a weight update that began while it ran."""
 T = TypeVar("T")
 ControlCall = Callable[[RemoteInferenceClient], Awaitable[ControlResponse]]
 
@@ -61,6 +63,16 @@ class WantedState:
 
     weights: UpdateWeightsRequest | None = None
     pause: PauseMode | None = None
+
+
+def aborted(answer: Forwarded) -> bool:
+    """Whether a server answered 503 `aborted` (a pause in abort mode ended the request)."""
+    if answer.status != 503:
+        return False
+    try:
+        return ErrorBody.model_validate_json(answer.content).error.code == "aborted"
+    except ValidationError:
+        return False
 
 
 def error_answer(status: int, code: ErrorCode, message: str, field: str | None = None) -> Forwarded:
@@ -137,6 +149,18 @@ class Fleet:
     # -- data plane ---------------------------------------------------------------------------------
 
     async def forward(self, path: str, body: bytes, session_id: str | None) -> Forwarded:
+        """`forward_once`, sent again when a pause aborted it (503 `aborted`): a server that paused in `abort`
+        mode holds new requests until it resumes, so the request waits there and a plain HTTP client sees only
+        latency. The aborted run returned nothing to anyone, so the client still gets exactly one generation."""
+        answer = await self.forward_once(path, body, session_id)
+        for _ in range(MAX_ABORT_RETRIES):
+            if not aborted(answer):
+                break
+            logger.info("%s was aborted by a pause; sending it again (it waits for the resume)", path)
+            answer = await self.forward_once(path, body, session_id)
+        return answer
+
+    async def forward_once(self, path: str, body: bytes, session_id: str | None) -> Forwarded:
         """POST `body` to one server after another until one answers; its answer, whatever the status."""
         assert self._http is not None, "Fleet.start() was not awaited"
         headers = self._headers if session_id is None else {**self._headers, SESSION_HEADER: session_id}

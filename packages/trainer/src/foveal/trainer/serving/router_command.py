@@ -15,6 +15,7 @@ import socket
 import uvicorn
 from pydantic import Field
 
+from foveal.trainer.serving.http_server import uvicorn_config
 from foveal.configs import InferenceConfig, Problem, RunConfig, config_from_args
 from foveal.configs.checks import is_loopback
 from foveal.configs.errors import ConfigError
@@ -74,6 +75,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"foveal router: listening on http://{shown}:{port} for {len(upstreams)} servers", flush=True)
     for url in upstreams:
         print(f"  upstream {redact_url(url)}", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=10))
+    options = {"log_level": "info", "access_log": False, "timeout_graceful_shutdown": 10}
+    server = uvicorn.Server(uvicorn_config(app, inference.http, **options))
     server.run(sockets=[sock])
     return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import uvicorn
 
+from foveal.trainer.serving.http_server import uvicorn_config
 from foveal.configs import config_from_args
 from foveal.trainer.serving.app import AppSettings, create_app
 from foveal.trainer.serving.config import ServeConfig
@@ -34,7 +35,8 @@ def serve(config: ServeConfig) -> None:
         sock = bind_socket(config.inference.host, config.inference.port)
         host = f"[{config.inference.host}]" if ":" in config.inference.host else config.inference.host
         print(f"serve: {config.model.name_or_path} on http://{host}:{sock.getsockname()[1]}")
-        server = uvicorn.Server(uvicorn.Config(create_app(backend, settings), log_level="info", access_log=False))
+        app = create_app(backend, settings)
+        server = uvicorn.Server(uvicorn_config(app, config.inference.http, log_level="info", access_log=False))
         asyncio.run(server.serve(sockets=[sock]))
     except KeyboardInterrupt:
         print("serve: stopped")  # uvicorn has already shut down gracefully and re-raised the signal

@@ -16,6 +16,8 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from foveal.configs.http import HttpLimits
+from foveal.trainer.serving.http_server import uvicorn_config
 from foveal.trainer.serving.app import AppSettings
 from foveal.trainer.serving.backends.base import InferenceBackend
 from foveal.trainer.serving.config import ServeConfig
@@ -42,6 +44,7 @@ def app_settings(config: ServeConfig, control_token: str | None = None) -> AppSe
         control_token=control_token or configured or secrets.token_urlsafe(32),
         data_token=configured,
         max_request_bytes=config.inference.max_request_bytes,
+        body_timeout_s=config.inference.http.body_timeout_s,
     )
 
 
@@ -58,9 +61,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
 class ServerThread:
     """uvicorn serving `app` on an already-bound socket, in a daemon thread with its own event loop."""
 
-    def __init__(self, app: FastAPI, sock: socket.socket) -> None:
+    def __init__(self, app: FastAPI, sock: socket.socket, limits: HttpLimits | None = None) -> None:
         self.socket = sock
-        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        limits = limits or HttpLimits()
+        config = uvicorn_config(app, limits, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name="foveal-inference-http", daemon=True)
 

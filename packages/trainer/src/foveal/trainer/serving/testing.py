@@ -72,7 +72,7 @@ def start_server(
     settings = app_settings(config)
     try:
         sock = bind_socket(config.inference.host, 0)
-        thread = ServerThread(create_app(backend, settings), sock)
+        thread = ServerThread(create_app(backend, settings), sock, config.inference.http)
         thread.start()
     except BaseException:
         backend.close()

@@ -57,7 +57,8 @@ def create_app(service: TinkerService, api_key: str) -> FastAPI:
         docs_url=None, redoc_url=None, openapi_url=None,  # the SDK needs none; nothing is served unauthenticated
     )  # fmt: skip
     install_error_handlers(app)
-    app.add_middleware(RequestGate, **route_rules(api_key, service.section.max_request_bytes))
+    rules = route_rules(api_key, service.section.max_request_bytes)
+    app.add_middleware(RequestGate, **rules, body_timeout_s=service.section.http.body_timeout_s)
     chunk_bytes = service.section.max_request_bytes // 2
 
     @app.post("/api/v1/client/config")

@@ -15,6 +15,7 @@ import os
 
 import uvicorn
 
+from foveal.trainer.serving.http_server import uvicorn_config
 from foveal.configs import config_from_args
 from foveal.configs.tinker_service import TinkerServiceConfig, TinkerServiceSection
 from foveal.trainer.serving.server import bind_socket
@@ -57,7 +58,7 @@ def serve(config: TinkerServiceConfig) -> None:
         host = f"[{config.tinker.host}]" if ":" in config.tinker.host else config.tinker.host
         print(f"serve-tinker: {config.model.name_or_path} on http://{host}:{sock.getsockname()[1]}")
         app = create_app(service, api_key)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False))
+        server = uvicorn.Server(uvicorn_config(app, config.tinker.http, log_level="info", access_log=False))
         asyncio.run(server.serve(sockets=[sock]))
     except KeyboardInterrupt:
         print("serve-tinker: stopped")

@@ -21,6 +21,7 @@ from types import TracebackType
 import httpx
 import tomli_w
 
+from foveal.verifiers.child_processes import die_with_parent
 from foveal.configs.runs import EvalConfig
 from foveal.renderers.inference.wire import Endpoints
 
@@ -52,7 +53,9 @@ class EmbeddedServer:
         config_path = write_serve_config(self.config, port, self.folder / SERVE_CONFIG_FILE)
         command = [sys.executable, "-m", "foveal.configs", "serve", "--config", str(config_path)]
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
+            )  # a SIGKILLed `foveal eval` takes its server with it
         host = self.config.inference.host
         url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         try:

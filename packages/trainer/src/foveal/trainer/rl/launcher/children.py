@@ -10,7 +10,6 @@ Stopping sends SIGTERM to all, waits a grace period, then SIGKILLs what is left,
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -23,10 +22,10 @@ from types import TracebackType
 
 import orjson
 from foveal.trainer.runs.layout import PROCESSES_FILE
+from foveal.verifiers.child_processes import die_with_parent
 
 STOP_GRACE_S = 20.0
 POLL_S = 0.25
-_PR_SET_PDEATHSIG = 1
 
 
 class ChildFailed(RuntimeError):
@@ -74,7 +73,7 @@ class Children:
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **self.env, **(env or {})},
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         child = Child(name, process, log, must_finish)
         self.started.append(child)
@@ -130,9 +129,3 @@ class Children:
 
 def _status(code: int) -> str:
     return f"{code} (killed by {signal.Signals(-code).name})" if code < 0 else str(code)
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGTERM it when the launcher dies (no-op elsewhere)."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

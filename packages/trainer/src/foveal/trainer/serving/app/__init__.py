@@ -31,6 +31,7 @@ class AppSettings:
     control_token: str
     data_token: str | None
     max_request_bytes: int
+    body_timeout_s: float = 60.0
 
 
 def create_app(backend: InferenceBackend, settings: AppSettings) -> FastAPI:
@@ -44,7 +45,9 @@ def create_app(backend: InferenceBackend, settings: AppSettings) -> FastAPI:
     # A backend may add control endpoints of its own (vLLM: the NCCL weight-broadcast round).
     if (extra_routes := getattr(backend, "extra_control_routes", None)) is not None:
         app.include_router(extra_routes(control_guard))
-    app.add_middleware(RequestGate, rules=route_rules(settings), default=RouteRule("/", NO_BODY_BYTES))
+    default = RouteRule("/", NO_BODY_BYTES)
+    rules = route_rules(settings)
+    app.add_middleware(RequestGate, rules=rules, default=default, body_timeout_s=settings.body_timeout_s)
     return app
 
 

@@ -13,6 +13,7 @@ earlier and cheaper.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,12 +70,16 @@ class RouteRule:
 
 
 class RequestGate:
-    """ASGI middleware applying the first matching `RouteRule` (or `default`) to each HTTP request."""
+    """ASGI middleware applying the first matching `RouteRule` (or `default`) to each HTTP request; a body not
+    received within `body_timeout_s` of its headers gets 408."""
 
-    def __init__(self, app: ASGIApp, rules: Sequence[RouteRule], default: RouteRule) -> None:
+    def __init__(
+        self, app: ASGIApp, rules: Sequence[RouteRule], default: RouteRule, body_timeout_s: float = 60.0
+    ) -> None:
         self.app = app
         self.rules = tuple(rules)
         self.default = default
+        self.body_timeout_s = body_timeout_s
 
     def rule_for(self, path: str) -> RouteRule:
         return next((rule for rule in self.rules if rule.matches(path)), self.default)
@@ -93,7 +98,12 @@ class RequestGate:
         if declared is not None and (not declared.isdigit() or int(declared) > rule.max_bytes):
             await _too_long(rule.max_bytes)(scope, receive, send)
             return
-        body = await _read(receive, rule.max_bytes)
+        try:
+            body = await asyncio.wait_for(_read(receive, rule.max_bytes), self.body_timeout_s)
+        except TimeoutError:
+            message = f"the request body did not arrive within {self.body_timeout_s:g} s"
+            await error_response("timeout", 408, message, "body")(scope, receive, send)
+            return
         if body is None:  # disconnected: nobody to answer
             return
         if isinstance(body, int):
