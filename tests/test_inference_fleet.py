@@ -4,6 +4,7 @@ each its own process, driven by RemoteInferenceClient.
 - A weight update through the router (pause abort -> update -> resume) while plain HTTP requests are in
   flight: the router sends the aborted requests again, so the plain client sees only 200s, all on the new
   weights, and greedy outputs afterwards are exactly those of the new checkpoint loaded directly.
+- Three pause(abort)/resume cycles under 64 concurrent plain HTTP clients through the router: no failed request.
 - Load: 96 requests, at most 64 at once, through the router; one server is SIGKILLed mid-run and every
   request still completes exactly once.
 """
@@ -269,6 +270,43 @@ def test_weight_update_under_plain_http_load_loses_no_request_and_serves_the_new
     assert [list(answer.completions[0].token_ids) for answer in after] == reference_greedy(checkpoints[1], PROMPTS)
     assert [a.completions[0].token_ids for a in after] != [b.completions[0].token_ids for b in before]
     assert asyncio.run(client.info()).weight_version == 1
+
+
+def test_pause_cycles_under_64_plain_clients_fail_no_request(fleet: Fleet) -> None:
+    """Three pause(abort)/resume cycles through the router while 64 plain HTTP clients (no retry logic) keep 160
+    requests going: every request gets exactly one 200 (the router re-sends what a pause aborted)."""
+    client = fleet.client()
+    count, finished = 160, 0
+    limit = asyncio.Semaphore(64)
+
+    async def one(plain: httpx.AsyncClient, index: int) -> httpx.Response:
+        nonlocal finished
+        sampling = {"temperature": 1.0, "max_tokens": 24, "ignore_eos": True, "seed": index}
+        body = {"prompt_token_ids": list(PROMPTS[index % 3]), "sampling": sampling, "request_id": f"cycle-{index}"}
+        async with limit:
+            answer = await plain.post("/v1/generate", json=body)
+        finished += 1
+        return answer
+
+    async def run() -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(base_url=fleet.router.url, headers=headers, timeout=240) as plain, client:
+            tasks = asyncio.gather(*(one(plain, i) for i in range(count)))
+            for cycle in range(3):
+                while finished < (cycle + 1) * count // 4:
+                    await asyncio.sleep(0.01)
+                await client.pause("abort")
+                await asyncio.sleep(0.1)
+                await client.resume()
+            return list(await tasks)
+
+    resent = "aborted by a pause; sending it again"
+    resent_before = fleet.router_log.read_text().count(resent)
+    responses = asyncio.run(asyncio.wait_for(run(), timeout=300))
+    assert [response.status_code for response in responses] == [200] * count
+    ids = [GenerateResponse.model_validate_json(response.content).request_id for response in responses]
+    assert Counter(ids) == Counter(f"cycle-{i}" for i in range(count))  # each exactly once
+    assert fleet.router_log.read_text().count(resent) > resent_before, "no request was aborted by the cycles"
 
 
 def test_killing_a_server_mid_run_loses_and_duplicates_no_request(fleet: Fleet) -> None:
