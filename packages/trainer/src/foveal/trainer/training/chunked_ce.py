@@ -127,17 +127,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden)
         grad_weight = _accumulator(weight, ctx.needs_input_grad[1])
         grad_bias = _accumulator(bias, ctx.needs_input_grad[2])
+        grads = _ChunkGradients(grad_hidden, grad_weight, grad_bias)
         for span in _spans(len(targets), ctx.chunk_tokens):
             h = hidden[span].to(dtype)
-            grad_logits = F.linear(h, w, b).float().sub_(lse[span, None]).exp_()  # softmax, in place
-            rows = torch.arange(grad_logits.shape[0], device=grad_logits.device)
-            grad_logits[rows, targets[span]] -= 1.0
-            grad_logits = grad_logits.mul_(scale[span, None]).to(dtype)
-            grad_hidden[span] = grad_logits @ w
-            if grad_weight is not None:
-                grad_weight += grad_logits.T @ h
-            if grad_bias is not None:
-                grad_bias += grad_logits.float().sum(0)
+            probs = F.linear(h, w, b).float().sub_(lse[span, None]).exp_()  # softmax, in place
+            grads.add(span, probs, targets[span], scale[span], h, w)
         return (
             grad_hidden,
             None if grad_weight is None else grad_weight.to(weight.dtype),
@@ -186,23 +180,19 @@ class _WeightedLinearCrossEntropy(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden)
         grad_weight = _accumulator(weight, ctx.needs_input_grad[1])
         grad_bias = _accumulator(bias, ctx.needs_input_grad[2])
+        grads = _ChunkGradients(grad_hidden, grad_weight, grad_bias)
         total = hidden.new_zeros((), dtype=torch.float32)
+        w = None
         for span in _spans(len(labels), chunk_tokens):
-            h = hidden[span]
-            logits = F.linear(h, weight, bias)  # autocast picks the matmul's dtype, as for `head(hidden)`
+            logits = F.linear(hidden[span], weight, bias)  # autocast picks the matmul's dtype, as for `head(hidden)`
             dtype = logits.dtype
+            w = weight.to(dtype) if w is None else w  # cast once, not once per chunk
             logits = logits.float()
             lse = logits.logsumexp(-1)
             picked = logits.gather(1, targets[span, None]).squeeze(1)
             total += ((lse - picked) * scale[span]).sum()
-            grad_logits = logits.sub_(lse[:, None]).exp_()  # softmax, in place
-            grad_logits[torch.arange(len(lse), device=lse.device), targets[span]] -= 1.0
-            grad_logits = grad_logits.mul_(scale[span, None]).to(dtype)
-            grad_hidden[span] = grad_logits @ weight.to(dtype)
-            if grad_weight is not None:
-                grad_weight += grad_logits.T @ h.to(dtype)
-            if grad_bias is not None:
-                grad_bias += grad_logits.float().sum(0)
+            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            grads.add(span, probs, targets[span], scale[span], hidden[span].to(dtype), w)
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         return total
@@ -219,6 +209,34 @@ class _WeightedLinearCrossEntropy(torch.autograd.Function):
             None,
             None,
         )
+
+
+@dataclass(frozen=True)
+class _ChunkGradients:
+    """Where one chunk's cross-entropy gradient goes: the hidden states' rows, and the head's sums (None: frozen)."""
+
+    hidden: torch.Tensor
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+
+    def add(
+        self,
+        span: slice,
+        probs: torch.Tensor,
+        targets: torch.Tensor,
+        scale: torch.Tensor,
+        h: torch.Tensor,
+        w: torch.Tensor,
+    ) -> None:
+        """Turn the chunk's fp32 softmax `probs` into `scale * (softmax - onehot)` in place, then back through the
+        head in `h`'s dtype: the rows `span` of the hidden gradient, and the head's sums."""
+        probs[torch.arange(len(probs), device=probs.device), targets] -= 1.0
+        grad_logits = probs.mul_(scale[:, None]).to(h.dtype)
+        self.hidden[span] = grad_logits @ w
+        if self.weight is not None:
+            self.weight.add_(grad_logits.T @ h)
+        if self.bias is not None:
+            self.bias.add_(grad_logits.float().sum(0))
 
 
 def _accumulator(parameter: torch.Tensor | None, needed: bool) -> torch.Tensor | None:
