@@ -20,6 +20,15 @@ class ContractError(ValueError):
         self.expected = expected
         super().__init__(f"{field}: {expected} (got {_preview(value)})")
 
+    def restated(self, field: str, expected: str | None = None) -> ContractError:
+        """The same error under another field name (and expectation): its own class where the constructor takes
+        these three arguments, else a plain ContractError (a subclass built otherwise)."""
+        expected = self.expected if expected is None else expected
+        try:
+            return type(self)(field, self.value, expected)
+        except TypeError:
+            return ContractError(field, self.value, expected)
+
 
 class BadRefEncoding(ContractError):
     """An `mmraw:` ref that is not urlsafe base64 of JSON."""

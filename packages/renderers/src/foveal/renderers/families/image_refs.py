@@ -122,11 +122,7 @@ def located(error: ContractError, field: str, source: Any) -> ContractError:
     it came from, redacted (`describe_source`); the same class where its constructor allows."""
     check = error.field.removeprefix("image").removeprefix(".")
     name = f"{field}.{check}" if check else field
-    expected = f"{error.expected}; image from {describe_source(source)}"
-    try:
-        return type(error)(name, error.value, expected)
-    except TypeError:
-        return ContractError(name, error.value, expected)
+    return error.restated(name, f"{error.expected}; image from {describe_source(source)}")
 
 
 def _content_key(raw: bytes | Image.Image) -> str:

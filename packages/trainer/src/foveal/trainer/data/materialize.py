@@ -234,7 +234,7 @@ def _optional(values: tuple[float, ...] | None) -> torch.Tensor | None:
 
 def _located(error: ContractError, field: str) -> ContractError:
     """The same error class with its field placed under the sample and image it came from."""
-    return type(error)(f"{field}.{error.field}", error.value, error.expected)
+    return error.restated(f"{field}.{error.field}")
 
 
 def build_materializer(

@@ -49,7 +49,7 @@ class MMRef(BaseModel):
         try:
             return descriptor_from_obj(value)
         except ContractError as error:
-            raise type(error)(f"descriptor.{error.field}", error.value, error.expected) from None
+            raise error.restated(f"descriptor.{error.field}") from None
 
     @property
     def end(self) -> int:

@@ -98,7 +98,7 @@ class RLBatch(BaseModel):
             try:
                 samples.append(sample_from_obj(sample))
             except ContractError as error:
-                raise type(error)(f"samples[{index}].{error.field}", error.value, error.expected) from None
+                raise error.restated(f"samples[{index}].{error.field}") from None
         try:
             return cls.model_validate({**obj, "samples": samples})
         except ValidationError as error:

@@ -101,11 +101,7 @@ def _renamed(error: ContractError, prefix: str = "") -> ContractError:
         field = field.replace(old, new)
     if prefix:
         field = prefix if field == "ref" else f"{prefix}.{field}"
-    expected = _PUBLIC_EXPECTED.get(type(error), error.expected)
-    try:
-        return type(error)(field, error.value, expected)
-    except TypeError:
-        return ContractError(field, error.value, expected)
+    return error.restated(field, _PUBLIC_EXPECTED.get(type(error)))
 
 
 _PUBLIC_EXPECTED: dict[type[ContractError], str] = {

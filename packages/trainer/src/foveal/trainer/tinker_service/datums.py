@@ -48,7 +48,7 @@ def render_prompt(model_input: ModelInput, renderer: Renderer, field: str) -> Re
     try:
         return renderer.render_model_input(model_input)
     except ContractError as error:
-        raise type(error)(f"{field}.{error.field}", error.value, error.expected) from error
+        raise error.restated(f"{field}.{error.field}") from error
 
 
 def check_token_ids(token_ids: Sequence[int], vocab: Vocabulary, field: str) -> None:

@@ -106,7 +106,7 @@ def _checked_image(index: int, descriptor: RawImageDescriptor, checks: ImageChec
         image = checks.store.open_verified(descriptor.raw_image_uri, descriptor.hash)
         layout = compute_layout(spec, image.width, image.height)
     except ContractError as error:
-        raise type(error)(f"{field}.{error.field}", error.value, error.expected) from error
+        raise error.restated(f"{field}.{error.field}") from error
     if layout.image_grid_thw != grid:
         expected = f"{list(layout.image_grid_thw)}, the grid of this {image.width}x{image.height} image"
         raise PlaceholderMismatch(f"{field}.payload.image_grid_thw", list(grid), expected)
