@@ -7,8 +7,10 @@ exactly the final checkpoint's weights (a fresh server loaded from that checkpoi
 and logprobs, and the initial weights answer otherwise). One run warms up with SFT and runs two steps
 straight through; one kills the orchestrator (SIGKILL) after the first step, checks that the launcher
 stops everything and refuses a non-resuming restart, resumes, and checks the same folder invariants; one
-connects to a server the test runs and checks the server holds the last step's weights afterwards.
-Each takes 15-35 s on 2 cores (process start-ups dominate).
+connects to a server the test runs and checks the server holds the last step's weights afterwards; one
+kills the inference server after the first step and checks that the launcher restarts it and the same
+launch finishes with the same folder invariants.
+Each takes 15-60 s on 2 cores (process start-ups dominate).
 
 The random-weight model answers nothing right, so every reward is 0 and every advantage 0; weight decay
 alone moves its weights (lr and decay are large for that), which is what tells the pushed weights from
@@ -72,15 +74,15 @@ def finish(process: subprocess.Popen[str], timeout: float = 600) -> tuple[int, s
     return process.returncode, out, err
 
 
-def kill_the_orchestrator_after_step_one(run_dir: Path, launcher: subprocess.Popen[str]) -> int:
-    """Wait for the first published batch, then SIGKILL the orchestrator process; returns its pid."""
+def kill_after_step_one(run_dir: Path, launcher: subprocess.Popen[str], name: str) -> int:
+    """Wait for the first published batch, then SIGKILL the launcher's child `name`; returns its pid."""
     deadline = time.monotonic() + 300
     while not published_steps(run_dir):
         assert launcher.poll() is None, finish(launcher)
         assert time.monotonic() < deadline, "no batch was published in 300 s"
         time.sleep(0.05)
     processes = json.loads((run_dir / "launch" / "processes.json").read_text())
-    pid = next(row["pid"] for row in processes if row["name"] == "orchestrator")
+    pid = next(row["pid"] for row in processes if row["name"] == name)
     os.kill(pid, signal.SIGKILL)
     return pid
 
@@ -106,7 +108,7 @@ def test_an_rl_run_warms_up_publishes_trains_and_serves_every_step(tiny_model: P
 def test_an_rl_run_killed_midway_resumes_without_lost_or_repeated_steps(tiny_model: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     launcher = foveal_rl(tmp_path, tiny_model)
-    pid = kill_the_orchestrator_after_step_one(run_dir, launcher)
+    pid = kill_after_step_one(run_dir, launcher, "orchestrator")
     code, _, err = finish(launcher)
     assert code == 1, err
     assert f"foveal rl: error: orchestrator (pid {pid}) exited with status -9 (killed by SIGKILL)" in err
@@ -119,6 +121,25 @@ def test_an_rl_run_killed_midway_resumes_without_lost_or_repeated_steps(tiny_mod
     assert code == 0, err
     assert "foveal rl: done" in out and "eval shapes" in out
     check_run_folder(run_dir, tiny_model, steps=STEPS)
+
+
+def test_an_inference_server_killed_midway_is_restarted_and_the_run_loses_no_step(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """SIGKILL of the only inference server after the first step: the launcher starts it again on its port, the
+    router holds the requests meanwhile and loads the newest pushed weights into it before it serves, and the
+    same launch finishes every step (check_run_folder: each step published and trained once, every rollout
+    sampled from the weights pushed for its step, the final eval from the last checkpoint's weights)."""
+    run_dir = tmp_path / "run"
+    launcher = foveal_rl(tmp_path, tiny_model, "--rl.max_steps", "4")
+    pid = kill_after_step_one(run_dir, launcher, "server-0")
+    code, out, err = finish(launcher)
+    assert code == 0, err
+    assert f"server-0 (pid {pid}) exited with status -9 (killed by SIGKILL); restart 1 of 3" in err
+    processes = {row["name"]: row for row in json.loads((run_dir / "launch" / "processes.json").read_text())}
+    assert processes["server-0"]["restarts"] == 1 and processes["server-0"]["pid"] != pid
+    assert "router" in processes
+    check_run_folder(run_dir, tiny_model, steps=4)
 
 
 def test_foveal_rl_connects_to_running_servers_and_leaves_them_on_the_last_weights(
@@ -154,6 +175,8 @@ def check_run_folder(run_dir: Path, initial_model: Path, steps: int) -> None:
     steps_logged = [json.loads(line) for line in (run_dir / "orchestrator.jsonl").read_text().splitlines()]
     assert [row["step"] for row in steps_logged] == list(range(1, steps + 1))
     assert [row["policy_version"] for row in steps_logged] == [batch.policy_version for batch in batches]
+    # Every rollout of a step was sampled from the weights pushed for it (no server served stale weights).
+    assert [row["policy_version"] for row in steps_logged] == [row["served_version"] for row in steps_logged]
 
     # The trainer trained each step once; step 1 with the very weights that sampled it.
     rows = read_metrics(run_dir / "metrics.jsonl")

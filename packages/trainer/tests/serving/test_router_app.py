@@ -128,10 +128,11 @@ class Router:
 
 
 @contextmanager
-def router(urls: list[str], token: str | None = TOKEN) -> Iterator[Router]:
+def router(urls: list[str], token: str | None = TOKEN, hold_s: float = 10.0) -> Iterator[Router]:
     """The real router app (lifespan on, health checks every 0.1 s) on loopback, in a thread."""
     secret = None if token is None else SecretStr(token)
-    fleet = Fleet(urls, secret, RouterConfig(health_interval_s=0.1, health_timeout_s=1.0, connect_timeout_s=1.0))
+    checks = {"health_interval_s": 0.1, "health_timeout_s": 1.0, "connect_timeout_s": 1.0}
+    fleet = Fleet(urls, secret, RouterConfig(**checks, hold_when_down_s=hold_s))
     server = LoopbackServer(create_router_app(fleet, secret, max_request_bytes=4096)).start()
     try:
         yield Router(server.url, fleet)
@@ -312,13 +313,36 @@ def test_a_server_killed_under_requests_loses_none_of_them(caplog: pytest.LogCap
     assert "is down" in caplog.text and TOKEN not in caplog.text
 
 
-def test_no_server_up_is_a_retryable_503() -> None:
-    with router([dead_url()]) as front:
+def test_no_server_up_is_a_retryable_503_once_the_hold_is_over() -> None:
+    with router([dead_url()], hold_s=0.3) as front:
         auth = {"Authorization": f"Bearer {TOKEN}"}
         answer = httpx.post(f"{front.url}/v1/generate", content=prompt("x").model_dump_json(), headers=auth)
         assert answer.status_code == 503
-        assert ErrorBody.model_validate_json(answer.content).error.code == "unavailable"
+        error = ErrorBody.model_validate_json(answer.content).error
+        assert error.code == "unavailable" and "waited 0.3 s" in error.message
         assert httpx.get(f"{front.url}/health").status_code == 503
+
+
+def test_requests_and_control_calls_wait_for_a_server_to_come_back() -> None:
+    """With no server up the router holds a request and a control call instead of answering 503 (a restarting
+    server looks like latency); once the server is healthy again it serves both, each once."""
+    with upstreams("only") as (only,), router([only.url], hold_s=30) as front:
+        wait_until(lambda: front.fleet.table.healthy() == [0])
+        only.sick(True)
+        wait_until(lambda: not front.fleet.table.healthy())
+
+        async def run() -> tuple[GenerateResponse, object]:
+            async with front.client() as client:
+                held = asyncio.gather(client.generate(prompt("held")), client.update_weights("/ckpt/step-3", 3))
+                await asyncio.sleep(0.5)
+                assert not held.done() and not only.calls("generate") and not only.calls("update_weights")
+                await asyncio.to_thread(only.sick, False)
+                return tuple(await held)  # type: ignore[return-value]
+
+        answer, updated = asyncio.run(asyncio.wait_for(run(), timeout=30))
+        assert (answer.request_id, answer.model) == ("held", "only")
+        assert updated.weight_version == 3  # type: ignore[attr-defined]
+        assert len(only.calls("generate")) == 1 and len(only.calls("update_weights")) == 1
 
 
 def test_without_a_token_the_data_plane_is_open_and_control_is_closed(pair: list[Upstream]) -> None:

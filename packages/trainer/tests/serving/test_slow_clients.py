@@ -97,5 +97,6 @@ def test_an_unauthenticated_flood_of_huge_bodies_gets_401s_and_costs_no_memory(s
             sock.close()
     assert all(answer.startswith(b"HTTP/1.1 401") for answer in answers)
     assert all(b'"field":"Authorization"' in answer for answer in answers)
+    assert all(b"\r\nconnection: close\r\n" in answer.lower() for answer in answers)  # the rest is never read
     assert _rss_bytes() - before < 100 * 2**20
     assert httpx.get(f"{server.url}/health", timeout=WAIT_S).status_code == 200

@@ -30,6 +30,12 @@ class InferenceConfig(BaseModel):
     max_batch_size: int = Field(default=8, ge=1, description="Most sequences one server decodes at once.")
     max_model_len: int = Field(default=2048, ge=1, description="Longest prompt + completion, in tokens.")
     num_servers: int = Field(default=1, ge=1, description="Number of servers behind the router.")
+    max_restarts: int = Field(
+        default=3,
+        ge=0,
+        description="Times `foveal rl` restarts each of its servers that exits (the router brings it to the newest "
+        "weights before it serves again); 0: a server that exits ends the run.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where the embedded transformers backend runs; auto picks CUDA when present."
     )

@@ -21,4 +21,10 @@ class RouterConfig(BaseModel):
     upstream_timeout_s: float = Field(
         default=900.0, gt=0, description="Longest wait for a server's answer (a paused server holds requests)."
     )
+    hold_when_down_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long a request or control call waits for a server to come up when none is (a restarting "
+        "server then looks like latency to clients); 0: 503 unavailable at once.",
+    )
     max_sessions: int = Field(default=100_000, ge=1, description="Sticky sessions remembered (least recent dropped).")

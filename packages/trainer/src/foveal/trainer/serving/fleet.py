@@ -3,8 +3,9 @@
 Forwarding: each request goes to the server `RoutingTable` picks; when that server cannot be reached or
 drops the connection before answering, it is marked down and the request is sent to another one. Every
 data-plane call is a pure function of its request (a generate call that died with its server returned
-nothing to anyone), so resending it is safe; each server is tried at most once per request, and the
-router answers each request exactly once (the server's answer, or one 503 when none is left).
+nothing to anyone), so resending it is safe; each server is tried at most once per pass, and the
+router answers each request exactly once (the server's answer, or one 503 when none is left). When no
+server is up, requests and control calls wait up to `hold_when_down_s` for one (a restarting server).
 
 Control: pause/resume/update_weights/reset_prefix_cache go to every server, one control operation at a
 time. The fleet remembers the wanted state (latest weights, paused or not); a server that was down or
@@ -44,6 +45,8 @@ from foveal.trainer.serving.routing import RoutingTable
 logger = logging.getLogger(__name__)
 MAX_ABORT_RETRIES = 8
 """Pauses one request may live through: each abort is a weight update that began while it ran."""
+HOLD_POLL_S = 0.05
+"""How often a held request looks for a server that came up."""
 T = TypeVar("T")
 ControlCall = Callable[[RemoteInferenceClient], Awaitable[ControlResponse]]
 
@@ -149,19 +152,31 @@ class Fleet:
     # -- data plane ---------------------------------------------------------------------------------
 
     async def forward(self, path: str, body: bytes, session_id: str | None) -> Forwarded:
-        """`forward_once`, sent again when a pause aborted it (503 `aborted`): a server that paused in `abort`
-        mode holds new requests until it resumes, so the request waits there and a plain HTTP client sees only
-        latency. The aborted run returned nothing to anyone, so the client still gets exactly one generation."""
-        answer = await self.forward_once(path, body, session_id)
-        for _ in range(MAX_ABORT_RETRIES):
-            if not aborted(answer):
-                break
-            logger.info("%s was aborted by a pause; sending it again (it waits for the resume)", path)
-            answer = await self.forward_once(path, body, session_id)
-        return answer
+        """`forward_once`, sent again while its failure says the request never ran to an answer:
 
-    async def forward_once(self, path: str, body: bytes, session_id: str | None) -> Forwarded:
-        """POST `body` to one server after another until one answers; its answer, whatever the status."""
+        - a pause aborted it (503 `aborted`): a server paused in `abort` mode holds new requests until it
+          resumes, so the request waits there (at most MAX_ABORT_RETRIES pauses);
+        - no server was up: it waits up to `hold_when_down_s` for one to come back (a restarted server is
+          brought to the wanted weights before it counts as up).
+        The failed try returned nothing to anyone, so a plain HTTP client sees only latency and one generation.
+        """
+        deadline = asyncio.get_running_loop().time() + self.config.hold_when_down_s
+        answer, aborts = await self.forward_once(path, body, session_id), 0
+        while True:
+            if answer is None:
+                if not await self.wait_for_a_server(deadline):
+                    waited = f"waited {self.config.hold_when_down_s:g} s"
+                    return error_answer(503, "unavailable", f"no inference server is up ({waited})")
+            elif aborted(answer) and aborts < MAX_ABORT_RETRIES:
+                aborts += 1
+                logger.info("%s was aborted by a pause; sending it again (it waits for the resume)", path)
+            else:
+                return answer
+            answer = await self.forward_once(path, body, session_id)
+
+    async def forward_once(self, path: str, body: bytes, session_id: str | None) -> Forwarded | None:
+        """POST `body` to one server after another until one answers; its answer, whatever the status, or None
+        when no server was up or every one tried failed before answering."""
         assert self._http is not None, "Fleet.start() was not awaited"
         headers = self._headers if session_id is None else {**self._headers, SESSION_HEADER: session_id}
         tried: set[int] = set()
@@ -180,7 +195,16 @@ class Fleet:
             finally:
                 self.table.finish(index)
             return Forwarded(answer.status_code, answer.content, answer.headers.get("content-type", "application/json"))
-        return error_answer(503, "unavailable", f"no inference server is up (tried {len(tried)})")
+        return None
+
+    async def wait_for_a_server(self, deadline: float) -> bool:
+        """Wait until some server is up (True) or the loop's clock passes `deadline` (False)."""
+        loop = asyncio.get_running_loop()
+        while not self.table.healthy():
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(min(HOLD_POLL_S, max(0.0, deadline - loop.time())))
+        return True
 
     async def info(self) -> ServerInfo:
         """The fleet as one server: the first healthy server's facts, the oldest weights, the least ready state."""
@@ -205,6 +229,7 @@ class Fleet:
         state when it is healthy again. The first 4xx/5xx answer is raised (the request was wrong or a
         server failed); when no server answered at all, a 503.
         """
+        await self.wait_for_a_server(asyncio.get_running_loop().time() + self.config.hold_when_down_s)
         async with self._control:
             results = await asyncio.gather(*(self._control_one(i, call) for i in range(len(self.clients))))
             answers = [result for result in results if isinstance(result, ControlResponse)]

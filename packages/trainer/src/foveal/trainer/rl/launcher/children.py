@@ -4,8 +4,11 @@ Each child is a `foveal <command> --config <file>` run by this interpreter, with
 stdout/stderr in `<run dir>/logs/<name>.log`. On Linux a child gets SIGTERM when the launcher dies
 (`PR_SET_PDEATHSIG`), so a killed launcher does not leave servers behind. `Children.watch` returns
 when the children that must finish have exited with 0, and raises `ChildFailed`, naming the child, its
-exit status and the tail of its log, as soon as any child exits otherwise (a server must never exit).
-Stopping sends SIGTERM to all, waits a grace period, then SIGKILLs what is left, in reverse start order.
+exit status and the tail of its log, as soon as any child exits otherwise. A server must never exit: one
+started with restarts left is started again with the same command (same port, same config, its log
+continued after a marker line) and the others wait for it (the router holds their requests meanwhile);
+without restarts left its exit fails the launch. Stopping sends SIGTERM to all, waits a grace period,
+then SIGKILLs what is left, in reverse start order.
 """
 
 from __future__ import annotations
@@ -34,13 +37,18 @@ class ChildFailed(RuntimeError):
 
 @dataclass
 class Child:
-    """One started process and where its output goes."""
+    """One started process, how it was started, and where its output goes."""
 
     name: str
     process: subprocess.Popen[bytes]
     log: Path
     must_finish: bool
     """True for jobs that end (warmup, orchestrator, trainer); False for servers, which run until stopped."""
+    command: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    restarts_left: int = 0
+    """Times this server is started again after it exits (jobs that must finish are never restarted)."""
+    restarts: int = 0
 
     def tail(self, lines: int = 25) -> str:
         try:
@@ -52,43 +60,58 @@ class Child:
 
 @dataclass
 class Children:
-    """The processes of one launch, recorded (name, pid, log) in `<launch dir>/processes.json`."""
+    """The processes of one launch, recorded (name, pid, log, restarts) in `<launch dir>/processes.json`."""
 
     launch_dir: Path
     log_dir: Path
     env: Mapping[str, str] = field(default_factory=dict)
     started: list[Child] = field(default_factory=list)
+    notify: Callable[[str], None] = lambda message: None
+    """Told of every restart, in one line (the launcher shows it)."""
 
     def start(
-        self, name: str, argv: Sequence[str], *, must_finish: bool, env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        must_finish: bool,
+        env: Mapping[str, str] | None = None,
+        restarts: int = 0,
     ) -> Child:
         """Start `python -m foveal.configs <argv>` (or `argv` itself when it starts with the interpreter)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        command = list(argv) if argv[0] == sys.executable else [sys.executable, "-m", "foveal.configs", *argv]
+        command = tuple(argv) if argv[0] == sys.executable else (sys.executable, "-m", "foveal.configs", *argv)
+        environment = {**os.environ, **self.env, **(env or {})}
         log = self.log_dir / f"{name}.log"
-        with log.open("ab") as handle:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **self.env, **(env or {})},
-                preexec_fn=die_with_parent,
-            )
-        child = Child(name, process, log, must_finish)
+        process = _spawn(command, environment, log)
+        child = Child(name, process, log, must_finish, command, environment, 0 if must_finish else restarts)
         self.started.append(child)
         self._record()
         return child
 
     def check(self) -> None:
-        """Raise ChildFailed if any child exited badly (a server exiting at all is bad)."""
+        """Restart a server that exited while it has restarts left; raise ChildFailed for any other bad exit."""
         for child in self.started:
             code = child.process.poll()
-            if code is not None and (code != 0 or not child.must_finish):
+            if code is None or (code == 0 and child.must_finish):
+                continue
+            if child.restarts_left <= 0:
                 raise ChildFailed(
                     f"{child.name} (pid {child.process.pid}) exited with status {_status(code)}; "
                     f"last lines of {child.log}:\n{child.tail()}"
                 )
+            self._restart(child, code)
+
+    def _restart(self, child: Child, code: int) -> None:
+        child.restarts, child.restarts_left = child.restarts + 1, child.restarts_left - 1
+        total = child.restarts + child.restarts_left
+        exited = f"{child.name} (pid {child.process.pid}) exited with status {_status(code)}"
+        event = f"{exited}; restart {child.restarts} of {total}"
+        with child.log.open("ab") as handle:
+            handle.write(f"\n--- foveal rl: {event} ---\n".encode())
+        child.process = _spawn(child.command, child.env, child.log)
+        self._record()
+        self.notify(event)
 
     def watch(self, names: Sequence[str], on_tick: Callable[[], None] = lambda: None) -> None:
         """Wait until the named children have all exited with 0; any failure raises ChildFailed at once."""
@@ -122,9 +145,22 @@ class Children:
         self.stop()
 
     def _record(self) -> None:
-        rows = [{"name": c.name, "pid": c.process.pid, "log": str(c.log)} for c in self.started]
+        rows = [{"name": c.name, "pid": c.process.pid, "log": str(c.log), "restarts": c.restarts} for c in self.started]
         self.launch_dir.mkdir(parents=True, exist_ok=True)
         (self.launch_dir / PROCESSES_FILE).write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+
+
+def _spawn(command: Sequence[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start `command` with stdin closed and its output appended to `log`; it dies with this process."""
+    with log.open("ab") as handle:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=die_with_parent,
+        )
 
 
 def _status(code: int) -> str:

@@ -6,9 +6,10 @@
 
 `run_rl`, top to bottom: bind the run folder to the config (a folder of another run is refused, naming
 the settings that differ); warm the model up with SFT when `rl.warmup_sft_steps` > 0 (`foveal sft` in
-`<run dir>/warmup`); start `inference.num_servers` x `foveal serve` (and `foveal router` when several) on
-free loopback ports, unless `--connect`, and load the warm-up checkpoint into them; then start `foveal rl-trainer` and `foveal rl-orchestrator`,
-which meet in the run folder (rollout batches one way, checkpoints and trainer_state.json the other);
+`<run dir>/warmup`); start `inference.num_servers` x `foveal serve` and `foveal router` in front of them on
+free loopback ports, unless `--connect` (a server that exits is restarted up to `inference.max_restarts`
+times, see `servers.py`), and load the warm-up checkpoint into them; then start `foveal rl-trainer` and
+`foveal rl-orchestrator`, which meet in the run folder (rollout batches one way, checkpoints and trainer_state.json the other);
 show progress until both are done; stop the servers. If any child exits early or with an error, the
 others are stopped and the launch fails with that child's status and log tail. Each child reads one
 0600 config file from `<run dir>/launch/` and logs to `<run dir>/logs/<name>.log`.
@@ -66,6 +67,7 @@ def run_rl(config: RLConfig, *, connect: bool, show_progress: bool = True) -> La
     children = Children(run_dir / LAUNCH_DIR, run_dir / LOG_DIR, env=cpu_threads(torch_processes))
 
     with children, RunDisplay(run_dir, config.rl.max_steps, enabled=show_progress) as display:
+        children.notify = display.say
         if config.rl.warmup_sft_steps:
             warm_up(config, children, display)
         display.rl()

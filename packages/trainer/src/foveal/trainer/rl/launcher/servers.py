@@ -1,9 +1,13 @@
-"""The inference servers `foveal rl` starts: `inference.num_servers` x `foveal serve`, and a router when several.
+"""The inference servers `foveal rl` starts: `inference.num_servers` x `foveal serve`, and a router in front.
 
 Each server listens on a free loopback port (`[inference].host`) and reads its own 0600 config file with
-the launch's token; with more than one, `foveal router` fronts them (sticky sessions, failover, and the
-control fan-out a weight push needs), so the orchestrator always talks to one URL. They are ready when
-every one of them answers /health; a server that exits before that ends the launch with its log.
+the launch's token. `foveal router` fronts them (sticky sessions, failover, and the control fan-out a weight
+push needs), so the orchestrator always talks to one URL; it is left out only for a single server that is
+never restarted (`inference.max_restarts = 0`). A server that exits is started again on its port up to
+`max_restarts` times: the router holds requests while no server is up and brings the restarted one to the
+newest weights pushed before it routes to it, so the run goes on with nothing lost or sampled from stale
+weights. They are ready when every one answers /health; a server that exits before that is restarted too
+(and ends the launch with its log once its restarts are spent).
 """
 
 from __future__ import annotations
@@ -48,10 +52,11 @@ def start_servers(
             inference=inference.model_copy(update={"port": port, "num_servers": 1}),
         )
         path = write_private_toml(launch_dir / f"serve-{index}.toml", serve, {("inference", "api_token"): token})
-        children.start(f"server-{index}", ["serve", "--config", str(path)], must_finish=False, env=envs[index])
+        argv = ["serve", "--config", str(path)]
+        children.start(f"server-{index}", argv, must_finish=False, env=envs[index], restarts=inference.max_restarts)
         urls.append(_url(inference.host, port))
     wait_healthy(urls, token, children)
-    if len(urls) == 1:
+    if len(urls) == 1 and not inference.max_restarts:
         return urls[0]
     router = inference.router.model_copy(update={"port": free_port(inference.router.host), "upstreams": tuple(urls)})
     routed = RouterRunConfig(

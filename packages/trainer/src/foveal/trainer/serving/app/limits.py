@@ -1,7 +1,8 @@
 """The gate every HTTP request passes before any route: credential first, then a body cap per route.
 
-An unauthenticated request is answered 401 from its headers alone, before one byte of its body is read, so a
-client without the token can neither make the server hold memory nor learn anything from a parse error. A
+An unauthenticated request is answered 401 from its headers alone, before one byte of its body is read, and
+its connection is closed, so a client without the token can neither make the server hold memory or read a
+large upload nor learn anything from a parse error. A
 request that passes gets the body cap of its route (`RouteRule`: control calls and tokenization are small,
 generation as configured): a body announced larger is refused 413 at once, and one found larger while it
 streams is refused as soon as it passes the cap, so an upload costs at most its route's cap in memory. The
@@ -18,6 +19,7 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from foveal.trainer.serving.app.errors import error_response
@@ -92,7 +94,7 @@ class RequestGate:
         headers = dict(scope["headers"])
         if rule.credential is not None and not rule.credential.accepts(headers):
             refusal = error_response("unauthorized", 401, rule.credential.refusal(), rule.credential.field)
-            await refusal(scope, receive, send)
+            await _closing(refusal)(scope, receive, send)
             return
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > rule.max_bytes):
@@ -102,7 +104,7 @@ class RequestGate:
             body = await asyncio.wait_for(_read(receive, rule.max_bytes), self.body_timeout_s)
         except TimeoutError:
             message = f"the request body did not arrive within {self.body_timeout_s:g} s"
-            await error_response("timeout", 408, message, "body")(scope, receive, send)
+            await _closing(error_response("timeout", 408, message, "body"))(scope, receive, send)
             return
         if body is None:  # disconnected: nobody to answer
             return
@@ -129,7 +131,13 @@ async def _read(receive: Receive, max_bytes: int) -> bytes | int | None:
 
 
 def _too_long(max_bytes: int) -> ASGIApp:
-    return error_response("too_long", 413, f"request bodies are limited to {max_bytes} bytes", "body")
+    return _closing(error_response("too_long", 413, f"request bodies are limited to {max_bytes} bytes", "body"))
+
+
+def _closing(refusal: JSONResponse) -> JSONResponse:
+    """A refusal sent before the body was read ends the connection: the server reads none of the rest."""
+    refusal.headers["Connection"] = "close"
+    return refusal
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
