@@ -1,8 +1,10 @@
 """The gate every HTTP request passes before any route: credential first, then a body cap per route.
 
-An unauthenticated request is answered 401 from its headers alone, before one byte of its body is read, and
-its connection is closed, so a client without the token can neither make the server hold memory or read a
-large upload nor learn anything from a parse error. A
+An unauthenticated request is answered 401 from its headers alone, before one byte of its body is read, so a
+client without the token can neither make the server hold memory nor learn anything from a parse error. A
+refused request that announced more than DRAIN_LIMIT_BYTES also loses its connection, so the server does not
+read (and drop) a huge upload either; a smaller one is drained, so the client surely reads its answer (closing
+on unread data makes the kernel reset the connection, and a reset can overtake the answer). A
 request that passes gets the body cap of its route (`RouteRule`: control calls and tokenization are small,
 generation as configured): a body announced larger is refused 413 at once, and one found larger while it
 streams is refused as soon as it passes the cap, so an upload costs at most its route's cap in memory. The
@@ -30,6 +32,8 @@ SMALL_BODY_BYTES = 2**20
 """Tokenization, detokenization and the Tinker bookkeeping calls."""
 NO_BODY_BYTES = 4 * 2**10
 """GET routes and unknown paths: nothing to read."""
+DRAIN_LIMIT_BYTES = 16 * 2**20
+"""A refused request announcing a larger body loses its connection instead of having the body read and dropped."""
 
 
 @dataclass(frozen=True)
@@ -92,24 +96,25 @@ class RequestGate:
             return
         rule = self.rule_for(scope["path"])
         headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        huge = declared is not None and (not declared.isdigit() or int(declared) > DRAIN_LIMIT_BYTES)
         if rule.credential is not None and not rule.credential.accepts(headers):
             refusal = error_response("unauthorized", 401, rule.credential.refusal(), rule.credential.field)
-            await _closing(refusal)(scope, receive, send)
+            await _closing(refusal, huge)(scope, receive, send)
             return
-        declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > rule.max_bytes):
-            await _too_long(rule.max_bytes)(scope, receive, send)
+            await _closing(_too_long(rule.max_bytes), huge)(scope, receive, send)
             return
         try:
             body = await asyncio.wait_for(_read(receive, rule.max_bytes), self.body_timeout_s)
         except TimeoutError:
             message = f"the request body did not arrive within {self.body_timeout_s:g} s"
-            await _closing(error_response("timeout", 408, message, "body"))(scope, receive, send)
+            await _closing(error_response("timeout", 408, message, "body"), True)(scope, receive, send)
             return
         if body is None:  # disconnected: nobody to answer
             return
         if isinstance(body, int):
-            await _too_long(rule.max_bytes)(scope, receive, send)
+            await _closing(_too_long(rule.max_bytes), True)(scope, receive, send)  # undeclared: may never end
             return
         await self.app(scope, _replay(body, receive), send)
 
@@ -130,13 +135,14 @@ async def _read(receive: Receive, max_bytes: int) -> bytes | int | None:
     return b"".join(chunks)
 
 
-def _too_long(max_bytes: int) -> ASGIApp:
-    return _closing(error_response("too_long", 413, f"request bodies are limited to {max_bytes} bytes", "body"))
+def _too_long(max_bytes: int) -> JSONResponse:
+    return error_response("too_long", 413, f"request bodies are limited to {max_bytes} bytes", "body")
 
 
-def _closing(refusal: JSONResponse) -> JSONResponse:
-    """A refusal sent before the body was read ends the connection: the server reads none of the rest."""
-    refusal.headers["Connection"] = "close"
+def _closing(refusal: JSONResponse, close: bool) -> JSONResponse:
+    """The refusal, ending the connection when `close` (the server then reads none of the rest of the body)."""
+    if close:
+        refusal.headers["Connection"] = "close"
     return refusal
 
 
