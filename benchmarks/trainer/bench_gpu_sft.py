@@ -605,8 +605,9 @@ def run(args: Any, save: Callable[[dict[str, Any]], None] = lambda body: None) -
         rows.append(run_or_report_oom(trainer, mode, shape, args, positions))
         body = {"complete": False, "settings": settings, "rows": rated(rows, settings), "summary": summarize(rows)}
         save(body)
-    if args.profile:
-        body["profile"] = profile_mode(trainer, parse_variant(args.profile), shape, args, positions)
+    for variant in args.profile:
+        body.setdefault("profiles", []).append(profile_mode(trainer, parse_variant(variant), shape, args, positions))
+        save(body)
     return {**body, "complete": True}
 
 
@@ -646,48 +647,77 @@ def _share(value: float | None, whole: float | None) -> float | None:
     return None if value is None or not whole else value / whole
 
 
-KERNEL_KINDS = (
-    ("matmul", ("gemm", "cutlass", "nvjet", "xmma", "cublas", "sm90", "splitk")),
+KERNEL_KINDS = (  # first match wins: flash kernels' names carry cutlass:: types, so attention comes first
     ("attention", ("flash", "fmha", "attention")),
+    ("matmul", ("gemm", "cutlass", "nvjet", "xmma", "cublas", "sm90", "splitk")),
     ("fused (liger, triton)", ("triton", "rms_norm", "swiglu", "silu_mul")),
-    ("optimizer", ("adam", "multi_tensor")),
-    ("copy / cast", ("copy", "memcpy", "memset", "cast", "fill")),
+    ("optimizer + clipping", ("adam", "multi_tensor", "lpnorm")),
+    ("copy / cast", ("copy", "memcpy", "memset", "fill")),  # casts are copy kernels; not "cast": "..._nocast<"
+    ("elementwise / reduction", ("elementwise", "reduce", "softmax", "index", "scatter", "gather")),
 )
 
 
+def kernel_kind(name: str) -> str:
+    """The KERNEL_KINDS entry a CUDA kernel's name falls under ("other" for none)."""
+    return next((kind for kind, marks in KERNEL_KINDS if any(mark in name.lower() for mark in marks)), "other")
+
+
 def profile_mode(trainer: Trainer, mode: Mode, shape: Shape, args: Any, positions: PositionScheme) -> dict[str, Any]:
-    """One warm-up and one profiled step of `mode`: GPU time by kernel kind and the top kernels (torch.profiler),
-    and the share of the step no kernel ran (launch, host syncs, Python)."""
+    """Two unprofiled steps and one profiled step of `mode` on the same samples: GPU time by kernel kind and
+    the top kernels (torch.profiler's device events only: the CPU ops that launched them carry the same time
+    again), and the share of the step no kernel ran (launch, host syncs, Python), against the profiled step and
+    against the unprofiled one (the profiler's own overhead lengthens the first)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     trainer.use(mode)
-    micro_batches = mode.collate(draw_samples(shape, args.samples_per_step, seed=args.seed * 100_003), positions)
+    samples = draw_samples(shape, args.samples_per_step, seed=args.seed * 100_003)
+    micro_batches = mode.collate(samples, positions)
     trainer.step(mode, micro_batches)
+    started = time.perf_counter()
+    trainer.step(mode, micro_batches)
+    unprofiled_s = time.perf_counter() - started
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
     started = time.perf_counter()
     with profile(activities=activities) as prof:
         trainer.step(mode, micro_batches)
     step_s = time.perf_counter() - started
-    kernels = [(e.key, _device_us(e), e.count) for e in prof.key_averages() if _device_us(e) > 0]
-    kernels.sort(key=lambda kernel: -kernel[1])
-    busy_s = sum(us for _, us, _ in kernels) / 1e6
+    events = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    if not events and trainer.device.type == "cuda":  # a profiler that kept no device events: say so, plainly
+        table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30)
+        return {"mode": mode.name, "step_s": step_s, "error": "no device events", "table": table}
+    totals: dict[str, list[float]] = {}
+    for event in events:
+        total = totals.setdefault(event.name, [0.0, 0])
+        total[0] += event.time_range.elapsed_us() / 1e6
+        total[1] += 1
+    kernels = sorted(((name, sec, int(n)) for name, (sec, n) in totals.items()), key=lambda kernel: -kernel[1])
+    spans = sorted((e.time_range.start, e.time_range.end) for e in events)
+    busy_us, reach = 0.0, None
+    for begin, end in spans:  # the union of the kernels' intervals: overlapping streams count once
+        begin = begin if reach is None else max(begin, reach)
+        busy_us += max(0.0, end - begin)
+        reach = end if reach is None else max(reach, end)
+    busy_s = busy_us / 1e6
     kinds: dict[str, float] = {}
-    for name, us, _ in kernels:
-        kind = next((k for k, marks in KERNEL_KINDS if any(m in name.lower() for m in marks)), "other")
-        kinds[kind] = kinds.get(kind, 0.0) + us / 1e6
+    for name, seconds, _ in kernels:
+        kinds[kernel_kind(name)] = kinds.get(kernel_kind(name), 0.0) + seconds
+    device_span_s = (spans[-1][1] - spans[0][0]) / 1e6 if spans else 0.0
     return {
         "mode": mode.name,
         "step_s": step_s,
-        "kernel_s": busy_s,
+        "unprofiled_step_s": unprofiled_s,
+        "model_flops": sum(model_flops(shape, trainer.flops, len(s.token_ids)) for s in samples),
+        "kernel_launches": len(events),
+        "kernel_s": sum(seconds for _, seconds, _ in kernels),
+        "busy_s": busy_s,
+        "device_span_s": device_span_s,
         "idle_share": max(0.0, 1 - busy_s / step_s),
+        "idle_share_unprofiled": max(0.0, 1 - busy_s / unprofiled_s),
         "by_kind_s": dict(sorted(kinds.items(), key=lambda item: -item[1])),
-        "top_kernels": [{"name": name[:90], "s": us / 1e6, "calls": count} for name, us, count in kernels[:15]],
+        "top_kernels": [{"name": name[:200], "s": seconds, "calls": count} for name, seconds, count in kernels[:25]],
+        "kernels": [{"name": name[:200], "s": seconds, "calls": count} for name, seconds, count in kernels],
     }
-
-
-def _device_us(event: Any) -> float:
-    """Self time on the device of a profiler row (torch >= 2.4 names it device; older releases cuda)."""
-    return float(getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0)))
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -742,8 +772,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     variants_help += f"(default 1), liger RMSNorm/SwiGLU, loss chunk N tokens (default {LOSS_CHUNK}; 0 full logits), "
     variants_help += "the RL trainer's loss"
     parser.add_argument("--variants", nargs="*", default=[], help=variants_help)
-    profile_help = "after the modes, profile one step of this variant (GPU time by kernel kind, top kernels)"
-    parser.add_argument("--profile", default=None, metavar="VARIANT", help=profile_help)
+    profile_help = "after the modes, profile one step of each variant (GPU time by kernel kind, top kernels)"
+    parser.add_argument("--profile", nargs="*", default=[], metavar="VARIANT", help=profile_help)
     bucket_help = f"flex rows padded to multiples of this many tokens ({DEFAULT_BUCKET}; --tiny 256)"
     parser.add_argument("--flex-bucket", type=int, default=None, help=bucket_help)
     args = parser.parse_args(argv)
@@ -771,15 +801,20 @@ def main(argv: Sequence[str] | None = None) -> Path:
             f"spec {s['spec_peak_flops'] / 1e12:.0f} TFLOP/s\n"
         )
     table = header + format_table(body["rows"], COLUMNS)
-    if "profile" in body:
-        table += "\n\n" + format_profile(body["profile"])
+    for profile in body.get("profiles", []):
+        table += "\n\n" + format_profile(profile)
     return emit(NAME, __file__, argv, args.out, body, table)
 
 
 def format_profile(profile: dict[str, Any]) -> str:
+    if "error" in profile:
+        return f"profile of one step, {profile['mode']}: {profile['error']}\n{profile['table']}"
     lines = [
-        f"profile of one step, {profile['mode']}: {profile['step_s']:.3f} s wall, {profile['kernel_s']:.3f} s of "
-        f"kernels, {100 * profile['idle_share']:.1f}% of the step with no kernel running"
+        f"profile of one step, {profile['mode']}: {profile['step_s']:.3f} s wall profiled "
+        f"({profile['unprofiled_step_s']:.3f} s unprofiled), {profile['kernel_launches']:,} kernels, "
+        f"{profile['kernel_s']:.3f} s of kernels ({profile['busy_s']:.3f} s busy), no kernel running "
+        f"{100 * profile['idle_share']:.1f}% of the profiled step, {100 * profile['idle_share_unprofiled']:.1f}% "
+        f"of the unprofiled one; model FLOPs {profile['model_flops']:.3e}"
     ]
     lines += [f"  {kind:<24} {seconds:8.3f} s" for kind, seconds in profile["by_kind_s"].items()]
     lines += [f"  {k['s']:8.3f} s {k['calls']:6d}x  {k['name']}" for k in profile["top_kernels"]]
