@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from foveal.configs import InferenceConfig, LoggingConfig, ModelConfig, MultimodalConfig
 from foveal.renderers.contract import encode_mmraw
@@ -39,6 +40,7 @@ from foveal.trainer.serving.testing import start_server
 from foveal.trainer.training.metrics import read_metrics
 from foveal.trainer.runs.rollouts import batch_path, published_steps, read_batch
 from foveal.trainer.tiny_models import build_tiny_model
+from foveal.verifiers.blind import BLANK_RGB
 from foveal.verifiers.eval.results import read_results
 from foveal.verifiers.rollout import Rollout
 
@@ -140,6 +142,35 @@ def test_an_inference_server_killed_midway_is_restarted_and_the_run_loses_no_ste
     assert processes["server-0"]["restarts"] == 1 and processes["server-0"]["pid"] != pid
     assert "router" in processes
     check_run_folder(run_dir, tiny_model, steps=4)
+
+
+def test_a_blind_control_runs_the_same_job_on_grey_images_and_shares_a_grey_warm_up(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """`rl.blind_control`: after the run, the same job in <run dir>/blind where every image the policy, the trainer
+    and the evals meet is grey (same sizes, so the same tokens); a warm-up on grey images is shared, not repeated;
+    the summary prints both evals and seeing_vs_blind.png plots them."""
+    grey_warmup = ["--rl.warmup_sft_steps", "1", "--rl.warmup_sft_batch_size", "2", "--rl.warmup_images", "blank"]
+    short = ["--rl.max_steps", "1", "--rl.eval_examples", "1", "--rl.blind_control", "true"]
+    code, out, err = finish(foveal_rl(tmp_path, tiny_model, *short, *grey_warmup))
+    assert code == 0, err
+    run_dir, blind = tmp_path / "run", tmp_path / "run" / "blind"
+    assert (blind / "warmup").is_symlink() and (blind / "warmup").resolve() == (run_dir / "warmup").resolve()
+    assert json.loads((blind / "run_meta.json").read_text())["settings"]["rl.images"] == "blank"
+
+    def colours(folder: Path) -> set[tuple[int, int, int]]:
+        found: set[tuple[int, int, int]] = set()
+        for png in folder.rglob("*.png"):
+            with Image.open(png) as image:
+                found |= set(image.convert("RGB").get_flattened_data())
+        return found
+
+    assert colours(blind / "assets") == colours(run_dir / "warmup" / "assets") == {BLANK_RGB}
+    assert len(colours(run_dir / "assets")) > 1  # the seeing run's images are the scenes
+    for folder in (run_dir, blind):
+        check_run_folder(folder, tiny_model, steps=1)
+    assert "seeing: eval shapes" in out and "blind: eval shapes" in out
+    assert (run_dir / "seeing_vs_blind.png").is_file()
 
 
 def test_foveal_rl_connects_to_running_servers_and_leaves_them_on_the_last_weights(

@@ -20,7 +20,7 @@ from foveal.verifiers.registry import (
     load_environment,
 )
 
-BUILT_IN = ("arithmetic", "charts", "shapes")
+BUILT_IN = ("arithmetic", "charts", "colors", "shapes")
 
 
 def test_the_built_in_environments_are_registered_and_shapes_is_the_demo() -> None:

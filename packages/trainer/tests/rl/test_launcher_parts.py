@@ -12,7 +12,8 @@ from foveal.configs import RLConfig, load_config
 from foveal.configs.cli import main
 from foveal.configs.errors import ConfigError
 from foveal.trainer.runs.layout import CHECKPOINT_PREFIX
-from foveal.trainer.rl.launcher.command import check_run_folder, from_warm_start, resolved, trainer_argv
+from foveal.trainer.rl.launcher.command import blind_config, check_run_folder, from_warm_start, resolved, trainer_argv
+from foveal.trainer.rl.launcher.warmup import warmup_images
 from foveal.trainer.rl.launcher.configs import launch_token, write_private_toml
 from foveal.trainer.rl.launcher.resources import DevicePlan, ResourceError, plan_gpus
 from foveal.trainer.rl.orchestrator.evaluation import eval_due
@@ -57,6 +58,21 @@ def test_connect_needs_endpoints_and_starting_servers_refuses_them(tmp_path: Pat
     assert config.logging.run_dir.is_absolute()
     checkpoint = tmp_path / "run" / "warmup" / "checkpoints" / f"{CHECKPOINT_PREFIX}00000012"
     assert from_warm_start(config).model.name_or_path == str(checkpoint)
+
+
+def test_the_blind_control_is_the_same_job_with_grey_images_in_its_own_folder(tmp_path: Path) -> None:
+    seeing = resolved(rl_config(tmp_path, "--rl.blind_control", "true", "--rl.warmup_sft_steps", "5"), connect=False)
+    blind = blind_config(seeing)
+    assert (blind.rl.images, blind.rl.blind_control, seeing.rl.images) == ("blank", False, "real")
+    assert blind.logging.run_dir == seeing.logging.run_dir / "blind"
+    unchanged = {"rl": {"images", "blind_control"}, "logging": {"run_dir"}}
+    assert blind.model_dump(exclude=unchanged) == seeing.model_dump(exclude=unchanged)
+    # A warm-up on real images would teach the seeing run what the blind one never sees: each has its own.
+    assert (warmup_images(seeing), warmup_images(blind)) == ("real", "blank")
+    format_only = rl_config(tmp_path, "--rl.warmup_images", "blank")
+    assert warmup_images(format_only) == warmup_images(blind_config(format_only)) == "blank"
+    with pytest.raises(ConfigError, match="rl.blind_control: false with --connect"):
+        resolved(rl_config(tmp_path, "--rl.blind_control", "true", "--orchestrator.endpoints", '["http://h:1"]'), True)
 
 
 def test_a_started_run_folder_is_continued_only_when_resuming(tmp_path: Path) -> None:

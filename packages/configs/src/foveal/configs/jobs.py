@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr
 from foveal.configs.orchestrator import DEMO_ENVIRONMENT
 
 DEMO_DATASET = "tiny:demo"
+ImagesSeen = Literal["real", "blank"]
+"""What the model is shown for each image: the image, or a uniform grey one of the same size (a blind control:
+the same tokens and layout, no visual information)."""
 
 
 class SFTSection(BaseModel):
@@ -37,6 +40,18 @@ class RLSection(BaseModel):
     warmup_sft_steps: int = Field(default=0, ge=0, description="SFT steps on the environments' data before RL.")
     warmup_sft_batch_size: int = Field(default=16, ge=1, description="Conversations per SFT warmup step.")
     warmup_sft_lr: float = Field(default=2e-3, gt=0, description="Peak learning rate of the SFT warmup.")
+    warmup_images: ImagesSeen = Field(
+        default="real", description="blank: the warm-up sees grey images of the same size, so it teaches the answer "
+        "format and priors, never the visual skill (RL must learn that)."
+    )
+    images: ImagesSeen = Field(
+        default="real", description="blank: every image of the rollouts and evals is a grey one of the same size "
+        "(a blind run: what the model reaches without seeing)."
+    )
+    blind_control: bool = Field(
+        default=False, description="`foveal rl` runs the same job again with images = blank in `<run dir>/blind` "
+        "and compares both (plot and summary)."
+    )
     eval_examples: int = Field(
         default=32, ge=0, description="Eval-split examples per environment scored greedily before, during "
         "(every eval_every steps) and after RL; 0 never evaluates."
@@ -53,6 +68,9 @@ class EvalSection(BaseModel):
         default_factory=dict, description="Keyword arguments for the environment's loader."
     )
     split: Literal["train", "eval"] = Field(default="eval", description="Dataset split the examples come from.")
+    images: ImagesSeen = Field(
+        default="real", description="blank: every image is replaced by a grey one of the same size (a blind baseline)."
+    )
     num_examples: int = Field(default=16, ge=1, description="Examples evaluated.")
     rollouts_per_example: int = Field(default=1, ge=1, description="Completions sampled per example.")
     endpoint: str | None = Field(

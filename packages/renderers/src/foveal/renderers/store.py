@@ -84,6 +84,15 @@ class ImageStore:
         """Check and store an image (verbatim when its bytes allow, else normalized); a second put of the
         same stored bytes rewrites nothing. `accept(width, height)` runs the caller's own checks (a family's
         layout: aspect ratio, size) before anything is written, so a refused image leaves no file behind."""
+        image = self.checked(source, accept)
+        path = self.path_for(image.hash, image.extension)
+        if not _holds(path, image.hash):
+            write_atomic(path, image.data, durable=self.durable)
+        return _stored(image, path)
+
+    def checked(self, source: ImageSource, accept: Callable[[int, int], object] | None = None) -> NormalizedImage:
+        """What `put` would store for `source`, after every check it makes (location, bytes, pixels, `accept`);
+        nothing is written."""
         raw = read_location(source, self.locations)
         if isinstance(raw, Image.Image):
             image = normalize_image(raw, self.config)
@@ -91,10 +100,7 @@ class ImageStore:
             image = verbatim_image(raw, self.config) or load_image_bytes(raw, self.config)
         if accept is not None:
             accept(image.width, image.height)
-        path = self.path_for(image.hash, image.extension)
-        if not _holds(path, image.hash):
-            write_atomic(path, image.data, durable=self.durable)
-        return _stored(image, path)
+        return image
 
     def read_verified(self, uri: str, expected_hash: str) -> bytes:
         """The stored bytes behind a descriptor's URI, only from inside the root and only if they hash right."""

@@ -33,6 +33,8 @@ RL_BOUND_KEYS = (
     "orchestrator.advantage",
     "orchestrator.batch_size",
     "orchestrator.rollouts_per_prompt",
+    "rl.images",
+    "rl.warmup_images",
 )
 """The settings of an RL run that no restart may change."""
 

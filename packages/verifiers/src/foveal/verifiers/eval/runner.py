@@ -31,6 +31,7 @@ from foveal.renderers.inference.wire import SamplingParams, ServerInfo
 from foveal.renderers.rendering import Renderer
 from foveal.renderers.store import ImageStore
 
+from foveal.verifiers.blind import run_image_store
 from foveal.verifiers.chat_policy import ChatPolicy, OpenAIChatClient
 from foveal.verifiers.dataset import Example
 from foveal.verifiers.environment import Environment
@@ -67,7 +68,7 @@ def run_eval(config: EvalConfig, *, show_progress: bool = True) -> EvalOutputs:
     examples = environment.dataset(config.eval.split).take(config.eval.num_examples)
     folder = output_folder(config)
     folder.mkdir(parents=True, exist_ok=True)
-    store = ImageStore.from_config(config.multimodal, config.logging.run_dir)
+    store = run_image_store(config.multimodal, config.logging.run_dir, config.eval.images)
     started = time.perf_counter()
     with _endpoint(config, folder) as url:
         groups = asyncio.run(_sample(config, environment, examples, url, store, show_progress))

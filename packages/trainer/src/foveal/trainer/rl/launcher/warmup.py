@@ -27,10 +27,11 @@ from pydantic import SecretStr
 
 from foveal.configs import CheckpointConfig, LoggingConfig, OptimConfig, ScheduleConfig, SFTConfig, SFTSection
 from foveal.configs import TrainerConfig
+from foveal.configs.jobs import ImagesSeen
 from foveal.configs.runs import RLConfig
 from foveal.renderers.atomic_files import write_atomic
 from foveal.renderers.inference.client import RemoteInferenceClient
-from foveal.renderers.store import ImageStore
+from foveal.verifiers.blind import run_image_store
 from foveal.verifiers.policy import store_images
 
 from foveal.trainer.rl.orchestrator.mixture import load_mixture
@@ -79,12 +80,17 @@ def sft_config(config: RLConfig) -> SFTConfig:
     )
 
 
+def warmup_images(config: RLConfig) -> ImagesSeen:
+    """Grey images for a warm-up that must teach only the format (`rl.warmup_images`) and for a blind run."""
+    return "blank" if "blank" in (config.rl.warmup_images, config.rl.images) else "real"
+
+
 def write_warmup_dataset(config: RLConfig, sft: SFTConfig) -> Path:
     """`<warm-up dir>/data/train.jsonl`: one conversation (prompt + reference answer) per warm-up sample."""
     mixture = load_mixture(config.orchestrator.environments)
     count = config.rl.warmup_sft_steps * config.rl.warmup_sft_batch_size
     sampler = PromptSampler(mixture.train_sizes(), mixture.weights, count, config.orchestrator.seed, stream="warmup")
-    store = ImageStore.from_config(sft.multimodal, sft.logging.run_dir)
+    store = run_image_store(sft.multimodal, sft.logging.run_dir, warmup_images(config))
     lines = []
     for draw in sampler.step(1):
         example = mixture.environments[draw.environment].dataset("train")[draw.row]

@@ -13,6 +13,7 @@ again, so a restarted orchestrator does not repeat an eval.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
@@ -64,6 +65,7 @@ def evaluate(config: RLConfig, mixture: Mixture, version: int, endpoint: str) ->
             environment=entry.name,
             environment_args=entry.args,
             split="eval",
+            images=config.rl.images,
             num_examples=examples,
             endpoint=endpoint,
             output_dir=folder,
@@ -112,28 +114,35 @@ def append_records(run_dir: Path, records: list[EvalRecord]) -> None:
 
 def plot_records(run_dir: Path) -> Path | None:
     """`eval_reward.png`: eval reward (± standard error) against the weight version, one line per environment."""
-    records = read_records(run_dir)
+    return plot_runs({"": run_dir}, run_dir / EVAL_PLOT_FILE)
+
+
+def plot_runs(runs: Mapping[str, Path], path: Path) -> Path | None:
+    """Eval reward (± standard error) against the weight version, one line per run (named) and environment."""
+    series = {name: read_records(folder) for name, folder in runs.items()}
+    records = [record for found in series.values() for record in found]
     if not records:
         return None
     figure = Figure(figsize=(7, 4), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.subplots()
     titles = []
-    for label in dict.fromkeys(record.environment for record in records):
-        mine = sorted((r for r in records if r.environment == label), key=lambda r: r.step)
-        errors = [r.reward_stderr or 0.0 for r in mine]
-        axes.errorbar([r.step for r in mine], [r.reward_mean for r in mine], yerr=errors, marker="o", capsize=3,
-                      label=f"{label} ({mine[0].num_examples} examples)")  # fmt: skip
-        titles.append(f"{label} {mine[0].reward_mean:.3f} (step {mine[0].step}) -> {mine[-1].reward_mean:.3f} "
-                      f"(step {mine[-1].step})")  # fmt: skip
+    for name, found in series.items():
+        for label in dict.fromkeys(record.environment for record in found):
+            mine = sorted((r for r in found if r.environment == label), key=lambda r: r.step)
+            errors = [r.reward_stderr or 0.0 for r in mine]
+            named = f"{name} {label}".strip()
+            axes.errorbar([r.step for r in mine], [r.reward_mean for r in mine], yerr=errors, marker="o", capsize=3,
+                          label=f"{named} ({mine[0].num_examples} examples)")  # fmt: skip
+            titles.append(f"{named} {mine[0].reward_mean:.3f} (step {mine[0].step}) -> {mine[-1].reward_mean:.3f} "
+                          f"(step {mine[-1].step})")  # fmt: skip
     axes.set_xlabel("RL step (weight version)")
     axes.set_ylabel("eval reward (greedy)")
     top = max(1.0, max(r.reward_mean + (r.reward_stderr or 0.0) for r in records))
     axes.set_ylim(0.0, math.ceil(top * 10) / 10)
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right")
-    axes.set_title("eval reward: " + "; ".join(titles), fontsize=9)
+    axes.set_title("eval reward: " + "; ".join(titles) if len(titles) == 1 else "\n".join(titles), fontsize=9)
     figure.tight_layout()
-    path = run_dir / EVAL_PLOT_FILE
     figure.savefig(path)
     return path

@@ -32,7 +32,7 @@ from foveal.renderers.inference.errors import InferenceError
 from foveal.renderers.inference.redaction import redact_url
 from foveal.renderers.inference.wire import ServerInfo
 from foveal.renderers.rendering import Renderer
-from foveal.renderers.store import ImageStore
+from foveal.verifiers.blind import run_image_store
 from foveal.verifiers.eval.runner import check_server
 from foveal.verifiers.token_policy import TokenPolicy
 
@@ -76,7 +76,7 @@ async def orchestrate(config: RLConfig) -> OrchestratorResult:
     # Environments, the renderer (its images go to the run's store, which the trainer reads) and the servers.
     mixture = load_mixture(settings.environments)
     sampler = PromptSampler(mixture.train_sizes(), mixture.weights, settings.batch_size, settings.seed)
-    store = ImageStore.from_config(config.multimodal, run_dir)
+    store = run_image_store(config.multimodal, run_dir, config.rl.images)
     renderer = build_renderer(config.model.name_or_path, config.renderer, store=store, multimodal=config.multimodal)
     endpoints = checked_endpoints(settings.endpoints)
     token = config.inference.api_token
