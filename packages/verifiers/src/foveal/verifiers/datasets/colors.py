@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from foveal.verifiers.datasets.shapes import Split
+from foveal.verifiers.datasets.shapes import SPLITS, Split
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (210, 40, 40),
@@ -76,8 +76,8 @@ def generate_color_example(
     index: int, *, seed: int = 0, split: Split = "train", spec: ColorsSpec = ColorsSpec()
 ) -> ColorExample:
     """Example `index` of `split` under `seed`: the same colour and pixels every time."""
-    if split not in ("train", "eval"):
-        raise ColorsSpecError("split", split, "one of ['train', 'eval']")
+    if split not in SPLITS:
+        raise ColorsSpecError("split", split, f"one of {list(SPLITS)}")
     if index < 0:
         raise ColorsSpecError("index", index, "a non-negative index")
     rng = random.Random(f"foveal.colors:{seed}:{split}:{index}")
