@@ -1,12 +1,12 @@
 """The main job's claim, shortened: RL on `colors` teaches the tiny VLM to see, and its blind control does not.
 
-`foveal rl --config examples/rl_tiny_colors.toml` (the README's first command) evaluated before and after only,
-on fewer examples (the RL steps are what teaches, so they stay): the warm-up sees grey images (answer format
-only), the seeing run then learns the colours from the pixels, and the blind control, the same job with every
+`foveal rl --config examples/rl_tiny_colors.toml` (the README's first command) with 120 RL steps instead of 200,
+evaluated before and after only, on fewer examples: the warm-up sees grey images (answer format only, vision
+frozen), the seeing run then learns the colours from the pixels, and the blind control, the same job with every
 image grey, stays near chance. Asserted: both runs finish; the seeing run's
 final greedy eval reward beats the blind run's by more than three standard errors of the difference (and is
 well above chance); the blind run stays within three standard errors of chance; the summary prints both and the
-comparison plot exists. About 7 minutes on 2 cores: marked slow (CI runs it in its own step).
+comparison plot exists. About 6 minutes on 2 cores: marked slow (CI runs it in its own step).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from foveal.trainer.rl.orchestrator.evaluation import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANCE = 1 / 4
-STEPS = 80
-SHORTENED = ("--rl.eval_every", str(STEPS), "--rl.eval_examples", "96")
+STEPS = 120
+SHORTENED = ("--rl.max_steps", str(STEPS), "--rl.eval_every", str(STEPS), "--rl.eval_examples", "96")
 
 
 @pytest.mark.slow
@@ -43,7 +43,7 @@ def test_rl_learns_to_see_and_its_blind_control_does_not(tmp_path: Path) -> None
     assert seeing.step == blind.step == STEPS and seeing.num_examples == blind.num_examples == 96
     margin = 3 * math.hypot(seeing.reward_stderr or 0.0, blind.reward_stderr or 0.0)
     assert seeing.reward_mean - blind.reward_mean > margin, (seeing, blind)
-    assert seeing.reward_mean > CHANCE + 0.2, seeing  # the runs so far end at 0.56-0.75 (three colours told apart)
+    assert seeing.reward_mean > CHANCE + 0.2, seeing  # not >= 0.8: a shortened run may still confuse two colours
     assert abs(blind.reward_mean - CHANCE) <= 3 * max(blind.reward_stderr or 0.0, 0.04), blind
     assert "seeing: eval colors" in done.stdout and "blind: eval colors" in done.stdout
     assert (run_dir / "seeing_vs_blind.png").is_file()

@@ -13,7 +13,7 @@ from foveal.configs.cli import main
 from foveal.configs.errors import ConfigError
 from foveal.trainer.runs.layout import CHECKPOINT_PREFIX
 from foveal.trainer.rl.launcher.command import blind_config, check_run_folder, from_warm_start, resolved, trainer_argv
-from foveal.trainer.rl.launcher.warmup import warmup_images
+from foveal.trainer.rl.launcher.warmup import sft_config, warmup_images
 from foveal.trainer.rl.launcher.configs import launch_token, write_private_toml
 from foveal.trainer.rl.launcher.resources import DevicePlan, ResourceError, plan_gpus
 from foveal.trainer.rl.orchestrator.evaluation import eval_due
@@ -69,8 +69,10 @@ def test_the_blind_control_is_the_same_job_with_grey_images_in_its_own_folder(tm
     assert blind.model_dump(exclude=unchanged) == seeing.model_dump(exclude=unchanged)
     # A warm-up on real images would teach the seeing run what the blind one never sees: each has its own.
     assert (warmup_images(seeing), warmup_images(blind)) == ("real", "blank")
-    format_only = rl_config(tmp_path, "--rl.warmup_images", "blank")
+    format_only = rl_config(tmp_path, "--rl.warmup_images", "blank", "--rl.warmup_sft_steps", "5")
     assert warmup_images(format_only) == warmup_images(blind_config(format_only)) == "blank"
+    # Grey images teach the vision side nothing; a warm-up on them keeps it frozen (AdamW would still move it).
+    assert [sft_config(c).trainer.freeze_vision for c in (seeing, blind, format_only)] == [False, True, True]
     with pytest.raises(ConfigError, match="rl.blind_control: false with --connect"):
         resolved(rl_config(tmp_path, "--rl.blind_control", "true", "--orchestrator.endpoints", '["http://h:1"]'), True)
 

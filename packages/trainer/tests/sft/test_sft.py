@@ -12,6 +12,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from foveal.configs import SFTConfig, load_config
 from foveal.configs.cli import main
+from foveal.renderers.errors import ContractError
 from foveal.trainer.training.metrics import read_metrics
 from foveal.trainer.sft.train import UnsupportedSetting, run_sft
 
@@ -85,3 +86,25 @@ def test_evaluation_during_sft_is_refused_rather_than_ignored(tmp_path: Path) ->
     config = load_config(SFTConfig, [], ["--sft.eval_every", "5", "--logging.run_dir", str(tmp_path)])
     with pytest.raises(UnsupportedSetting, match="sft.eval_every"):
         run_sft(config)
+
+
+def test_freeze_vision_trains_the_language_model_only(tiny_model_dir: Callable[[str], Path], tmp_path: Path) -> None:
+    model_dir = tiny_model_dir(FAMILY)
+    overrides = sft_config(tmp_path / "run", model_dir, "--sft.max_steps", "3", "--trainer.freeze_vision", "true")
+    result = run_sft(load_config(SFTConfig, [], overrides))
+    trained = AutoModelForImageTextToText.from_pretrained(result.checkpoint).state_dict()
+    initial = AutoModelForImageTextToText.from_pretrained(model_dir).state_dict()
+    vision = [name for name in initial if name.startswith("model.visual.")]
+    language = [name for name in initial if name.startswith("model.language_model.")]
+    assert vision and language
+    assert all(trained[name].equal(initial[name]) for name in vision)
+    assert sum(not trained[name].equal(initial[name]) for name in language) > len(language) // 2
+
+
+def test_freeze_vision_on_a_text_only_model_names_the_setting(
+    tiny_model_dir: Callable[[str], Path], tmp_path: Path
+) -> None:
+    overrides = sft_config(tmp_path / "run", tiny_model_dir("qwen3"), "--trainer.freeze_vision", "true")
+    refused = r"trainer.freeze_vision: a model with a vision tower \(got 'Qwen3ForCausalLM'\)"
+    with pytest.raises(ContractError, match=refused):
+        run_sft(load_config(SFTConfig, [], [*overrides, "--sft.dataset", str(tmp_path / "unused.jsonl")]))

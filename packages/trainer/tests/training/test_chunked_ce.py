@@ -117,12 +117,29 @@ def test_chunked_entropy_matches_the_softmax_entropy_and_leaves_the_gradients_al
     scores = chunked_token_scores(hidden, head, labels, chunk)
     expected = torch.distributions.Categorical(logits=head(hidden).detach()).entropy()
     torch.testing.assert_close(scores.entropy, expected, atol=1e-5, rtol=0)
-    assert not scores.entropy.requires_grad
     with_entropy = _loss_and_grads(scores.nll, upstream, hidden, head)
     without = _loss_and_grads(chunked_token_nll(hidden, head, labels, chunk), upstream, hidden, head)
     for got, want in zip(with_entropy, without, strict=True):
         torch.testing.assert_close(got, want, atol=0, rtol=0)
     assert torch.equal(chunked_token_scores(hidden, head, labels, chunk, entropy=False).entropy, torch.zeros(1, 37))
+
+
+@pytest.mark.parametrize(("chunk", "bias"), [(1, False), (5, True), (64, True)])
+def test_chunked_entropy_gradient_matches_the_full_logits(chunk: int, bias: bool) -> None:
+    """The RL entropy bonus differentiates the entropy: its gradient, alone and added to the NLL's, is the
+    plain path's (dH/dz = -p (log p + H) from the recomputed chunk)."""
+    hidden, head, labels, upstream = _problem(37, 16, 50, bias=bias, dtype=torch.float32)
+    bonus = torch.randn(1, 37, generator=torch.Generator().manual_seed(1))
+    logits = head(hidden)
+    plain_entropy = torch.distributions.Categorical(logits=logits).entropy()
+    for nll_weight in (0.0, 1.0):
+        plain = (token_nll(logits, labels) * upstream * nll_weight + plain_entropy * bonus).sum()
+        want = torch.autograd.grad(plain, [hidden, *head.parameters()], retain_graph=True)
+        scores = chunked_token_scores(hidden, head, labels, chunk)
+        chunked = (scores.nll * upstream * nll_weight + scores.entropy * bonus).sum()
+        got = torch.autograd.grad(chunked, [hidden, *head.parameters()])
+        for one, other in zip(got, want, strict=True):
+            torch.testing.assert_close(one, other, atol=1e-5, rtol=0)
 
 
 def test_frozen_head_gets_no_gradient_and_the_argmax_matches_the_logits() -> None:

@@ -42,6 +42,11 @@ class LossConfig(BaseModel):
     clip_low: float = Field(default=0.2, ge=0, description="Lower clip: ratio floor is 1 - clip_low.")
     clip_high: float = Field(default=0.28, ge=0, description="Upper clip: ratio ceiling is 1 + clip_high.")
     kl_coef: float = Field(default=0.0, ge=0, description="Weight of the KL penalty to the reference policy.")
+    entropy_coef: float = Field(
+        default=0.0,
+        ge=0,
+        description="RL: weight of an entropy bonus on counted tokens, so answers RL rarely samples stay reachable.",
+    )
     importance_cap: float = Field(
         default=2.0, ge=1, description="importance_sampling: importance weights above this are truncated to it."
     )
@@ -93,6 +98,10 @@ class TrainerConfig(BaseModel):
         "exist at once; 0 computes the full logits (the plain path).",
     )
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient-norm clipping threshold.")
+    freeze_vision: bool = Field(
+        default=False,
+        description="Keep the vision tower and projector fixed (SFT and RL): only the language model trains.",
+    )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto", description="Compute precision; auto picks bf16 on CUDA, fp32 on CPU."
     )

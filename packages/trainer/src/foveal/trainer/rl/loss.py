@@ -22,6 +22,11 @@ estimator of KL(policy || reference). This trainer loads no frozen reference mod
 behaviour policy (the inference logprobs), so the term is a soft trust region around the policy that sampled
 the rollouts, not GRPO's pull towards the initial model. `reference_logprobs` replaces it when given.
 
+Entropy bonus (`entropy_coef` > 0): -entropy_coef * H_t per token, H_t the entropy of the trainer's next-token
+distribution at t. Group-normalized advantages give no signal once every sample of a group agrees, so an answer
+the policy stopped sampling is never tried again (on the tiny `colors` job: blue images all answered "green" for
+good); the bonus keeps some probability on the alternatives while the advantages decide between them.
+
 Normalization is the SFT loss's: each micro-batch divides its weighted token-loss sum by the step's counted
 tokens over all micro-batches and ranks, so gradient accumulation and FSDP ranks add up to one big batch.
 That is a token-level mean (as in DAPO); under GSPO a longer sequence therefore weighs more than in the
@@ -92,7 +97,9 @@ def rl_loss(
     reference_logprobs: torch.Tensor | None = None,
 ) -> PolicyLoss:
     """`policy_loss` of a packed row from the model's logits."""
-    return rl_nll_loss(token_nll(logits, batch.labels), batch, step_loss_tokens, config, reference_logprobs)
+    entropy = torch.distributions.Categorical(logits=logits.float()).entropy() if config.entropy_coef > 0 else None
+    nll = token_nll(logits, batch.labels)
+    return rl_nll_loss(nll, batch, step_loss_tokens, config, reference_logprobs, entropy)
 
 
 def rl_nll_loss(
@@ -104,8 +111,8 @@ def rl_nll_loss(
     entropy: torch.Tensor | None = None,
 ) -> PolicyLoss:
     """`policy_loss` of a packed row from the trainer's token NLL `[1, T]` (logprob = -nll): what the RL
-    training loop calls backward on. `entropy` (`[1, T]`, the policy's entropy per position) only feeds the
-    statistics."""
+    training loop calls backward on. `entropy` (`[1, T]`, the policy's entropy per position) feeds the
+    statistics and, with `entropy_coef` > 0, the entropy bonus (then it must be given, with its gradient)."""
     for name in ("logprobs", "advantages"):
         if getattr(batch, name) is None:
             raise ContractError(name, None, f"{name} on every sample of an RL batch (samples {batch.sample_ids[:3]})")
@@ -144,6 +151,8 @@ def policy_loss(
         named["reference_logprobs"] = reference_logprobs
     if entropy is not None:
         named["entropy"] = entropy
+    elif config.entropy_coef > 0:
+        raise ContractError("entropy", None, "the entropy per position when trainer.loss.entropy_coef > 0")
     for name, tensor in named.items():
         if tensor.shape != trainer_logprobs.shape:
             expected = f"the shape of the trainer logprobs {list(trainer_logprobs.shape)}"
@@ -166,6 +175,8 @@ def policy_loss(
         reference = inference_logprobs if reference_logprobs is None else reference_logprobs
         to_reference = torch.where(counted, reference.to(trainer_logprobs.dtype) - trainer_logprobs, 0.0)
         token_loss = token_loss + config.kl_coef * k3(to_reference)
+    if config.entropy_coef > 0:
+        token_loss = token_loss - config.entropy_coef * entropy
     loss = (token_loss * weights.to(token_loss.dtype)).sum() / max(step_loss_tokens, 1)
     entropy = torch.zeros_like(trainer_logprobs) if entropy is None else entropy
     return PolicyLoss(loss, _stats(log_ratio, ratio, clipped, counted, entropy))

@@ -83,7 +83,8 @@ def train_step(
     rank_loss, stats = 0.0, PolicyStats()
     for micro_batch in run.accumulate(batch.micro_batches):
         with run.precision.autocast():
-            scores = packed_token_scores(run.model, micro_batch, config.trainer.loss_chunk_tokens)
+            bonus = config.trainer.loss.entropy_coef > 0
+            scores = packed_token_scores(run.model, micro_batch, config.trainer.loss_chunk_tokens, bonus)
         result = rl_nll_loss(scores.nll, micro_batch, loss_tokens, config.trainer.loss, entropy=scores.entropy)
         result.loss.backward()
         rank_loss += result.loss.item()

@@ -38,7 +38,7 @@ class TokenScores:
     nll: torch.Tensor
     """Negative log-likelihood of each label (0 at IGNORE_INDEX); differentiable."""
     entropy: torch.Tensor
-    """Entropy of each position's next-token distribution, in nats; detached (a statistic, not a loss term)."""
+    """Entropy of each position's next-token distribution, in nats; differentiable (the RL entropy bonus)."""
     predicted: torch.Tensor
     """Each position's most likely token (argmax of its logits), int64."""
 
@@ -85,7 +85,8 @@ def linear_token_scores(
 
 class _LinearCrossEntropy(torch.autograd.Function):
     """NLL `[T]` of `labels` under `softmax(hidden @ weight.T + bias)`, never holding more than a chunk's logits;
-    and the entropy `[T]` of that softmax (not differentiable) when `with_entropy`."""
+    and the entropy `[T]` of that softmax when `with_entropy`, differentiable too: with p = softmax(z),
+    dH/dz = -p * (log p + H), added to the cross entropy's gradient from the same recomputed chunk."""
 
     @staticmethod
     def forward(
@@ -112,15 +113,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
             predicted[span] = logits.argmax(-1)
             if with_entropy:  # H = lse - sum(p * logits)
                 entropy[span] = lse[span] - (logits - lse[span, None]).exp_().mul_(logits).sum(-1)
-        ctx.save_for_backward(hidden, weight, bias, targets, ignored, lse)
+        ctx.save_for_backward(hidden, weight, bias, targets, ignored, lse, entropy)
         ctx.chunk_tokens = chunk_tokens
-        ctx.mark_non_differentiable(entropy, predicted)
+        ctx.set_materialize_grads(False)  # an unused entropy arrives as None: no extra pass over the logits
+        ctx.mark_non_differentiable(predicted)
         return torch.where(ignored, 0.0, lse - picked), entropy, predicted
 
     @staticmethod
-    def backward(ctx: Any, grad_nll: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
-        hidden, weight, bias, targets, ignored, lse = ctx.saved_tensors
+    def backward(
+        ctx: Any, grad_nll: torch.Tensor | None, grad_entropy: torch.Tensor | None, *_: Any
+    ) -> tuple[torch.Tensor | None, ...]:
+        hidden, weight, bias, targets, ignored, lse, entropy = ctx.saved_tensors
         dtype = ctx.compute_dtype
+        grad_nll = torch.zeros_like(lse) if grad_nll is None else grad_nll
         scale = torch.where(ignored, 0.0, grad_nll.float())
         w = weight.to(dtype)
         b = None if bias is None else bias.to(dtype)
@@ -130,8 +135,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grads = _ChunkGradients(grad_hidden, grad_weight, grad_bias)
         for span in _spans(len(targets), ctx.chunk_tokens):
             h = hidden[span].to(dtype)
-            probs = F.linear(h, w, b).float().sub_(lse[span, None]).exp_()  # softmax, in place
-            grads.add(span, probs, targets[span], scale[span], h, w)
+            log_probs = F.linear(h, w, b).float().sub_(lse[span, None])
+            if grad_entropy is not None:  # the entropy's share first, while log p is still at hand
+                upstream = -grad_entropy[span, None].float()
+                extra = log_probs.add(entropy[span, None]).mul_(log_probs.exp()).mul_(upstream)
+                grads.add(span, log_probs.exp_(), targets[span], scale[span], h, w, extra)
+            else:
+                grads.add(span, log_probs.exp_(), targets[span], scale[span], h, w)  # softmax, in place
         return (
             grad_hidden,
             None if grad_weight is None else grad_weight.to(weight.dtype),
@@ -227,11 +237,14 @@ class _ChunkGradients:
         scale: torch.Tensor,
         h: torch.Tensor,
         w: torch.Tensor,
+        extra: torch.Tensor | None = None,
     ) -> None:
-        """Turn the chunk's fp32 softmax `probs` into `scale * (softmax - onehot)` in place, then back through the
-        head in `h`'s dtype: the rows `span` of the hidden gradient, and the head's sums."""
+        """Turn the chunk's fp32 softmax `probs` into `scale * (softmax - onehot)` (+ `extra`, another gradient of
+        the logits) in place, then back through the head in `h`'s dtype: the rows `span` of the hidden gradient,
+        and the head's sums."""
         probs[torch.arange(len(probs), device=probs.device), targets] -= 1.0
-        grad_logits = probs.mul_(scale[:, None]).to(h.dtype)
+        probs.mul_(scale[:, None])
+        grad_logits = (probs if extra is None else probs.add_(extra)).to(h.dtype)
         self.hidden[span] = grad_logits @ w
         if self.weight is not None:
             self.weight.add_(grad_logits.T @ h)
@@ -250,16 +263,18 @@ def _spans(tokens: int, chunk_tokens: int) -> list[slice]:
     return [slice(start, start + chunk_tokens) for start in range(0, tokens, chunk_tokens)]
 
 
-def packed_token_scores(model: torch.nn.Module, batch: PackedBatch, chunk_tokens: int) -> TokenScores:
+def packed_token_scores(
+    model: torch.nn.Module, batch: PackedBatch, chunk_tokens: int, entropy_gradient: bool = False
+) -> TokenScores:
     """`packed_token_nll` and each position's entropy (see `chunked_token_scores`; from the full logits on the
-    plain path)."""
+    plain path, where the entropy keeps its graph, another `[T, vocab]` of memory, only with `entropy_gradient`)."""
     head = model.get_output_embeddings()
     if chunks_through(head, chunk_tokens):
         return chunked_token_scores(packed_hidden(model, batch), head, batch.labels, chunk_tokens)
     logits = packed_logits(model, batch)
-    with torch.no_grad():
-        entropy = torch.distributions.Categorical(logits=logits.detach().float()).entropy()
-    return TokenScores(token_nll(logits, batch.labels), entropy)
+    with torch.set_grad_enabled(entropy_gradient and torch.is_grad_enabled()):
+        entropy = torch.distributions.Categorical(logits=logits.float()).entropy()
+    return TokenScores(token_nll(logits, batch.labels), entropy, logits.detach().argmax(-1))
 
 
 def packed_token_nll(

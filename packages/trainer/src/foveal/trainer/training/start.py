@@ -21,6 +21,7 @@ from foveal.trainer.model.loading import Precision, load_model, load_processor, 
 from foveal.trainer.runs.layout import checkpoints_dir
 from foveal.trainer.training.checkpoint import Checkpointer
 from foveal.trainer.training.distributed import DistributedContext, init_distributed, shard_model
+from foveal.trainer.training.freeze import freeze_vision
 from foveal.trainer.training.seeding import seed_everything
 
 
@@ -53,10 +54,14 @@ class RunStart:
         return self.config.logging.run_dir
 
     def load_policy(self, model: ModelConfig) -> tuple[str, torch.nn.Module, Any]:
-        """(source, sharded model, processor) to train: the resumed checkpoint's, else those of `[model]`."""
+        """(source, sharded model, processor) to train: the resumed checkpoint's, else those of `[model]`.
+
+        With `trainer.freeze_vision` the vision side is frozen before sharding, so the optimizer never holds it."""
         source = str(self.resume_from) if self.resume_from is not None else resolve_source(model.name_or_path)
-        loaded = shard_model(load_model(model, source, self.context.device), self.context)
-        return source, loaded, load_processor(model, source)
+        loaded = load_model(model, source, self.context.device)
+        if self.config.trainer.freeze_vision:
+            freeze_vision(loaded)
+        return source, shard_model(loaded, self.context), load_processor(model, source)
 
 
 def start_run(config: JobConfig, context: DistributedContext | None = None) -> RunStart:
