@@ -93,6 +93,9 @@ def test_prefix_stable_family_bridges_to_the_full_render(messages: list[dict[str
     assert_same_up_to_final_separator(renderer, walked, full)
     assert walked.loss_mask == full.loss_mask[: len(walked)]
     assert [i.descriptor for i in walked.images] == [i.descriptor for i in full.images]
+    assert walked.message_indices == full.message_indices[: len(walked)]
+    nxt = [{"role": "user", "content": "more"}]
+    assert renderer.bridge_exact(walked, nxt) == renderer.bridge(walked, nxt)  # proven: equals a full render
 
 
 @BRIDGING
@@ -113,6 +116,7 @@ def test_qwen3_bridging_keeps_reasoning_that_a_rerender_drops() -> None:
     bridged = check_bridge(renderer, done, [nxt], True)
     rerendered = renderer.render([*done.messages, nxt], add_generation_prompt=True)
     assert rerendered.token_ids[: len(done)] != done.token_ids  # the template dropped the reasoning
+    assert renderer.bridge_exact(done, [nxt]) is None  # cannot prove: callers that need exactness re-render
     decode = renderer.tokenizer.decode
     continuation = "\n" + renderer.template_text([nxt], add_generation_prompt=True)
     assert decode(bridged.token_ids[len(done) :]) == continuation
@@ -143,6 +147,8 @@ def test_sampled_ids_are_kept_even_when_they_tokenize_differently(source: str) -
     bridged = renderer.bridge(done, [{"role": "user", "content": "again"}])
     assert bridged.token_ids[: len(done)] == (*prompt.token_ids, *odd)
     assert list(bridged.loss_mask[len(prompt) : len(done)]) == [1] * len(odd)
+    # A full render would write one "\n\n" token where the model sampled two: not provably exact.
+    assert renderer.bridge_exact(done, [{"role": "user", "content": "again"}]) is None
 
 
 @pytest.mark.parametrize("source", ["qwen2_5_vl", "qwen3"])

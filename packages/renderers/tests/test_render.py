@@ -63,6 +63,9 @@ def test_an_unknown_template_falls_back_to_generic(tmp_path: Path) -> None:
     assert list(rendered.token_ids) == expected
     trained = renderer.tokenizer.decode([t for t, m in zip(rendered.token_ids, rendered.loss_mask, strict=True) if m])
     assert trained == " yo<|im_end|>"  # BPE merges the prompt's trailing space into " yo": it carries reply text
+    pairs = list(zip(rendered.token_ids, rendered.message_indices, strict=True))
+    owned = [renderer.tokenizer.decode([t for t, i in pairs if i == k]) for k in (0, 1)]
+    assert owned == ["<|im_start|>user: hi<|im_end|>", "<|im_start|>assistant: yo<|im_end|>"]
 
 
 def test_hand_written_families_never_call_the_chat_template(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,6 +42,8 @@ class _Rendered:
     ids: list[int]
     mask: list[int]
     images: list[RenderedImage] = field(default_factory=list)
+    owners: list[int] = field(default_factory=list)
+    """The message index of each token (see `RenderedConversation.message_indices`)."""
 
 
 class Renderer:
@@ -142,7 +144,7 @@ class Renderer:
         pieces, parts = self._write(typed, specs, add_generation_prompt)
         rule = _mask_rule(loss_on or self.loss_on, typed)
         out = self._assemble(pieces, parts, rule, offset=0)
-        return self._finish(out.ids, out.mask, out.images, typed, specs, add_generation_prompt)
+        return self._finish(out, typed, specs, add_generation_prompt)
 
     def template_text(
         self,
@@ -169,8 +171,9 @@ class Renderer:
         if not prompt.awaiting_completion:
             raise InvalidMessage("prompt.awaiting_completion", False, "a prompt rendered with add_generation_prompt")
         reply = message if message is not None else self.parse_completion(completion_ids)
-        ids, mask = list(completion_ids), [1] * len(completion_ids)
-        return self._extend(prompt, ids, mask, [], (reply,), False, self.loss_on)
+        owner = len(prompt.messages)
+        sampled = _Rendered(list(completion_ids), [1] * len(completion_ids), [], [owner] * len(completion_ids))
+        return self._extend(prompt, sampled, (reply,), False, self.loss_on)
 
     def bridge(
         self,
@@ -198,13 +201,33 @@ class Renderer:
         offset = len(previous.token_ids) + len(joint)
         mode = loss_on or self.loss_on
         out = self._assemble(fresh, parts, _mask_rule(mode, typed), offset)
-        mask = [0] * len(joint) + out.mask
-        return self._extend(previous, joint + out.ids, mask, out.images, new, add_generation_prompt, mode)
+        owners = [first_new - 1] * len(joint) + out.owners  # the joint closes the previous last turn
+        closed = _Rendered(joint + out.ids, [0] * len(joint) + out.mask, out.images, owners)
+        return self._extend(previous, closed, new, add_generation_prompt, mode)
+
+    def bridge_exact(
+        self,
+        previous: RenderedConversation,
+        new_messages: Sequence[Message | Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        *,
+        loss_on: LossOn | None = None,
+    ) -> RenderedConversation | None:
+        """`bridge`, only where it is provably what a full render of the whole conversation writes; else None.
+
+        None means "cannot prove": a full render of the same messages differs token for token (sampled ids
+        that re-tokenize differently, reasoning or tool grouping the template rewrites, a cut-off reply).
+        Callers that need the canonical sequence then re-render; `bridge` keeps the sampled ids instead,
+        which is what RL trains on (their logprobs belong to exactly those ids).
+        """
+        bridged = self.bridge(previous, new_messages, add_generation_prompt, loss_on=loss_on)
+        full = self.render(bridged.messages, bridged.tools, add_generation_prompt, loss_on=loss_on)
+        return bridged if full.token_ids == bridged.token_ids else None
 
     def render_model_input(self, model_input: ModelInput) -> RenderedConversation:
         """Token ids, descriptors and spans for a Tinker-shaped ModelInput (loss mask all zero)."""
         ids, images = render_chunks(model_input, self)
-        return self._finish(ids, [0] * len(ids), images, (), (), False)
+        return self._finish(_Rendered(ids, [0] * len(ids), images, [-1] * len(ids)), (), (), False)
 
     def to_model_input(self, rendered: RenderedConversation) -> ModelInput:
         """`rendered` as Tinker-shaped chunks: text chunks and asset pointers to the stored images."""
@@ -240,7 +263,7 @@ class Renderer:
             RenderedImage(resolved[slot].descriptor, offset + start, n)
             for slot, (start, n) in zip(slots, out.spans, strict=True)
         ]
-        return _Rendered(out.token_ids, out.loss_mask, images)
+        return _Rendered(out.token_ids, out.loss_mask, images, out.messages)
 
     def _joint(self, previous: RenderedConversation, last_pieces: list[Piece]) -> list[int]:
         """Tokens that close the previous conversation's last turn as the template would."""
@@ -260,35 +283,27 @@ class Renderer:
     def _extend(
         self,
         previous: RenderedConversation,
-        ids: list[int],
-        mask: list[int],
-        images: list[RenderedImage],
+        added: _Rendered,
         messages: tuple[Message, ...],
         awaiting: bool,
         loss_on: LossOn,
     ) -> RenderedConversation:
         old_mask = list(previous.loss_mask)
-        if loss_on == "last_assistant" and any(mask):
+        if loss_on == "last_assistant" and any(added.mask):
             old_mask = [0] * len(old_mask)  # a newer assistant turn takes over the loss
-        return self._finish(
-            [*previous.token_ids, *ids],
-            old_mask + mask,
-            [*previous.images, *images],
-            previous.messages + messages,
-            previous.tools,
-            awaiting,
+        joined = _Rendered(
+            [*previous.token_ids, *added.ids],
+            old_mask + added.mask,
+            [*previous.images, *added.images],
+            [*previous.message_indices, *added.owners],
         )
+        return self._finish(joined, previous.messages + messages, previous.tools, awaiting)
 
     def _finish(
-        self,
-        ids: Sequence[int],
-        mask: Sequence[int],
-        images: Sequence[RenderedImage],
-        messages: tuple[Message, ...],
-        tools: tuple[ToolSpec, ...],
-        awaiting: bool,
+        self, out: _Rendered, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...], awaiting: bool
     ) -> RenderedConversation:
-        rendered = RenderedConversation(tuple(ids), tuple(mask), tuple(images), messages, tools, self.family, awaiting)
+        ids, mask, owners = tuple(out.ids), tuple(out.mask), tuple(out.owners)
+        rendered = RenderedConversation(ids, mask, tuple(out.images), messages, tools, self.family, awaiting, owners)
         check_spans(rendered.token_ids, rendered.images, self._image_token_id, self._markers)
         return rendered
 

@@ -3,7 +3,8 @@
 Consecutive text pieces are joined and encoded as one stretch (cuts only next to added tokens, so the
 ids equal the template string's). A token is trained when its last character comes from a trained piece:
 where BPE merges a header's `\\n` with the first characters of assistant content, the merged token carries
-assistant text and is trained. Image slots expand to `lengths[i]` copies of the image token.
+assistant text and is trained. Image slots expand to `lengths[i]` copies of the image token. Each token is
+attributed to a message by the same rule: the message whose piece holds the token's last character.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from foveal.renderers.families.pieces import Piece, Text, Token
 
 @dataclass(frozen=True, slots=True)
 class Assembled:
-    """Token ids, a 0/1 loss mask of the same length, and `(offset, length)` of each image's placeholders."""
+    """Token ids, a 0/1 loss mask and the message index of each token, and each image's `(offset, length)`."""
 
     token_ids: list[int]
     loss_mask: list[int]
     spans: list[tuple[int, int]]
+    messages: list[int]
 
 
 class _Builder:
@@ -35,43 +37,48 @@ class _Builder:
         self.ids: list[int] = []
         self.mask: list[int] = []
         self.spans: list[tuple[int, int]] = []
-        self.pending: list[tuple[str, bool]] = []
+        self.messages: list[int] = []
+        self.pending: list[Text] = []
 
     def flush(self) -> None:
         if not self.pending:
             return
-        text = "".join(chunk for chunk, _ in self.pending)
+        text = "".join(piece.text for piece in self.pending)
         ids, ends = self.encoder.encode(text)
         if self.reserved.intersection(ids):
             raise PlaceholderMismatch("text", text, "no image placeholder tokens inside message text")
         self.ids.extend(ids)
-        self.mask.extend(_trained_by_end(self.pending, ends))
+        owners = _piece_by_end(self.pending, ends)
+        self.mask.extend(int(piece.trained) for piece in owners)
+        self.messages.extend(piece.message for piece in owners)
         self.pending = []
 
-    def add_token(self, token_id: int, trained: bool) -> None:
+    def add_token(self, token_id: int, trained: bool, message: int) -> None:
         self.flush()
         self.ids.append(token_id)
         self.mask.append(int(trained))
+        self.messages.append(message)
 
-    def add_image(self, length: int) -> None:
+    def add_image(self, length: int, message: int) -> None:
         self.flush()
         self.spans.append((len(self.ids), length))
         self.ids.extend([self.image_token_id] * length)
         self.mask.extend([0] * length)
+        self.messages.extend([message] * length)
 
 
-def _trained_by_end(runs: Sequence[tuple[str, bool]], ends: Sequence[int]) -> list[int]:
-    """For each token (by end offset), 1 if the character before its end lies in a trained run."""
+def _piece_by_end(runs: Sequence[Text], ends: Sequence[int]) -> list[Text]:
+    """For each token (by end offset), the text piece that holds the character before its end."""
     bounds, position = [], 0
-    for chunk, trained in runs:
-        position += len(chunk)
-        bounds.append((position, int(trained)))
-    mask, run = [], 0
+    for piece in runs:
+        position += len(piece.text)
+        bounds.append(position)
+    owners, run = [], 0
     for end in ends:
-        while bounds[run][0] < end:
+        while bounds[run] < end:
             run += 1
-        mask.append(bounds[run][1])
-    return mask
+        owners.append(runs[run])
+    return owners
 
 
 def assemble(
@@ -87,10 +94,10 @@ def assemble(
     for piece in pieces:
         if isinstance(piece, Text):
             if piece.text:
-                builder.pending.append((piece.text, trained(piece)))
+                builder.pending.append(Text(piece.text, piece.message, trained(piece)))
         elif isinstance(piece, Token):
-            builder.add_token(encoder.token_id(piece.token), trained(piece))
+            builder.add_token(encoder.token_id(piece.token), trained(piece), piece.message)
         else:
-            builder.add_image(image_lengths[piece.image])
+            builder.add_image(image_lengths[piece.image], piece.message)
     builder.flush()
-    return Assembled(builder.ids, builder.mask, builder.spans)
+    return Assembled(builder.ids, builder.mask, builder.spans, builder.messages)

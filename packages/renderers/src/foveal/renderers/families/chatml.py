@@ -73,11 +73,14 @@ class ChatWriter:
         self.open_turn("assistant", message)
 
     def system_turn(self, system: str | None, tools: Sequence[ToolSpec]) -> None:
-        """The leading system turn of the Qwen3 templates: system text, then the tools preamble if any."""
+        """The leading system turn of the Qwen3 templates: system text, then the tools preamble if any.
+
+        Written by message 0 when it is the system message, else by no message (-1): the template adds it."""
         if tools:
-            self.open_turn("system", 0)
-            self.text((system + "\n\n" if system is not None else "") + tools_preamble(tools), 0)
-            self.close_turn(0)
+            owner = 0 if system is not None else -1
+            self.open_turn("system", owner)
+            self.text((system + "\n\n" if system is not None else "") + tools_preamble(tools), owner)
+            self.close_turn(owner)
         elif system is not None:
             self.open_turn("system", 0)
             self.text(system, 0)

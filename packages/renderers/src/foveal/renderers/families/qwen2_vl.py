@@ -43,9 +43,9 @@ class Qwen2VLFamily(FamilyAdapter):
     def write(self, messages: Sequence[Message], tools: Sequence[ToolSpec], add_generation_prompt: bool) -> ChatWriter:
         out = ChatWriter()
         if not messages or messages[0].role != "system":
-            out.open_turn("system", 0)
-            out.text(DEFAULT_SYSTEM, 0)
-            out.close_turn(0)
+            out.open_turn("system", -1)  # the template's own system turn: no message wrote it
+            out.text(DEFAULT_SYSTEM, -1)
+            out.close_turn(-1)
         for index, message in enumerate(messages):
             trained = message.role == "assistant"
             out.open_turn(message.role, index)

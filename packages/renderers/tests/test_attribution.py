@@ -1,0 +1,114 @@
+"""Per-token message attribution: which message wrote each token, the role per token, loss masks by message.
+
+Checked by decoding: the tokens attributed to a message spell its turn (its header, its text, its close), the
+tokens of no message are only the template's own additions, and attribution survives RL's extension steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from foveal.renderers.rendering import RenderedConversation, Renderer
+
+import rendering_fixtures as rf
+
+
+def image(index: int = 0) -> dict[str, Any]:
+    return {"type": "image", "image": rf.image_source(index, "pil")}
+
+
+def conversation(vision: bool, system: bool = True) -> list[dict[str, Any]]:
+    first: Any = [image(0), {"type": "text", "text": "what is this"}] if vision else "what is this"
+    head = [{"role": "system", "content": "be brief"}] if system else []
+    return [
+        *head,
+        {"role": "user", "content": first},
+        {"role": "assistant", "content": "a cat"},
+        {"role": "user", "content": "and its colour"},
+        {"role": "assistant", "content": "grey"},
+    ]
+
+
+def text_of(renderer: Renderer, rendered: RenderedConversation, index: int) -> str:
+    """The decoded tokens attributed to message `index`, placeholders left out."""
+    ids = [t for t, i in zip(rendered.token_ids, rendered.message_indices, strict=True) if i == index]
+    return renderer.tokenizer.decode([t for t in ids if t != renderer.image_token_id])
+
+
+@pytest.mark.parametrize("source", ["qwen2_5_vl", "qwen3_vl", "qwen3"])
+def test_each_message_owns_exactly_its_own_turn(source: str) -> None:
+    renderer = rf.renderer(source)
+    messages = conversation(vision=source != "qwen3")
+    rendered = renderer.render(messages, add_generation_prompt=False)
+    assert len(rendered.message_indices) == len(rendered)
+    turns = ["system\nbe brief", "user\nwhat is this", "assistant\na cat", "user\nand its colour", "assistant\ngrey"]
+    vision = "<|vision_start|><|vision_end|>" if source != "qwen3" else ""
+    expected = [f"<|im_start|>{turn}<|im_end|>\n" for turn in turns]
+    expected[1] = expected[1].replace("user\n", "user\n" + vision)
+    if source == "qwen3":  # its template writes an (empty) think block into the turn after the last query
+        expected[4] = expected[4].replace("assistant\n", "assistant\n<think>\n\n</think>\n\n")
+    assert [text_of(renderer, rendered, i) for i in range(len(messages))] == expected
+    assert list(rendered.message_indices) == sorted(rendered.message_indices)  # turns in order, nothing interleaved
+    for image_span in rendered.images:
+        assert set(rendered.message_indices[image_span.offset : image_span.offset + image_span.length]) == {1}
+
+
+@pytest.mark.parametrize("source", ["qwen2_5_vl", "qwen3"])
+def test_system_turns_the_template_adds_belong_to_no_message(source: str) -> None:
+    renderer = rf.renderer(source)
+    tools = [{"type": "function", "function": {"name": "look", "parameters": {"type": "object"}}}] * (source == "qwen3")
+    rendered = renderer.render(conversation(vision=False, system=False), tools=tools)
+    added = text_of(renderer, rendered, -1)
+    assert added.startswith("<|im_start|>system\n") and added.endswith("<|im_end|>\n")
+    assert "You are a helpful assistant." in added if source == "qwen2_5_vl" else "# Tools" in added
+    assert rendered.token_roles()[: len(renderer.tokenizer(added)["input_ids"])] == ("",) * len(
+        renderer.tokenizer(added)["input_ids"]
+    )
+    assert text_of(renderer, rendered, 0) == "<|im_start|>user\nwhat is this<|im_end|>\n"
+
+
+def test_roles_per_token_follow_the_messages_and_the_generation_prompt_is_the_assistants() -> None:
+    renderer = rf.renderer("qwen3_vl")
+    messages = conversation(vision=True)[:4]
+    prompt = renderer.render(messages, add_generation_prompt=True)
+    roles = prompt.token_roles()
+    assert [roles[i] for i, index in enumerate(prompt.message_indices) if index == len(messages)] == ["assistant"] * 3
+    assert text_of(renderer, prompt, len(messages)) == "<|im_start|>assistant\n"
+    assert {role for role, index in zip(roles, prompt.message_indices, strict=True) if index == 1} == {"user"}
+    assert set(roles) == {"system", "user", "assistant"}
+
+
+def test_sampled_and_bridged_tokens_are_attributed_like_a_full_render() -> None:
+    renderer = rf.renderer("qwen2_5_vl")
+    messages = conversation(vision=True)
+    prompt = renderer.render(messages[:2], add_generation_prompt=True)
+    sampled = renderer.tokenizer("a cat<|im_end|>", add_special_tokens=False)["input_ids"]
+    turn = renderer.append_completion(prompt, sampled)
+    assert turn.message_indices[len(prompt) :] == (2,) * len(sampled)
+    bridged = renderer.bridge(turn, [messages[3]], add_generation_prompt=True)
+    full = renderer.render(messages[:4], add_generation_prompt=True)
+    assert bridged.token_ids == full.token_ids
+    # The template's "\n" after the sampled <|im_end|> closes message 2's turn, as in the full render.
+    assert bridged.message_indices == full.message_indices
+
+
+def test_loss_mask_by_message_selects_turns() -> None:
+    renderer = rf.renderer("qwen3_vl")
+    rendered = renderer.render(conversation(vision=True))
+    assert rendered.loss_mask_where(lambda index, message: True) == rendered.loss_mask
+    last = renderer.render(conversation(vision=True), loss_on="last_assistant").loss_mask
+    assert rendered.loss_mask_where(lambda index, message: index == 4) == last
+    first = rendered.loss_mask_where(lambda index, message: index == 2)
+    trained = renderer.tokenizer.decode([t for t, m in zip(rendered.token_ids, first, strict=True) if m])
+    assert trained == "a cat<|im_end|>"
+    assert not any(rendered.loss_mask_where(lambda index, message: message.role == "user"))
+
+
+def test_tinker_chunks_carry_no_messages() -> None:
+    renderer = rf.renderer("qwen3_vl")
+    rendered = renderer.render(conversation(vision=True)[:2], add_generation_prompt=True)
+    again = renderer.render_model_input(renderer.to_model_input(rendered))
+    assert again.token_ids == rendered.token_ids and set(again.message_indices) == {-1}
+    assert set(again.token_roles()) == {""}
