@@ -3,10 +3,12 @@ the retry policy and redaction are pure functions checked here without a server.
 
 from __future__ import annotations
 
+import base64
 import copy
 import logging
 import pickle
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -67,6 +69,8 @@ def test_unknown_setting_is_rejected() -> None:
 def test_credentials_in_url_become_basic_auth() -> None:
     url, auth = split_credentials(URL.rstrip("/"))
     assert url == "http://127.0.0.1:8123/prefix" and auth is not None
+    sent = next(auth.sync_auth_flow(httpx.Request("GET", url)))  # the header httpx puts on the request
+    assert sent.headers["authorization"] == "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
     assert split_credentials("http://127.0.0.1:1") == ("http://127.0.0.1:1", None)
 
 

@@ -1,7 +1,9 @@
-"""The RL losses against a hand-computed per-token reference, their gradients at ratio 1, and packing invariance."""
+"""The RL losses against a hand-computed per-token reference (with fractional weights, its gradient too), their
+gradients at ratio 1, and packing invariance."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -9,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from foveal.configs.trainer import LossConfig
+from foveal.configs.trainer import RL_LOSS_KINDS, LossConfig
 from foveal.renderers.errors import ContractError
 from foveal.trainer.data.collate import PackedBatch, PackSample, collate_packed
 from foveal.trainer.data.positions import TextPositions
@@ -17,7 +19,9 @@ from foveal.trainer.training.loss import local_loss_tokens, packed_token_weights
 from foveal.trainer.rl.loss import PolicyStats, policy_loss, rl_loss, sequence_mean
 
 VOCAB = 7
-KINDS = ("importance_sampling", "ppo", "gspo")
+KINDS = RL_LOSS_KINDS  # every RL objective the config accepts, so a new kind is held to the same references
+TOKEN_WEIGHTS = (0.25, 0.5, 1.5, 1.0)  # cycled over each completion: several different weights in every sample
+SAMPLE_WEIGHTS = (1.5, 0.5, 0.0, 0.75)
 
 
 def random_samples(seed: int, count: int, max_len: int = 8) -> list[PackSample]:
@@ -45,20 +49,57 @@ def random_logits(batch: PackedBatch, seed: int) -> torch.Tensor:
     return torch.randn(1, batch.num_tokens, VOCAB, generator=generator, dtype=torch.float64).requires_grad_(True)
 
 
-def naive_step_loss(samples: list[PackSample], logits: torch.Tensor, config: LossConfig) -> float:
-    """Token by token in Python floats: log-softmax, ratio, the kind's surrogate, KL, over the step's counted tokens."""
-    rows = logits.detach()[0].tolist()
-    total, counted, start = 0.0, 0, 0
+def fractional_samples(seed: int) -> list[PackSample]:
+    """`random_samples` with completion weights cycling through TOKEN_WEIGHTS and one of SAMPLE_WEIGHTS each."""
+    samples = random_samples(seed, count=len(SAMPLE_WEIGHTS))
+    out = []
+    for sample, sample_weight in zip(samples, SAMPLE_WEIGHTS, strict=True):
+        prompt = sum(1 for w in sample.loss_weights if w == 0)
+        completion = len(sample.token_ids) - prompt
+        weights = [0.0] * prompt + [TOKEN_WEIGHTS[i % len(TOKEN_WEIGHTS)] for i in range(completion)]
+        out.append(dataclasses.replace(sample, loss_weights=weights, sample_weight=sample_weight))
+    return out
+
+
+def near_policy(samples: list[PackSample], logits: torch.Tensor, seed: int, spread: float) -> list[PackSample]:
+    """The samples with the server's logprobs within `spread` of the trainer's under `logits`: most ratios inside
+    the clip range (where each token's weight shows in loss and gradient), a few outside it."""
+    generator = torch.Generator().manual_seed(seed)
+    own = torch.log_softmax(logits.detach()[0], dim=-1)
+    out, start = [], 0
     for sample in samples:
-        tokens = []  # (lp, mu, advantage, weight) of each counted target of this sample
+        logprobs = list(sample.logprobs)
+        for t in range(len(sample.token_ids) - 1):
+            noise = float(torch.rand(1, generator=generator, dtype=torch.float64)) * 2 - 1
+            logprobs[t + 1] = float(own[start + t, sample.token_ids[t + 1]]) + spread * noise
+        out.append(dataclasses.replace(sample, logprobs=logprobs))
+        start += len(sample.token_ids)
+    return out
+
+
+def naive_counted_targets(samples: list[PackSample], logits: torch.Tensor) -> list[list[tuple]]:
+    """Per sample, in Python floats, each counted target: (row position, token, lp, mu, advantage, weight),
+    with the weight its loss weight times its sample's weight."""
+    rows = logits.detach()[0].tolist()
+    per_sample, start = [], 0
+    for sample in samples:
+        tokens = []
         for t in range(len(sample.token_ids) - 1):
             weight = sample.loss_weights[t + 1] * sample.sample_weight
             if weight > 0:
-                row = rows[start + t]
-                log_z = math.log(sum(math.exp(x) for x in row))
-                lp = row[sample.token_ids[t + 1]] - log_z
-                tokens.append((lp, sample.logprobs[t + 1], sample.advantages[t + 1], weight))
+                row, token = rows[start + t], sample.token_ids[t + 1]
+                lp = row[token] - math.log(sum(math.exp(x) for x in row))
+                tokens.append((start + t, token, lp, sample.logprobs[t + 1], sample.advantages[t + 1], weight))
+        per_sample.append(tokens)
         start += len(sample.token_ids)
+    return per_sample
+
+
+def naive_step_loss(samples: list[PackSample], logits: torch.Tensor, config: LossConfig) -> float:
+    """Token by token in Python floats: log-softmax, ratio, the kind's surrogate, KL, over the step's counted tokens."""
+    total, counted = 0.0, 0
+    for targets in naive_counted_targets(samples, logits):
+        tokens = [(lp, mu, advantage, weight) for _, _, lp, mu, advantage, weight in targets]
         if config.kind == "gspo" and tokens:
             seq = math.exp(sum(w * (lp - mu) for lp, mu, _, w in tokens) / sum(w for *_, w in tokens))
         for lp, mu, advantage, weight in tokens:
@@ -74,6 +115,44 @@ def naive_step_loss(samples: list[PackSample], logits: torch.Tensor, config: Los
     return total / max(counted, 1)
 
 
+def naive_step_gradient(samples: list[PackSample], logits: torch.Tensor, config: LossConfig) -> torch.Tensor:
+    """d loss / d logits derived by hand, in Python floats: per counted token the derivative g of its weighted term
+    in its logprob lp, then d lp / d logits = onehot(token) - softmax(row).
+
+    importance_sampling: g = -w min(r, C) A (the importance weight held fixed); ppo: g = -w r A where the unclipped
+    branch is the minimum, else 0; gspo: through s = exp(sum_t w_t d_t / sum_t w_t), so token t of a sample gets
+    (w_t / sum w) * sum_t' (-w_t' s A_t' where unclipped); KL: + kl_coef w (1 - exp(mu - lp)).
+    """
+    rows = logits.detach()[0].tolist()
+    grad = [[0.0] * VOCAB for _ in rows]
+    per_sample = naive_counted_targets(samples, logits)
+    counted = sum(len(targets) for targets in per_sample)
+    for targets in per_sample:
+        if not targets:
+            continue
+        total_weight = sum(t[-1] for t in targets)
+        seq = math.exp(sum(w * (lp - mu) for _, _, lp, mu, _, w in targets) / total_weight)
+        seq_slope = 0.0  # d (the sample's weighted gspo terms) / d log s
+        for _, _, _, _, advantage, weight in targets:
+            bounded = min(max(seq, 1 - config.clip_low), 1 + config.clip_high)
+            seq_slope += -weight * seq * advantage if seq * advantage <= bounded * advantage else 0.0
+        for position, token, lp, mu, advantage, weight in targets:
+            ratio = math.exp(lp - mu)
+            if config.kind == "importance_sampling":
+                slope = -weight * min(ratio, config.importance_cap) * advantage
+            elif config.kind == "ppo":
+                bounded = min(max(ratio, 1 - config.clip_low), 1 + config.clip_high)
+                slope = -weight * ratio * advantage if ratio * advantage <= bounded * advantage else 0.0
+            else:
+                slope = weight / total_weight * seq_slope
+            slope += config.kl_coef * weight * (1 - math.exp(mu - lp))
+            row = rows[position]
+            z = sum(math.exp(x) for x in row)
+            for v in range(VOCAB):
+                grad[position][v] += slope * ((v == token) - math.exp(row[v]) / z) / max(counted, 1)
+    return torch.tensor([grad], dtype=logits.dtype)
+
+
 def step_tokens(batch: PackedBatch) -> int:
     return local_loss_tokens([batch])
 
@@ -87,6 +166,30 @@ def test_loss_equals_a_hand_computed_per_token_reference(kind: str, kl_coef: flo
     logits = random_logits(batch, seed=4)
     got = rl_loss(logits, batch, step_tokens(batch), config).loss
     assert got.item() == pytest.approx(naive_step_loss(samples, logits, config), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kl_coef", [0.0, 0.3])
+def test_fractional_token_and_sample_weights_scale_loss_and_gradient_as_the_hand_derived_reference(
+    kind: str, kl_coef: float
+) -> None:
+    """Loss weights 0.25 / 0.5 / 1.5 inside each completion and sample weights 1.5 / 0.5 / 0 / 0.75: every token's
+    term is scaled by its weight, not by whether it counts, GSPO's sequence ratio is the weighted mean of its
+    tokens' log-ratios, and the step still divides by the number of counted tokens. Near-policy logprobs keep
+    most ratios inside the clip range, where a wrong weight changes the value and the gradient."""
+    config = LossConfig(kind=kind, clip_low=0.2, clip_high=0.3, kl_coef=kl_coef, importance_cap=1.5)
+    samples = fractional_samples(seed=7)
+    logits = random_logits(pack(samples), seed=8)
+    samples = near_policy(samples, logits, seed=9, spread=0.3)
+    batch = pack(samples)
+    weights = packed_token_weights(batch)
+    assert len(set(weights[weights > 0].tolist())) >= 6  # products of both kinds of weight reach the packed row
+    got = rl_loss(logits, batch, step_tokens(batch), config).loss
+    (grad,) = torch.autograd.grad(got, logits)
+    assert got.item() == pytest.approx(naive_step_loss(samples, logits, config), rel=1e-5, abs=1e-6)
+    want = naive_step_gradient(samples, logits, config)
+    assert want.abs().sum() > 0
+    torch.testing.assert_close(grad, want, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind", KINDS)
