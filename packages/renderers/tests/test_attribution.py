@@ -55,12 +55,53 @@ def test_each_message_owns_exactly_its_own_turn(source: str) -> None:
         assert set(rendered.message_indices[image_span.offset : image_span.offset + image_span.length]) == {1}
 
 
-@pytest.mark.parametrize("source", ["qwen2_5_vl", "qwen3"])
+LLAMA_HEAD = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+
+
+def llama_turn(role: str, text: str) -> str:
+    return f"<|start_header_id|>{role}<|end_header_id|>\n\n{text}<|eot_id|>"
+
+
+def test_llama3_each_message_owns_its_turn_and_the_bos_belongs_to_no_message() -> None:
+    renderer = rf.renderer("llama3")
+    tools = [{"type": "function", "function": {"name": "look", "parameters": {"type": "object"}}}]
+    messages = [
+        *conversation(vision=False)[:3],
+        {"role": "assistant", "content": "", "tool_calls": [{"name": "look", "arguments": {"q": "cat"}}]},
+        {"role": "tool", "content": "grey"},
+        {"role": "assistant", "content": "grey"},
+    ]
+    rendered = renderer.render(messages, tools=tools, add_generation_prompt=True)
+    assert text_of(renderer, rendered, -1) == "<|begin_of_text|>"
+    tool_json = '{\n    "type": "function",\n    "function": {\n        "name": "look",\n        "parameters": {\n'
+    first_user = text_of(renderer, rendered, 1)
+    assert first_user.startswith("<|start_header_id|>user<|end_header_id|>\n\nGiven the following functions")
+    assert tool_json in first_user and first_user.endswith("}\n\nwhat is this<|eot_id|>")
+    assert [text_of(renderer, rendered, i) for i in (0, 2, 3, 4, 5, 6)] == [
+        llama_turn("system", "Environment: ipython\n" + LLAMA_HEAD + "be brief"),
+        llama_turn("assistant", "a cat"),
+        llama_turn("assistant", '{"name": "look", "parameters": {"q": "cat"}}'),
+        llama_turn("ipython", '"grey"'),
+        llama_turn("assistant", "grey"),
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",  # the generation prompt: the next message's
+    ]
+    assert list(rendered.message_indices) == sorted(rendered.message_indices)
+    trained = [t for t, m in zip(rendered.token_ids, rendered.loss_mask, strict=True) if m]
+    call = '{"name": "look", "parameters": {"q": "cat"}}'
+    assert renderer.tokenizer.decode(trained) == f"a cat<|eot_id|>{call}<|eot_id|>grey<|eot_id|>"
+
+
+@pytest.mark.parametrize("source", ["qwen2_5_vl", "qwen3", "llama3"])
 def test_system_turns_the_template_adds_belong_to_no_message(source: str) -> None:
     renderer = rf.renderer(source)
     tools = [{"type": "function", "function": {"name": "look", "parameters": {"type": "object"}}}] * (source == "qwen3")
     rendered = renderer.render(conversation(vision=False, system=False), tools=tools)
     added = text_of(renderer, rendered, -1)
+    if source == "llama3":  # its system turn is always there, and the tools go into the first user message
+        assert added == "<|begin_of_text|>" + llama_turn("system", LLAMA_HEAD)
+        assert text_of(renderer, rendered, 0) == llama_turn("user", "what is this")
+        assert rendered.token_roles()[: rendered.message_indices.index(0)] == ("",) * rendered.message_indices.index(0)
+        return
     assert added.startswith("<|im_start|>system\n") and added.endswith("<|im_end|>\n")
     assert "You are a helpful assistant." in added if source == "qwen2_5_vl" else "# Tools" in added
     assert rendered.token_roles()[: len(renderer.tokenizer(added)["input_ids"])] == ("",) * len(
@@ -91,6 +132,18 @@ def test_sampled_and_bridged_tokens_are_attributed_like_a_full_render() -> None:
     full = renderer.render(messages[:4], add_generation_prompt=True)
     assert bridged.token_ids == full.token_ids
     # The template's "\n" after the sampled <|im_end|> closes message 2's turn, as in the full render.
+    assert bridged.message_indices == full.message_indices
+
+
+@pytest.mark.parametrize("stop", ["<|eot_id|>", ""])
+def test_llama3_bridges_after_a_sampled_or_cut_off_turn_like_a_full_render(stop: str) -> None:
+    renderer = rf.renderer("llama3")
+    messages = conversation(vision=False)
+    prompt = renderer.render(messages[:2], add_generation_prompt=True)
+    sampled = renderer.tokenizer("a cat" + stop, add_special_tokens=False)["input_ids"]
+    bridged = renderer.bridge(renderer.append_completion(prompt, sampled), [messages[3]], add_generation_prompt=True)
+    full = renderer.render(messages[:4], add_generation_prompt=True)
+    assert bridged.token_ids == full.token_ids  # no separator after <|eot_id|>; a cut-off turn gets one
     assert bridged.message_indices == full.message_indices
 
 

@@ -74,6 +74,13 @@ def test_credentials_in_url_become_basic_auth() -> None:
     assert split_credentials("http://127.0.0.1:1") == ("http://127.0.0.1:1", None)
 
 
+def test_percent_encoded_url_credentials_are_decoded_as_httpx_would() -> None:
+    url, auth = split_credentials("http://al%40ice:p%40ss%3Aword@127.0.0.1:1/v1")
+    sent = next(auth.sync_auth_flow(httpx.Request("GET", url)))
+    assert url == "http://127.0.0.1:1/v1"
+    assert sent.headers["authorization"] == "Basic " + base64.b64encode(b"al@ice:p@ss:word").decode()
+
+
 def test_redact_text_hides_tokens_userinfo_and_bearer_values() -> None:
     text = f"GET {URL} failed; header Authorization: Bearer {TOKEN}; token={TOKEN}"
     redacted = redact_text(text, [TOKEN])

@@ -2,9 +2,11 @@
 
 Conversations are generated with hypothesis (300 per family, derandomized): text, images of 28..300 px
 in every source form, several images, multi-turn, system prompts, tools and tool calls, grouped tool
-responses, reasoning for qwen3, unicode/emoji/whitespace edge cases and empty content. The expected ids
-come only from the tiny tokenizers' real Jinja templates and the real image processor; the expected
-mask only from the template string and the HF tokenizer's offsets.
+responses, reasoning for qwen3, unicode/emoji/whitespace edge cases and empty content; for llama3 the
+system turn with and without a system message, tools in the first user message, single JSON tool calls
+(string arguments too), ipython tool results and later system messages. The expected ids come only from the
+tiny tokenizers' real Jinja templates and the real image processor; the expected mask only from the
+template string and the HF tokenizer's offsets.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from hypothesis import strategies as st
 import rendering_fixtures as rf
 
 ASSISTANT_OPEN, TURN_END = "<|im_start|>assistant\n", "<|im_end|>"
+TURN_MARKERS = {"llama3": ("<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>")}
+"""Where an assistant turn's trained text starts and ends, for families that are not ChatML."""
 TOOL_NAMES = ("lookup", "get_weather", "search_web")
 TOOLS = tuple(
     {
@@ -94,6 +98,31 @@ def qwen3_conversations(draw: st.DrawFn, vision: bool) -> tuple[list[dict[str, A
     return messages, draw(TOOL_LISTS), draw(st.booleans()), draw(st.sampled_from(LOSS_MODES))
 
 
+TOOL_CALLS_ONE = st.one_of(_CALL, _CALL.map(lambda c: {"type": "function", "function": c}))
+
+
+@st.composite
+def llama3_conversations(draw: st.DrawFn) -> tuple[list[dict[str, Any]], Any, bool, str]:
+    """Llama 3.1: a user message first after the optional system one (the tools go into it), one tool call per
+    call turn with no content beside it, tool results, and later system messages."""
+    messages: list[dict[str, Any]] = []
+    if draw(st.booleans()):
+        messages.append({"role": "system", "content": draw(TEXT_CONTENT)})
+    for turn in range(draw(st.integers(1, 3))):
+        if turn and draw(st.integers(0, 6)) == 0:
+            messages.append({"role": "system", "content": draw(rf.TEXTS)})
+        messages.append({"role": "user", "content": draw(TEXT_CONTENT)})
+        for _ in range(draw(st.integers(0, 2))):
+            if draw(st.booleans()):
+                messages.append({"role": "assistant", "content": draw(TEXT_CONTENT)})
+                continue
+            empty = draw(st.sampled_from(("", " ", "\n", None)))
+            messages.append({"role": "assistant", "content": empty, "tool_calls": [draw(TOOL_CALLS_ONE)]})
+            for _ in range(draw(st.integers(0, 2))):
+                messages.append({"role": "tool", "content": draw(TEXT_CONTENT)})
+    return messages, draw(TOOL_LISTS), draw(st.booleans()), draw(st.sampled_from(LOSS_MODES))
+
+
 def _assistant(draw: st.DrawFn, vision: bool) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": draw(TEXT_CONTENT if vision else QWEN3_ASSISTANT_TEXT)}
     calls = draw(TOOL_CALLS)
@@ -105,14 +134,16 @@ def _assistant(draw: st.DrawFn, vision: bool) -> dict[str, Any]:
 
 
 def expected_mask(source: str, family: str | None, text: str, loss_on: str, counts: list[int]) -> list[int]:
-    """The loss mask from the template string alone: tokens ending inside `assistant\\n` ... `<|im_end|>`."""
+    """The loss mask from the template string alone: tokens ending inside `assistant\\n` ... `<|im_end|>`
+    (for llama3: after the assistant header's blank line, up to and including `<|eot_id|>`)."""
     tokenizer = rf.reference(source, family).tokenizer
     encoded = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
+    assistant_open, turn_end = TURN_MARKERS.get(source, (ASSISTANT_OPEN, TURN_END))
     spans = []
-    for match in re.finditer(re.escape(ASSISTANT_OPEN), text):
-        end = text.find(TURN_END, match.end())
+    for match in re.finditer(re.escape(assistant_open), text):
+        end = text.find(turn_end, match.end())
         if end != -1:  # the generation prompt has no end
-            spans.append((match.end(), end + len(TURN_END)))
+            spans.append((match.end(), end + len(turn_end)))
     spans = spans[-1:] if loss_on == "last_assistant" else spans
     image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
     mask: list[int] = []
@@ -182,17 +213,34 @@ def test_qwen3_matches_template(conversation: tuple[Any, ...]) -> None:
     check_parity("qwen3", conversation)
 
 
+@rf.PARITY
+@given(conversation=llama3_conversations())
+def test_llama3_matches_template(conversation: tuple[Any, ...]) -> None:
+    check_parity("llama3", conversation)
+
+
+def test_llama3_writes_one_bos_although_its_tokenizer_adds_one_when_encoding() -> None:
+    renderer = rf.renderer("llama3")
+    bos = renderer.tokenizer.convert_tokens_to_ids("<|begin_of_text|>")
+    text = renderer.template_text([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    assert renderer.tokenizer(text)["input_ids"][:2] == [bos, bos]  # what encoding the template text naively gives
+    rendered = renderer.render([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    assert rendered.token_ids[0] == bos and rendered.token_ids.count(bos) == 1
+    reference = rf.reference("llama3").render_ids([{"role": "user", "content": "hi"}], None, True)
+    assert list(rendered.token_ids) == reference
+
+
 @rf.PARITY_GENERIC
 @given(conversation=qwen2_vl_conversations())
 def test_generic_expands_images_like_the_processor(conversation: tuple[Any, ...]) -> None:
     check_parity("qwen2_5_vl", conversation, family="generic")
 
 
-@pytest.mark.parametrize("source", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3"])
+@pytest.mark.parametrize("source", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3", "llama3"])
 @pytest.mark.parametrize("case", range(6))
 def test_hand_written_edge_cases_match(source: str, case: int) -> None:
     image = {"type": "image", "image": rf.image_source(0, "pil")}
-    vision = source != "qwen3"
+    vision = source not in ("qwen3", "llama3")
     cases = [
         ([{"role": "user", "content": ""}], None, True),
         ([{"role": "user", "content": []}, {"role": "assistant", "content": ""}], None, False),

@@ -20,6 +20,7 @@ ARGUMENTS = st.dictionaries(
     st.sampled_from(("q", "n", "ünï")), st.one_of(st.integers(), PLAIN, st.booleans()), max_size=3
 )
 CALLS = st.lists(st.builds(ToolCall, name=st.sampled_from(("lookup", "f_2")), arguments=ARGUMENTS), max_size=2)
+ONE_CALL = st.builds(ToolCall, name=st.sampled_from(("lookup", "f_2")), arguments=ARGUMENTS)
 
 
 def sampled(renderer: Renderer, reply: AssistantMessage, stop: bool = True) -> list[int]:
@@ -27,7 +28,8 @@ def sampled(renderer: Renderer, reply: AssistantMessage, stop: bool = True) -> l
     user = {"role": "user", "content": "q"}
     before = renderer.template_text([user], add_generation_prompt=True)
     text = renderer.template_text([user, reply])[len(before) :].rstrip("\n")
-    return renderer.tokenizer(text if stop else text.removesuffix("<|im_end|>"), add_special_tokens=False)["input_ids"]
+    end = renderer.adapter.stop_tokens[0]
+    return renderer.tokenizer(text if stop else text.removesuffix(end), add_special_tokens=False)["input_ids"]
 
 
 @ROUND_TRIP
@@ -57,6 +59,18 @@ def test_qwen2_vl_round_trips_any_content(content: str) -> None:
     )
 
 
+@ROUND_TRIP
+@given(
+    content=PLAIN.map(str.strip).filter(lambda t: not t.startswith('{"name"')),  # trimmed; not a call's start
+    call=st.one_of(st.none(), ONE_CALL),
+    stop=st.booleans(),
+)
+def test_llama3_round_trips_content_or_its_one_json_tool_call(content: str, call: Any, stop: bool) -> None:
+    renderer = rf.renderer("llama3")
+    reply = AssistantMessage(content="", tool_calls=(call,)) if call else AssistantMessage(content=content)
+    assert renderer.parse_completion(sampled(renderer, reply, stop)) == reply
+
+
 def encode(renderer: Renderer, text: str) -> list[int]:
     return renderer.tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -68,11 +82,46 @@ def test_text_after_the_stop_token_is_ignored() -> None:
 
 
 def test_stop_tokens_come_from_the_tokenizer() -> None:
-    for source in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3"):
+    for source in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3", "llama3"):
         renderer = rf.renderer(source)
-        expected = renderer.tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
-        assert list(renderer.stop_token_ids) == expected
+        stops = ["<|im_end|>", "<|endoftext|>"]
+        if source == "llama3":
+            stops = ["<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"]
+        assert list(renderer.stop_token_ids) == renderer.tokenizer.convert_tokens_to_ids(stops)
         assert renderer.tokenizer.eos_token_id in renderer.stop_token_ids
+
+
+def test_llama3_stops_at_any_of_its_stop_tokens() -> None:
+    renderer = rf.renderer("llama3")
+    for stop in ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"):
+        parsed = renderer.parse_completion(encode(renderer, f"done{stop}<|start_header_id|>user<|end_header_id|>"))
+        assert parsed == AssistantMessage(content="done")
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ('{"name": "lookup", "parameters": {"q": "ca', "invalid JSON"),
+        ('{"name": "lookup", "parameters": {"q": "cat"}} and more', "invalid JSON"),
+        ('{"name": 3, "parameters": {}}', 'string "name"'),
+        ('{"name": "lookup", "parameters": [1]}', "JSON object"),
+        ('{"name": "lookup", "arguments": {"q": "cat"}}', "JSON object"),
+    ],
+)
+def test_llama3_unusable_json_calls_stay_content_with_an_error(body: str, error: str) -> None:
+    renderer = rf.renderer("llama3")
+    parsed = renderer.parse_completion(encode(renderer, body + "<|eot_id|>"))
+    assert parsed.tool_calls == () and parsed.content == body
+    assert parsed.tool_call_errors[0].raw == body and error in parsed.tool_call_errors[0].error
+
+
+def test_llama3_reads_a_call_after_python_tag_and_leaves_other_json_as_content() -> None:
+    renderer = rf.renderer("llama3")
+    call = '<|python_tag|>{"name": "f", "parameters": {"a": 1}}<|eom_id|>'
+    tagged = renderer.parse_completion(encode(renderer, call))
+    assert tagged == AssistantMessage(content="", tool_calls=(ToolCall(name="f", arguments={"a": 1}),))
+    data = '{"answer": 4}'
+    assert renderer.parse_completion(encode(renderer, data)) == AssistantMessage(content=data)
 
 
 def test_reasoning_cut_off_by_the_token_budget_is_kept_as_reasoning() -> None:
@@ -116,5 +165,5 @@ def test_qwen2_vl_does_not_read_tool_calls_its_template_cannot_write() -> None:
 
 
 def test_empty_completion_parses_to_an_empty_message() -> None:
-    for source in ("qwen2_vl", "qwen3_vl", "qwen3"):
+    for source in ("qwen2_vl", "qwen3_vl", "qwen3", "llama3"):
         assert rf.renderer(source).parse_completion([]) == AssistantMessage(content="")

@@ -30,10 +30,22 @@ def image(index: int = 0, kind: str = "pil") -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("source", "family"),
-    [("qwen2_vl", "qwen2_vl"), ("qwen2_5_vl", "qwen2_vl"), ("qwen3_vl", "qwen3_vl"), ("qwen3", "qwen3")],
+    [
+        ("qwen2_vl", "qwen2_vl"),
+        ("qwen2_5_vl", "qwen2_vl"),
+        ("qwen3_vl", "qwen3_vl"),
+        ("qwen3", "qwen3"),
+        ("llama3", "llama3"),
+    ],
 )
 def test_family_is_detected_from_the_tokenizers_own_template(source: str, family: str) -> None:
     assert rf.renderer(source).family == family
+
+
+def test_llama3_is_refused_for_a_qwen_template_and_qwen_for_the_llama3_template() -> None:
+    for source, family in (("qwen3", "llama3"), ("llama3", "qwen3")):
+        with pytest.raises(UnknownFamily):
+            load_renderer(build_tiny_processor(source), family=family)
 
 
 def test_tiny_model_names_load_like_folders() -> None:
@@ -110,6 +122,32 @@ def test_hand_written_families_never_call_the_chat_template(monkeypatch: pytest.
         ("qwen3", [user_with({"type": "image", "image": b"x"})], None, "messages[0].content"),
         ("qwen3", [{"role": "robot", "content": "x"}], None, "messages[0]"),
         ("qwen3", [], None, "messages"),
+        ("llama3", [user_with({"type": "text", "text": "q"}, image(0))], None, "messages[0].content"),
+        (
+            "llama3",
+            [{"role": "assistant", "content": "a", "reasoning_content": "r"}],
+            None,
+            "messages[0].reasoning_content",
+        ),
+        (
+            "llama3",
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [{"name": "f"}] * 2}],
+            None,
+            "messages[1].tool_calls",
+        ),
+        (
+            "llama3",
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": "lost", "tool_calls": [{"name": "f"}]}],
+            None,
+            "messages[1].content",
+        ),
+        ("llama3", [{"role": "system", "content": "s"}], [{"type": "function", "function": {"name": "f"}}], "messages"),
+        (
+            "llama3",
+            [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}],
+            [{"type": "function", "function": {"name": "f"}}],
+            "messages[1].role",
+        ),
     ],
 )
 def test_content_a_template_would_drop_is_refused_naming_the_field(
@@ -199,9 +237,10 @@ def test_prefix_stability_is_declared_per_family() -> None:
     assert rf.renderer("qwen2_vl").prefix_stable
     assert not rf.renderer("qwen3_vl").prefix_stable
     assert not rf.renderer("qwen3").prefix_stable
+    assert rf.renderer("llama3").prefix_stable and "first user message" in rf.renderer("llama3").prefix_note
     assert rf.renderer("qwen2_5_vl", "generic").prefix_stable
     assert not rf.renderer("qwen3", "generic").prefix_stable
-    for source in ("qwen2_vl", "qwen3_vl", "qwen3"):
+    for source in ("qwen2_vl", "qwen3_vl", "qwen3", "llama3"):
         assert "bridge" in rf.renderer(source).prefix_note
 
 

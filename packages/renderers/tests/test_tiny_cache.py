@@ -35,8 +35,8 @@ def test_same_recipe_reuses_the_folder_without_rewriting_it(tiny_processor_dir, 
 
 
 def test_families_get_distinct_folders(tiny_processor_dir):
-    names = {tiny_processor_dir(family).name for family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3")}
-    assert len(names) == 4
+    names = {tiny_processor_dir(family).name for family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3", "llama3")}
+    assert len(names) == 5
 
 
 def test_a_changed_recipe_gets_a_new_folder(tmp_path):

@@ -279,3 +279,105 @@ def test_tool_schemas_are_written_as_compact_unsorted_json(qwen3_render):
     tool = {"type": "function", "function": {"name": "z", "description": "é ü", "parameters": {"b": 1, "a": 2}}}
     rendered = qwen3_render([{"role": "user", "content": "x"}], tools=[tool])
     assert f"<tools>\n{json.dumps(tool, ensure_ascii=False)}\n</tools>" in rendered
+
+
+LLAMA_BOS = "<|begin_of_text|>"
+LLAMA_CUTOFF = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+WEATHER_INDENTED = (
+    '{\n    "type": "function",\n    "function": {\n        "name": "get_weather",\n'
+    '        "description": "Current weather.",\n        "parameters": {\n            "type": "object",\n'
+    '            "properties": {\n                "city": {\n                    "type": "string"\n'
+    '                }\n            },\n            "required": [\n                "city"\n            ]\n'
+    "        }\n    }\n}"
+)
+LLAMA_FORMAT = (
+    'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.'
+    "Do not use variables.\n\n"
+)
+
+
+def llama_turn(role: str, text: str) -> str:
+    return f"<|start_header_id|>{role}<|end_header_id|>\n\n{text}<|eot_id|>"
+
+
+@pytest.fixture
+def llama3_render(tiny_tokenizer):
+    tokenizer = tiny_tokenizer("llama3")
+    return lambda messages, **kwargs: tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+
+
+def test_llama3_always_writes_its_system_turn_and_trims_content(llama3_render):
+    messages = [{"role": "user", "content": "  Hi there \n"}, {"role": "assistant", "content": "\nHello! "}]
+    assert llama3_render(messages, add_generation_prompt=False) == (
+        LLAMA_BOS
+        + llama_turn("system", LLAMA_CUTOFF)
+        + llama_turn("user", "Hi there")
+        + llama_turn("assistant", "Hello!")
+    )
+    prompt = llama3_render(messages[:1], add_generation_prompt=True)
+    assert prompt.endswith("<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+def test_llama3_puts_the_system_message_after_the_date_and_keeps_later_system_turns(llama3_render):
+    messages = [
+        {"role": "system", "content": " Be brief.\n"},
+        {"role": "user", "content": "Hi"},
+        {"role": "system", "content": " late rule "},
+        {"role": "user", "content": "Go"},
+    ]
+    assert llama3_render(messages, date_string="01 Jan 2025") == (
+        LLAMA_BOS
+        + llama_turn("system", "Cutting Knowledge Date: December 2023\nToday Date: 01 Jan 2025\n\nBe brief.")
+        + llama_turn("user", "Hi")
+        + llama_turn("system", "late rule")
+        + llama_turn("user", "Go")
+    )
+
+
+def test_llama3_tools_go_into_the_first_user_message_calls_are_json_results_are_ipython(llama3_render):
+    messages = [
+        {"role": "system", "content": "You help."},
+        {"role": "user", "content": " Weather in Paris? "},
+        {"role": "assistant", "content": "", "tool_calls": [call("get_weather", {"city": "Paris"})]},
+        {"role": "tool", "content": " sunny, 25°C "},
+        {"role": "assistant", "content": "Sunny."},
+    ]
+    user = (
+        "Given the following functions, please respond with a JSON for a function call with its proper "
+        "arguments that best answers the given prompt.\n\n" + LLAMA_FORMAT + WEATHER_INDENTED + "\n\nWeather in Paris?"
+    )
+    assert llama3_render(messages, tools=[WEATHER], add_generation_prompt=True) == (
+        LLAMA_BOS
+        + llama_turn("system", "Environment: ipython\n" + LLAMA_CUTOFF + "You help.")
+        + llama_turn("user", user)
+        + llama_turn("assistant", '{"name": "get_weather", "parameters": {"city": "Paris"}}')
+        + llama_turn("ipython", '" sunny, 25°C "')
+        + llama_turn("assistant", "Sunny.")
+        + "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+
+
+def test_llama3_can_put_tools_in_the_system_turn_instead(llama3_render):
+    messages = [{"role": "user", "content": "Weather?"}]
+    system = (
+        "Environment: ipython\n" + LLAMA_CUTOFF + "You have access to the following functions. To call a function, "
+        "please respond with JSON for a function call." + LLAMA_FORMAT + WEATHER_INDENTED + "\n\n"
+    )
+    assert llama3_render(messages, tools=[WEATHER], tools_in_user_message=False) == (
+        LLAMA_BOS + llama_turn("system", system) + llama_turn("user", "Weather?")
+    )
+
+
+def test_llama3_drops_call_content_and_refuses_several_calls_or_no_user_for_the_tools(llama3_render):
+    import jinja2
+
+    one = {"role": "assistant", "content": "Let me check.", "tool_calls": [call("get_weather", '{"city": "Oslo"}')]}
+    rendered = llama3_render([{"role": "user", "content": "Oslo?"}, one])
+    # The content is dropped, and arguments given as a string are written through tojson: quoted.
+    quoted = '{"name": "get_weather", "parameters": "{\\"city\\": \\"Oslo\\"}"}'
+    assert rendered.endswith(llama_turn("assistant", quoted))
+    two = {**one, "tool_calls": one["tool_calls"] * 2}
+    with pytest.raises(jinja2.TemplateError, match="one tool call"):
+        llama3_render([{"role": "user", "content": "Oslo?"}, two])
+    with pytest.raises(jinja2.TemplateError, match="must follow the system message"):
+        llama3_render([{"role": "system", "content": "s"}], tools=[WEATHER])

@@ -45,8 +45,12 @@ def test_tokenizer_has_the_real_special_tokens_eos_and_pad(family, tiny_tokenize
     tokenizer = tiny_tokenizer(family)
     spec = family_spec(family)
     ids = TinyTokenIds.from_folder(tiny_processor_dir(family))
-    assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token) == ("<|im_end|>", "<|endoftext|>", None)
+    expected = ("<|im_end|>", "<|endoftext|>", None)
+    if family == "llama3":
+        expected = ("<|eot_id|>", "<|finetune_right_pad_id|>", "<|begin_of_text|>")
+    assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token) == expected
     assert tokenizer.eos_token_id == ids.eos_id and tokenizer.pad_token_id == ids.pad_id
+    assert tokenizer.bos_token_id == ids.bos_id
     # Added tokens follow the learned vocabulary, contiguous and in the real order, as 151643.. in Qwen.
     first = ids.vocab_size - len(spec.added_tokens)
     assert [ids.id_of(t) for t in spec.added_tokens] == list(range(first, ids.vocab_size))
@@ -63,6 +67,16 @@ def test_thinking_and_tool_tags_are_single_tokens_kept_by_skip_special_tokens(ti
         assert tokenizer.convert_tokens_to_ids(tag) in ids
     kept = "assistant\n<think>\nhmm\n</think>\n\n<tool_call>\n{}\n</tool_call>"
     assert tokenizer.decode(ids, skip_special_tokens=True) == kept
+
+
+def test_llama3_tokens_are_all_special_and_encoding_adds_the_bos_like_the_real_tokenizer(tiny_tokenizer):
+    tokenizer = tiny_tokenizer("llama3")
+    assert type(tokenizer).__name__ == "TokenizersBackend"  # PreTrainedTokenizerFast: tokenizer.json as is
+    bos = tokenizer.bos_token_id
+    assert tokenizer("hi")["input_ids"][0] == bos and tokenizer("hi", add_special_tokens=False)["input_ids"][0] != bos
+    text = "<|start_header_id|>assistant<|end_header_id|>\n\nhi<|eot_id|><|python_tag|>"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "assistant\n\nhi"
 
 
 def test_bpe_has_learned_realistic_merges(tiny_tokenizer):
@@ -131,6 +145,6 @@ def test_preprocessor_configs_use_each_real_familys_keys(tiny_processor_dir, tin
 
 
 def test_unknown_family_is_rejected_with_the_known_ones(tmp_path):
-    with pytest.raises(UnknownFamily, match="qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3"):
+    with pytest.raises(UnknownFamily, match="qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3, llama3"):
         build_tiny_processor("llava", tmp_path)
     assert not list(tmp_path.iterdir())

@@ -27,7 +27,9 @@ CLASS_NAMES = {
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
     "qwen3_vl": "Qwen3VLForConditionalGeneration",
     "qwen3": "Qwen3ForCausalLM",
+    "llama3": "LlamaForCausalLM",
 }
+TEXT_FAMILIES = ("qwen3", "llama3")
 
 
 def image_batch(processor, size=(320, 200)):
@@ -92,7 +94,24 @@ def test_qwen3_text_forward_backward_on_cpu(tiny_model_dir, load_tiny_model):
     assert model.lm_head.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("family", [*VLM_FAMILIES, "qwen3"])
+def test_llama3_text_forward_backward_on_cpu(tiny_model_dir, load_tiny_model):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir("llama3"))
+    batch = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"}],
+        return_tensors="pt",
+        return_dict=True,
+    )
+    ids = batch["input_ids"][0].tolist()
+    assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+    model = load_tiny_model("llama3").train()
+    output = model(**batch, labels=batch["input_ids"])
+    output.loss.backward()
+    assert math.isfinite(output.loss.item())
+    assert model.lm_head.weight is not model.model.embed_tokens.weight  # untied, as Llama 3.1 8B
+    assert model.config.rope_parameters["rope_type"] == "llama3"
+
+
+@pytest.mark.parametrize("family", [*VLM_FAMILIES, *TEXT_FAMILIES])
 def test_config_uses_the_tokenizers_ids_and_real_shapes(family, tiny_model_dir, load_tiny_model):
     folder = tiny_model_dir(family)
     tokenizer, ids = AutoTokenizer.from_pretrained(folder), TinyTokenIds.from_folder(folder)
@@ -100,8 +119,13 @@ def test_config_uses_the_tokenizers_ids_and_real_shapes(family, tiny_model_dir, 
     assert type(model).__name__ == CLASS_NAMES[family]
     text = model.config.get_text_config()
     assert text.vocab_size == len(tokenizer) == ids.vocab_size
-    assert (text.bos_token_id, text.eos_token_id, text.pad_token_id) == (ids.pad_id, ids.eos_id, ids.pad_id)
-    assert model.generation_config.eos_token_id == [tokenizer.eos_token_id, tokenizer.pad_token_id]
+    if family == "llama3":  # bos <|begin_of_text|>, and every stop token is an eos, as the real configs
+        stops = tokenizer.convert_tokens_to_ids(["<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"])
+        assert (text.bos_token_id, text.eos_token_id, text.pad_token_id) == (ids.bos_id, stops, ids.pad_id)
+        assert tokenizer.eos_token_id in stops and model.generation_config.eos_token_id == stops
+    else:
+        assert (text.bos_token_id, text.eos_token_id, text.pad_token_id) == (ids.pad_id, ids.eos_id, ids.pad_id)
+        assert model.generation_config.eos_token_id == [tokenizer.eos_token_id, tokenizer.pad_token_id]
     assert (text.hidden_size, text.num_hidden_layers) == (64, 2)
     if family_spec(family).is_vlm:
         config = model.config
@@ -113,7 +137,7 @@ def test_config_uses_the_tokenizers_ids_and_real_shapes(family, tiny_model_dir, 
         assert sum(text.rope_parameters["mrope_section"]) == head_dim // 2
 
 
-@pytest.mark.parametrize("family", [*VLM_FAMILIES, "qwen3"])
+@pytest.mark.parametrize("family", [*VLM_FAMILIES, *TEXT_FAMILIES])
 def test_reload_through_auto_classes_gives_the_built_models_logits(
     family, tiny_model_dir, tiny_processor, load_tiny_model
 ):

@@ -21,6 +21,7 @@ from foveal.renderers.errors import UnknownFamily
 from foveal.renderers.families.base import FamilyAdapter
 from foveal.renderers.families.generic import GenericFamily
 from foveal.renderers.families.image_refs import ImageResolver
+from foveal.renderers.families.llama3 import Llama3Family
 from foveal.renderers.families.pieces import template_text
 from foveal.renderers.families.probes import Probe, first_mismatch, keeps_earlier_turns
 from foveal.renderers.families.qwen2_vl import Qwen2VLFamily
@@ -30,7 +31,7 @@ from foveal.renderers.layout import LayoutSpec, spec_from_image_processor, with_
 from foveal.renderers.messages import InvalidMessage
 from foveal.renderers.store import ImageStore
 
-HAND_WRITTEN = ("qwen2_vl", "qwen3_vl", "qwen3")
+HAND_WRITTEN = ("qwen2_vl", "qwen3_vl", "qwen3", "llama3")
 FAMILY_NAMES = (*HAND_WRITTEN, "generic")
 _HINTS = {
     "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_vl", "Qwen2VLProcessor": "qwen2_vl",
@@ -110,6 +111,8 @@ def _hand_written(name: str, enable_thinking: bool | None) -> FamilyAdapter:
         return Qwen3VLFamily()
     if name == "qwen3":
         return Qwen3Family(enable_thinking=enable_thinking)
+    if name == "llama3":
+        return Llama3Family()
     raise UnknownFamily("family", name, f"one of {list(FAMILY_NAMES)}")
 
 

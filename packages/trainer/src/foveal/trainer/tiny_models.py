@@ -4,7 +4,8 @@
 `foveal.renderers.tiny`) plus config.json, generation_config.json and model.safetensors, so
 `AutoProcessor` and `AutoModelForImageTextToText` / `AutoModelForCausalLM` load it offline. The shapes keep
 what the training code depends on (mrope sections summing to head_dim/2, GQA, the 2x2 patch merge, Qwen3-VL
-deepstack, Qwen2.5-VL window attention) at a size that builds and runs a step in well under a second on CPU.
+deepstack, Qwen2.5-VL window attention, Llama 3's rope scaling) at a size that builds and runs a step in
+well under a second on CPU.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 import torch
 from transformers import (
     GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
     PreTrainedConfig,
     PreTrainedModel,
     Qwen2_5_VLConfig,
@@ -100,13 +103,33 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "vision": None,
         "tie_word_embeddings": True,
     },
+    # Llama 3.1's rope: theta 5e5 with the "llama3" frequency scaling of the real config.json, its original
+    # context shrunk with the tiny one (real: 8192 scaled by 8 to 65536 of 131072; tiny: 512 by 8 to 4096).
+    "llama3": {
+        "text": {
+            "head_dim": HEAD_DIM,
+            "rope_parameters": {
+                "rope_type": "llama3",
+                "rope_theta": 5e5,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 512,
+            },
+        },
+        "vision": None,
+        "tie_word_embeddings": False,
+    },
 }
 _CLASSES: dict[str, tuple[type[PreTrainedConfig], type[PreTrainedModel]]] = {
     "qwen2_vl": (Qwen2VLConfig, Qwen2VLForConditionalGeneration),
     "qwen2_5_vl": (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration),
     "qwen3_vl": (Qwen3VLConfig, Qwen3VLForConditionalGeneration),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+    "llama3": (LlamaConfig, LlamaForCausalLM),
 }
+# Llama 3.1 stops on any of these (its config.json and generation_config.json list all three as eos).
+_LLAMA3_STOPS = ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")
 
 
 def build_tiny_model(family: str, cache_root: Path | None = None) -> Path:
@@ -154,9 +177,17 @@ def tiny_config(spec: FamilySpec, ids: TinyTokenIds) -> PreTrainedConfig:
     )
 
 
-def _special_ids(ids: TinyTokenIds) -> dict[str, int]:
-    # As the real configs: bos = pad = <|endoftext|>, eos = <|im_end|>.
-    return {"bos_token_id": ids.pad_id, "eos_token_id": ids.eos_id, "pad_token_id": ids.pad_id}
+def _special_ids(ids: TinyTokenIds) -> dict[str, Any]:
+    if ids.bos_id is None:  # Qwen, as the real configs: bos = pad = <|endoftext|>, eos = <|im_end|>.
+        return {"bos_token_id": ids.pad_id, "eos_token_id": ids.eos_id, "pad_token_id": ids.pad_id}
+    # Llama 3.1: bos <|begin_of_text|>, every stop token as eos; pad <|finetune_right_pad_id|> (the tokenizer's).
+    stops = [ids.id_of(token) for token in _LLAMA3_STOPS]
+    return {"bos_token_id": ids.bos_id, "eos_token_id": stops, "pad_token_id": ids.pad_id}
+
+
+def _stop_ids(ids: TinyTokenIds) -> list[int]:
+    """What generation stops on: Qwen's <|im_end|> or <|endoftext|>; Llama's three stop tokens."""
+    return [ids.eos_id, ids.pad_id] if ids.bos_id is None else [ids.id_of(token) for token in _LLAMA3_STOPS]
 
 
 def init_tiny_model(spec: FamilySpec, ids: TinyTokenIds) -> PreTrainedModel:
@@ -164,9 +195,9 @@ def init_tiny_model(spec: FamilySpec, ids: TinyTokenIds) -> PreTrainedModel:
     _, model_class = _CLASSES[spec.name]
     torch.manual_seed(SEED)
     model = model_class(tiny_config(spec, ids)).eval()
-    # The real generation configs stop on either <|im_end|> or <|endoftext|>.
+    special = _special_ids(ids)
     model.generation_config = GenerationConfig(
-        bos_token_id=ids.pad_id, eos_token_id=[ids.eos_id, ids.pad_id], pad_token_id=ids.pad_id
+        bos_token_id=special["bos_token_id"], eos_token_id=_stop_ids(ids), pad_token_id=ids.pad_id
     )
     return model
 

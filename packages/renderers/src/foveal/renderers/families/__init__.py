@@ -2,9 +2,18 @@
 
 from foveal.renderers.families.base import FamilyAdapter
 from foveal.renderers.families.generic import GenericFamily
+from foveal.renderers.families.llama3 import Llama3Family
 from foveal.renderers.families.qwen2_vl import Qwen2VLFamily
 from foveal.renderers.families.qwen3 import Qwen3Family
 from foveal.renderers.families.qwen3_vl import Qwen3VLFamily
 from foveal.renderers.families.reference import ReferenceRenderer
 
-__all__ = ["FamilyAdapter", "GenericFamily", "Qwen2VLFamily", "Qwen3Family", "Qwen3VLFamily", "ReferenceRenderer"]
+__all__ = [
+    "FamilyAdapter",
+    "GenericFamily",
+    "Llama3Family",
+    "Qwen2VLFamily",
+    "Qwen3Family",
+    "Qwen3VLFamily",
+    "ReferenceRenderer",
+]

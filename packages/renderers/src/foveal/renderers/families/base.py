@@ -51,6 +51,16 @@ class FamilyAdapter(ABC):
         return {}
 
 
+class TextFamilyAdapter(FamilyAdapter):
+    """A text-only template: it is given each message's content as one string, as text models' templates expect."""
+
+    def template_messages(self, messages: Sequence[Message]) -> list[dict[str, Any]]:
+        dicts = template_dicts(messages)
+        for message, out in zip(messages, dicts, strict=True):
+            out["content"] = message.text()
+        return dicts
+
+
 def refuse(field: str, value: Any, family: str, why: str) -> InvalidMessage:
     """The error for content a family's template would drop without a trace."""
     return InvalidMessage(field, value, f"content the {family} chat template renders ({why})")

@@ -1,10 +1,11 @@
-"""Sampled text -> AssistantMessage for ChatML families, inverting what their templates write.
+"""Sampled text -> AssistantMessage, inverting what each family's template writes into an assistant turn.
 
-The templates write an assistant turn as `[<think>\\n{reasoning}\\n</think>\\n\\n]{content}` followed by
-`\\n<tool_call>\\n{json}\\n</tool_call>` blocks (the first `\\n` only when content is non-empty). Parsing is
-tolerant because completions are sampled: a missing `</think>` means the budget ran out mid-reasoning, a
-block that is not valid JSON stays in `content` verbatim with a `ToolCallError`, never an exception,
-so an RL loop can score the turn instead of crashing on it.
+The ChatML templates write an assistant turn as `[<think>\\n{reasoning}\\n</think>\\n\\n]{content}` followed by
+`\\n<tool_call>\\n{json}\\n</tool_call>` blocks (the first `\\n` only when content is non-empty). Llama 3.1
+writes a tool call as the whole turn instead: one bare `{"name": ..., "parameters": {...}}` object, no
+tags, no content beside it. Parsing is tolerant because completions are sampled: a missing `</think>`
+means the budget ran out mid-reasoning, a block that is not valid JSON stays in `content` verbatim with a
+`ToolCallError`, never an exception, so an RL loop can score the turn instead of crashing on it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from foveal.renderers.messages import AssistantMessage, ToolCall, ToolCallError
 
@@ -26,10 +28,19 @@ class CompletionFormat:
 
     reasoning: bool
     tool_calls: bool
+    tool_call_style: Literal["tagged", "json"] = "tagged"
+    """"tagged": `<tool_call>` blocks after the content (Qwen); "json": the turn is one bare JSON call (Llama 3.1)."""
+
+
+JSON_CALL_START = '{"name"'
+"""How the Llama 3.1 template starts a tool-call turn: a reply starting so is read as a call (or flagged)."""
+PYTHON_TAG = "<|python_tag|>"
 
 
 def parse_assistant_text(text: str, fmt: CompletionFormat) -> AssistantMessage:
     """Split sampled text into reasoning, content and tool calls the way the family's template joins them."""
+    if fmt.tool_calls and fmt.tool_call_style == "json":
+        return _parse_json_call(text)
     reasoning, rest = _split_reasoning(text) if fmt.reasoning else (None, text)
     if not fmt.tool_calls or CALL_OPEN not in rest:
         return AssistantMessage(content=rest, reasoning_content=reasoning)
@@ -39,6 +50,29 @@ def parse_assistant_text(text: str, fmt: CompletionFormat) -> AssistantMessage:
     return AssistantMessage(
         content=head + content, reasoning_content=reasoning, tool_calls=tuple(calls), tool_call_errors=tuple(errors)
     )
+
+
+def _parse_json_call(text: str) -> AssistantMessage:
+    """A reply that is one `{"name": ..., "parameters": {...}}` object (surrounding whitespace and a leading
+    `<|python_tag|>` allowed) is a tool call with no content; one that starts like a call but does not parse
+    stays content with a `ToolCallError`; anything else is content, verbatim."""
+    body = text.strip().removeprefix(PYTHON_TAG).lstrip()
+    if not body.startswith(JSON_CALL_START):
+        return AssistantMessage(content=text)
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError as err:
+        return _not_a_call(text, f"invalid JSON: {err.msg} at char {err.pos}")
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return _not_a_call(text, 'expected a JSON object with a string "name"')
+    parameters = data.get("parameters")
+    if not isinstance(parameters, dict):
+        return _not_a_call(text, '"parameters" must be a JSON object')  # missing too: never guessed as {}
+    return AssistantMessage(content="", tool_calls=(ToolCall(name=data["name"], arguments=parameters),))
+
+
+def _not_a_call(text: str, error: str) -> AssistantMessage:
+    return AssistantMessage(content=text, tool_call_errors=(ToolCallError(raw=text, error=error),))
 
 
 def _split_reasoning(text: str) -> tuple[str | None, str]:

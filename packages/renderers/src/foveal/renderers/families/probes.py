@@ -2,9 +2,10 @@
 
 A hand-written family is only trusted for a tokenizer if it writes the same string as that tokenizer's
 own template on these probes: system prompts (present and absent), images in user and tool turns, tools
-and tool calls, reasoning, grouped tool responses and generation prompts. Probes a family refuses (content
-its template would drop) are skipped for it. The same probes measure whether a template keeps earlier
-turns unchanged when more follow (`prefix_stable` of the generic family).
+and tool calls (also text-only after a system prompt, for the text families), reasoning, grouped tool
+responses and generation prompts. Probes a family refuses (content its template would drop) are skipped
+for it. The same probes measure whether a template keeps earlier turns unchanged when more follow
+(`prefix_stable` of the generic family).
 """
 
 from __future__ import annotations
@@ -74,6 +75,17 @@ PROBES: tuple[Probe, ...] = (
         add_generation_prompt=False,
     ),
     Probe((UserMessage(content="Hello"), AssistantMessage(content="Hey!")), add_generation_prompt=False),
+    Probe(
+        (
+            SystemMessage(content="Use the tool."),
+            UserMessage(content="Define dog."),
+            AssistantMessage(content="", tool_calls=(ToolCall(name="lookup", arguments={"word": "dog"}),)),
+            ToolMessage(content="a loyal canine"),
+            AssistantMessage(content="A loyal canine."),
+            UserMessage(content="Thanks"),
+        ),
+        tools=(_TOOL,),
+    ),
 )
 
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from foveal.renderers.families.base import FamilyAdapter, refuse_images
+from foveal.renderers.families.base import TextFamilyAdapter, refuse_images
 from foveal.renderers.families.chatml import ChatWriter, tool_calls_text
 from foveal.renderers.families.completion import THINK_CLOSE, THINK_OPEN, CompletionFormat
-from foveal.renderers.messages import AssistantMessage, Message, ToolSpec, UserMessage, template_dicts
+from foveal.renderers.messages import AssistantMessage, Message, ToolSpec, UserMessage
 
 
-class Qwen3Family(FamilyAdapter):
+class Qwen3Family(TextFamilyAdapter):
     name = "qwen3"
     layout_family = None
     completion = CompletionFormat(reasoning=True, tool_calls=True)
@@ -38,12 +38,6 @@ class Qwen3Family(FamilyAdapter):
 
     def check(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> None:
         refuse_images(messages, self.name, frozenset(), "text only")
-
-    def template_messages(self, messages: Sequence[Message]) -> list[dict[str, Any]]:
-        dicts = template_dicts(messages)
-        for message, out in zip(messages, dicts, strict=True):
-            out["content"] = message.text()
-        return dicts
 
     def template_kwargs(self) -> dict[str, Any]:
         return {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}

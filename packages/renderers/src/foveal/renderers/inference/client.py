@@ -17,7 +17,7 @@ import os
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, Literal, Self, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_serializer
@@ -71,7 +71,8 @@ def split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
     if parts.username is None:
         return url, None
     netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=netloc)), httpx.BasicAuth(parts.username, parts.password or "")
+    user, password = unquote(parts.username), unquote(parts.password or "")  # `al%40ice` means `al@ice`
+    return urlunsplit(parts._replace(netloc=netloc)), httpx.BasicAuth(user, password)
 
 
 class ClientTimeouts(BaseModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 
 import xxhash
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import BPE
 
 from foveal.renderers.tiny.corpus import training_corpus
@@ -69,7 +69,18 @@ def _trained_json() -> str:
 
 
 def family_tokenizer(spec: FamilySpec) -> Tokenizer:
-    """The trained BPE plus the family's added tokens, marked special or not as in the real tokenizer."""
+    """The trained BPE plus the family's added tokens, marked special or not as in the real tokenizer.
+
+    A family with a `bos_token` (Llama 3) also gets the real post-processor that puts it before every
+    encoding made with add_special_tokens; chat templates write it themselves and are encoded without it.
+    """
     tokenizer = Tokenizer.from_str(_trained_json())
     tokenizer.add_tokens([AddedToken(t, special=spec.is_special(t), normalized=False) for t in spec.added_tokens])
+    if spec.bos_token is not None:
+        bos = spec.bos_token
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos}:0 $A:0",
+            pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
+            special_tokens=[(bos, tokenizer.token_to_id(bos))],
+        )
     return tokenizer

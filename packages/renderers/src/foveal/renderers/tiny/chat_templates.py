@@ -31,7 +31,22 @@ qwen3 (Qwen3 text):
   - tool calls and grouped tool responses as qwen3_vl (text only);
   - add_generation_prompt appends "<|im_start|>assistant\\n", plus "<think>\\n\\n</think>\\n\\n" when
     enable_thinking is False.
-Not reproduced: video timestamps and the Qwen3-VL "Thinking" variants.
+llama3 (Llama 3.1 Instruct, text; from its tokenizer_config.json chat_template, as copied in many public repositories):
+  - bos_token first, then a system turn that is always written: "<|start_header_id|>system<|end_header_id|>\n\n",
+    "Environment: ipython\n" when tools are given, "Cutting Knowledge Date: December 2023\nToday Date: "
+    + date_string (default "26 Jul 2024") + "\n\n", the leading system message's content trimmed, "<|eot_id|>";
+  - with tools and tools_in_user_message (the default), the first message after the system one, whatever its role,
+    becomes a user turn: the "Given the following functions, ..." preamble, each tool as tojson(indent=4) + "\n\n",
+    then that message's content trimmed (no message there: the template raises); with tools_in_user_message false
+    the "You have access to the following functions. ..." preamble and the tools go into the system turn;
+  - every other turn "<|start_header_id|>{role}<|end_header_id|>\n\n{content | trim}<|eot_id|>", later system
+    messages included; no newline between turns;
+  - an assistant message with tool_calls prints only its call, '{"name": "...", "parameters": ' + tojson + "}",
+    and raises unless there is exactly one; tool (or ipython) messages are "ipython" turns whose content is
+    written with tojson when it is a mapping or iterable (a string too: it gets quoted), untrimmed;
+  - add_generation_prompt appends "<|start_header_id|>assistant<|end_header_id|>\n\n".
+Not reproduced: video timestamps, the Qwen3-VL "Thinking" variants, and Llama's builtin_tools (<|python_tag|>
+calls ending in <|eom_id|>).
 """
 
 from __future__ import annotations
@@ -45,6 +60,7 @@ _PARTS = {
     "qwen2_vl": ("media", "qwen2_vl"),
     "qwen3_vl": ("media", "tools", "qwen3_vl"),
     "qwen3": ("tools", "qwen3"),
+    "llama3": ("llama3",),
 }
 TEMPLATE_NAMES = tuple(_PARTS)
 

@@ -4,6 +4,10 @@ The tiny models exist so tests and the demo exercise the real transformers class
 renderer or the layout math can observe (token order, which added tokens are `special`, eos/pad, the
 preprocessor_config.json keys, patch/merge sizes) follows the real hub files; only the sizes shrink
 (a ~2k-token BPE instead of 151k, at most 256 merged image tokens instead of 16k).
+
+The text-only `llama3` family (Llama 3.1 / 3.2 Instruct) shares the trained BPE and its Qwen2 pipeline (the
+real Llama 3 split regex differs only in grouping up to three digits); what it copies is the added tokens,
+bos/eos/pad, the BOS the tokenizer adds when encoding, and the chat template.
 """
 
 from __future__ import annotations
@@ -64,6 +68,22 @@ _NOT_SPECIAL = frozenset(
 EOS_TOKEN = "<|im_end|>"
 PAD_TOKEN = "<|endoftext|>"
 
+# Llama 3.1 / 3.2 Instruct: the first added tokens of the real tokenizer (ids 128000..128010), all special.
+# The real list goes on with <|reserved_special_token_3|>.. up to 256 tokens; nothing renders those.
+_LLAMA3_TOKENS = (
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|reserved_special_token_0|>",
+    "<|reserved_special_token_1|>",
+    "<|finetune_right_pad_id|>",
+    "<|reserved_special_token_2|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eom_id|>",
+    "<|eot_id|>",
+    "<|python_tag|>",
+)
+
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -117,6 +137,12 @@ class FamilySpec:
     """Name of the chat template in `foveal.renderers.tiny.chat_templates`."""
     model_max_length: int
     vision: VisionSpec | None
+    tokenizer_class: str = "Qwen2Tokenizer"
+    """`tokenizer_class` of the real tokenizer_config.json (it decides how transformers rebuilds the pipeline)."""
+    eos_token: str = EOS_TOKEN
+    pad_token: str = PAD_TOKEN
+    bos_token: str | None = None
+    """Set for families whose tokenizer adds a BOS token when encoding with add_special_tokens (Llama 3)."""
 
     @property
     def is_vlm(self) -> bool:
@@ -128,8 +154,8 @@ class FamilySpec:
 
     @property
     def extra_special_tokens(self) -> list[str]:
-        """The real tokenizer_config's additional special tokens: every special added token but <|endoftext|>."""
-        return [t for t in self.added_tokens if self.is_special(t) and t != PAD_TOKEN]
+        """The real tokenizer_config's additional special tokens: every special added token but the pad token."""
+        return [t for t in self.added_tokens if self.is_special(t) and t != self.pad_token]
 
 
 def _qwen2_vision(processor_class: str) -> VisionSpec:
@@ -166,6 +192,17 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
     "qwen2_5_vl": FamilySpec("qwen2_5_vl", _QWEN2_5_TOKENS, "qwen2_vl", 131072, _qwen2_vision("Qwen2_5_VLProcessor")),
     "qwen3_vl": FamilySpec("qwen3_vl", _QWEN3_TOKENS, "qwen3_vl", 262144, _QWEN3_VL_VISION),
     "qwen3": FamilySpec("qwen3", _QWEN3_TOKENS, "qwen3", 131072, None),
+    "llama3": FamilySpec(
+        "llama3",
+        _LLAMA3_TOKENS,
+        "llama3",
+        131072,
+        None,
+        tokenizer_class="PreTrainedTokenizerFast",
+        eos_token="<|eot_id|>",
+        pad_token="<|finetune_right_pad_id|>",
+        bos_token="<|begin_of_text|>",
+    ),
 }
 FAMILIES = tuple(FAMILY_SPECS)
 VLM_FAMILIES = tuple(name for name, spec in FAMILY_SPECS.items() if spec.is_vlm)

@@ -18,7 +18,7 @@ import orjson
 from foveal.renderers.tiny import bpe
 from foveal.renderers.tiny.cache import materialize, source_digest
 from foveal.renderers.tiny.chat_templates import chat_template
-from foveal.renderers.tiny.families import EOS_TOKEN, PAD_TOKEN, FamilySpec, family_spec
+from foveal.renderers.tiny.families import FamilySpec, family_spec
 
 
 def build_tiny_processor(family: str, cache_root: Path | None = None) -> Path:
@@ -44,12 +44,29 @@ def processor_recipe(spec: FamilySpec) -> dict[str, Any]:
 
 
 def tokenizer_config(spec: FamilySpec) -> dict[str, Any]:
-    """tokenizer_config.json as transformers 5 reads it: Qwen2Tokenizer, eos <|im_end|>, pad <|endoftext|>, no bos."""
+    """tokenizer_config.json as transformers 5 reads it: Qwen2Tokenizer, eos <|im_end|>, pad <|endoftext|>, no bos.
+
+    Llama 3 keeps the keys of its real file instead: the generic fast tokenizer (tokenizer.json used as is,
+    BOS added by its post-processor), bos <|begin_of_text|>, eos <|eot_id|>, and <|finetune_right_pad_id|>
+    as pad (the pad the Llama 3.1 recipes use; the hub file itself names none). The hub file's
+    clean_up_tokenization_spaces=true is written as false: transformers 5 ignores it for BPE tokenizers
+    anyway, and only warns on every load.
+    """
+    if spec.tokenizer_class == "PreTrainedTokenizerFast":
+        return {
+            "tokenizer_class": spec.tokenizer_class,
+            "bos_token": spec.bos_token,
+            "eos_token": spec.eos_token,
+            "pad_token": spec.pad_token,
+            "clean_up_tokenization_spaces": False,
+            "model_input_names": ["input_ids", "attention_mask"],
+            "model_max_length": spec.model_max_length,
+        }
     config: dict[str, Any] = {
-        "tokenizer_class": "Qwen2Tokenizer",
-        "bos_token": None,
-        "eos_token": EOS_TOKEN,
-        "pad_token": PAD_TOKEN,
+        "tokenizer_class": spec.tokenizer_class,
+        "bos_token": spec.bos_token,
+        "eos_token": spec.eos_token,
+        "pad_token": spec.pad_token,
         "unk_token": None,
         "add_prefix_space": False,
         "clean_up_tokenization_spaces": False,

@@ -1,6 +1,7 @@
 """The ids of a built tiny tokenizer's added tokens, read from its tokenizer.json without transformers.
 
-Renderers need ids like <|image_pad|> and <|im_end|> to build prompts and check placeholder spans; the ids
+Renderers need ids like <|image_pad|> and <|im_end|> (<|eot_id|> for Llama 3) to build prompts and check
+placeholder spans; the ids
 depend on the learned vocabulary's size, so they are read from the built folder instead of hard-coded.
 """
 
@@ -22,13 +23,25 @@ class TinyTokenIds:
 
     vocab_size: int
     added: Mapping[str, int]
+    eos_token: str = EOS_TOKEN
+    pad_token: str = PAD_TOKEN
+    bos_token: str | None = None
 
     @classmethod
     def from_folder(cls, folder: Path) -> TinyTokenIds:
+        """Ids from tokenizer.json; which tokens are eos/pad/bos from tokenizer_config.json (Qwen's if absent)."""
         data = orjson.loads((Path(folder) / "tokenizer.json").read_bytes())
         added = {token["content"]: token["id"] for token in data["added_tokens"]}
         vocab_size = max([*data["model"]["vocab"].values(), *added.values()]) + 1
-        return cls(vocab_size=vocab_size, added=MappingProxyType(added))
+        config_path = Path(folder) / "tokenizer_config.json"
+        config = orjson.loads(config_path.read_bytes()) if config_path.is_file() else {}
+        return cls(
+            vocab_size=vocab_size,
+            added=MappingProxyType(added),
+            eos_token=config.get("eos_token") or EOS_TOKEN,
+            pad_token=config.get("pad_token") or PAD_TOKEN,
+            bos_token=config.get("bos_token"),
+        )
 
     def id_of(self, token: str) -> int:
         if token not in self.added:
@@ -37,11 +50,16 @@ class TinyTokenIds:
 
     @property
     def eos_id(self) -> int:
-        return self.id_of(EOS_TOKEN)
+        return self.id_of(self.eos_token)
 
     @property
     def pad_id(self) -> int:
-        return self.id_of(PAD_TOKEN)
+        return self.id_of(self.pad_token)
+
+    @property
+    def bos_id(self) -> int | None:
+        """The BOS the tokenizer adds when encoding (Llama 3); None for the Qwen families, which have none."""
+        return None if self.bos_token is None else self.id_of(self.bos_token)
 
     @property
     def im_start_id(self) -> int:
