@@ -196,3 +196,15 @@ def test_unknown_command_is_rejected_without_importing_any_plugin(
     code, _, err = run(["smoke-test"], capsys)
     assert code == 2
     assert err == "foveal: error: argument <command>: invalid choice: 'smoke-test' (choose from 'config', 'smoke')\n"
+
+
+def test_a_reader_that_stops_early_gets_one_line_and_no_traceback() -> None:
+    """`foveal config keys | head -1`: the pipe closes while the command still writes."""
+    script = shutil.which("foveal", path=str(Path(sys.executable).parent))
+    assert script, "the foveal console script is not installed next to the interpreter"
+    process = subprocess.Popen([script, "config", "keys"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    process.stdout.close()  # before the command has imported anything, so every write meets a closed pipe
+    _, errors = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert errors == "foveal: error: the output was closed before the command finished (broken pipe)\n"

@@ -59,8 +59,10 @@ def test_foveal_sft_command_trains_from_a_config_file(
     overrides = ["--logging.run_dir", str(run_dir), "--sft.dataset", "shapes:16", "--trainer.seq_len", "256",
                  "--trainer.micro_batch_tokens", "512", "--trainer.device", "cpu"]  # fmt: skip
     assert main(["sft", "--config", str(config_file), *overrides]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "sft: steps 1-2" in out and str(run_dir / "checkpoints" / "step-00000002") in out
+    # Our progress display owns stderr: transformers' loading and checkpoint-writing bars stay off.
+    assert "Loading weights" not in err and "Writing model shards" not in err, err[-2000:]
     assert len(read_metrics(run_dir / "metrics.jsonl")) == 2
 
 

@@ -9,6 +9,7 @@ so `foveal --help` imports no config model (pydantic) and no command's job modul
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points, version
@@ -51,11 +52,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.foveal_command.run(args)
     except ConfigError as error:
         return _fail(error)
+    except BrokenPipeError:
+        return _output_closed()
 
 
 def _fail(error: Exception) -> int:
     print(f"foveal: error: {error}", file=sys.stderr)
     return 2
+
+
+def _output_closed() -> int:
+    """The reader of stdout went away (`foveal config keys | head`): one line, no traceback, exit status 1.
+
+    stdout is pointed at /dev/null first, so the interpreter's last flush of it cannot fail a second time."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    print("foveal: error: the output was closed before the command finished (broken pipe)", file=sys.stderr)
+    return 1
 
 
 def build_parser(commands: Sequence[Command], requested: str | None) -> ArgumentParser:

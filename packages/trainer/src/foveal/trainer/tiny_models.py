@@ -41,6 +41,7 @@ from foveal.renderers.tiny import (
     source_digest,
     write_processor_files,
 )
+from foveal.trainer.model.quiet import quiet_progress
 
 SEED = 0
 # Text decoder shared by all families: 4 query heads of 16 over 2 KV heads (GQA, as the real models).
@@ -204,4 +205,5 @@ def init_tiny_model(spec: FamilySpec, ids: TinyTokenIds) -> PreTrainedModel:
 
 def _write_model(spec: FamilySpec, folder: Path) -> None:
     write_processor_files(spec, folder)
-    init_tiny_model(spec, TinyTokenIds.from_folder(folder)).save_pretrained(folder)
+    with quiet_progress():
+        init_tiny_model(spec, TinyTokenIds.from_folder(folder)).save_pretrained(folder)

@@ -27,6 +27,7 @@ from foveal.trainer.model.attention import FLEX_SETTING, VARLEN_SETTING, set_att
 from foveal.trainer.model.checkpointing import set_activation_checkpointing
 from foveal.trainer.model.flex_padding import set_flex_bucket
 from foveal.trainer.model.fused_kernels import apply_kernels
+from foveal.trainer.model.quiet import quiet_progress
 from foveal.trainer.tiny_models import build_tiny_model
 
 TINY_PREFIX = "tiny:"
@@ -86,7 +87,8 @@ def load_model(config: ModelConfig, source: str, device: torch.device, training:
     hf_config = AutoConfig.from_pretrained(source, trust_remote_code=config.trust_remote_code)
     vision = getattr(hf_config, "vision_config", None) is not None
     auto = AutoModelForImageTextToText if vision else AutoModelForCausalLM
-    model = auto.from_pretrained(source, dtype=_DTYPES[config.dtype], trust_remote_code=config.trust_remote_code)
+    with quiet_progress():
+        model = auto.from_pretrained(source, dtype=_DTYPES[config.dtype], trust_remote_code=config.trust_remote_code)
     attention = training_attention(config.attn_implementation, device)
     set_attention(model, attention if training else generation_attention(attention))
     set_flex_bucket(model, config.flex_bucket_tokens)

@@ -66,6 +66,9 @@ def run_rl_trainer(config: RLConfig) -> RLTrainerResult:
         batches = (wait_for_batch(run_dir, step, trainer.rollout_timeout_s) for step in remaining)
         for step, rollouts, clock in run.steps(batches):
             run.record(train_step(run, config, packer, step, rollouts, clock))
+            # Published only once its metrics are logged: a stop right after the orchestrator sees the step
+            # (the launcher stops everyone when one child dies) can no longer lose the step's metrics row.
+            publish_progress(run_dir, step, run.last_checkpoint, context)
             run.plot()
     return run.finish(RLTrainerResult, history=tuple(run.history))
 
@@ -74,7 +77,7 @@ def train_step(
     run: TrainingRun, config: RLConfig, packer: RLPacker, step: int, rollouts: RLBatch, clock: StepClock
 ) -> RLStepMetrics:
     """Check the batch's policy lag, pack it, then forward and RL loss per micro-batch, backward, optimizer step,
-    and checkpoint and publish the new policy; the step's metrics with where its time went."""
+    and checkpoint the new policy (published by the caller); the step's metrics with where its time went."""
     lag = check_policy_lag(step, rollouts.policy_version, config.orchestrator.max_async_level)
     batch = packer.pack(rollouts)
     packed = time.perf_counter()
@@ -93,7 +96,7 @@ def train_step(
     trained = time.perf_counter()
 
     # Every step: the checkpoint is the next policy (RLConfig refuses checkpoint.every_steps != 1).
-    publish_progress(config.logging.run_dir, step, run.checkpoint(step), run.context)
+    run.checkpoint(step)
     done = time.perf_counter()
 
     rank_step = batch.rank_step(rank_loss, done - clock.started, waited=packed - clock.started)

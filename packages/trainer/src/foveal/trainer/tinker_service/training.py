@@ -22,6 +22,7 @@ import torch
 
 from foveal.trainer.data.collate import Packable, collate_packed, pack_item
 from foveal.trainer.data.packing import plan_micro_batches
+from foveal.trainer.model.quiet import quiet_progress
 from foveal.trainer.data.positions import position_scheme
 from foveal.trainer.data.samples import TrainingSample
 from foveal.trainer.training.chunked_ce import packed_token_nll
@@ -118,8 +119,9 @@ class TrainedModel:
         temp = folder.with_name(f".tmp-{folder.name}")
         shutil.rmtree(temp, ignore_errors=True)
         state = self.adapters.merged_state_dict(self.model) if self.adapters is not None else None
-        self.model.save_pretrained(temp, state_dict=state)
-        processor.save_pretrained(temp)
+        with quiet_progress():
+            self.model.save_pretrained(temp, state_dict=state)
+            processor.save_pretrained(temp)
         temp.rename(folder)
 
 

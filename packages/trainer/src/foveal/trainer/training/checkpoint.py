@@ -43,6 +43,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from foveal.configs.trainer import CheckpointConfig
+from foveal.trainer.model.quiet import quiet_progress
 from foveal.trainer.training.distributed import DistributedContext
 from foveal.trainer.runs.layout import CHECKPOINT_PREFIX, CHECKPOINT_STATE_FILE, checkpoint_name
 
@@ -187,8 +188,9 @@ def _write_shared(
     state: TrainingState,
 ) -> None:
     """Rank 0's part: model (+ processor files), optimizer, schedule and the trainer state, written last."""
-    model.save_pretrained(temp, state_dict=model_state)
-    processor.save_pretrained(temp)
+    with quiet_progress():
+        model.save_pretrained(temp, state_dict=model_state)
+        processor.save_pretrained(temp)
     tensors, plain = _split_optimizer(optimizer_state)
     save_file(tensors, temp / "optimizer.safetensors")
     _write_json(temp / "optimizer.json", plain)
