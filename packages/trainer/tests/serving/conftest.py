@@ -21,11 +21,13 @@ from foveal.trainer.serving.testing import RunningServer, start_server
 
 MODEL = "tiny:qwen2_5_vl"
 FAMILY = "qwen2_5_vl"
+ALIAS = "my-model"
+"""A second name the shared test server answers to (`[inference].served_model_name`)."""
 
 
 def serve_config(root: Path, **inference: Any) -> ServeConfig:
     """A loopback server over the tiny VLM; its image store is `<root>/store`."""
-    defaults = {"max_model_len": 512, "max_batch_size": 8, "request_timeout_s": 30.0}
+    defaults = {"max_model_len": 512, "max_batch_size": 8, "request_timeout_s": 30.0, "served_model_name": [ALIAS]}
     return ServeConfig.model_validate(
         {
             "model": {"name_or_path": MODEL},

@@ -84,6 +84,7 @@ def scripted_app(name: str, token: str) -> FastAPI:
         answer = ServerInfo(
             model=name, family="qwen2_vl", backend="transformers", max_model_len=64, weight_version=state["version"],
             state=state["state"], image_token_id=None, stop_token_ids=(0,), layout_fingerprint=None,
+            served_model_names=(f"{name}-alias",),
         )  # fmt: skip
         return Response(answer.model_dump_json(), media_type="application/json")
 

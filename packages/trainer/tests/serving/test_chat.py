@@ -22,7 +22,7 @@ from foveal.renderers.tiny import build_tiny_processor
 from foveal.trainer.serving.app.chat import _choice
 from foveal.trainer.serving.testing import RunningServer
 
-from .conftest import MODEL, picture
+from .conftest import ALIAS, MODEL, picture
 
 TOOLS = [{"type": "function", "function": {"name": "zoom", "description": "Zoom in.", "parameters": {
     "type": "object", "properties": {"factor": {"type": "number"}}, "required": ["factor"]}}}]  # fmt: skip
@@ -130,3 +130,16 @@ def test_sampled_tool_calls_come_back_as_openai_tool_calls(tiny_cache_root: Path
     call = choice.message.tool_calls[0]
     assert (call.function.name, json.loads(call.function.arguments)) == ("zoom", {"factor": 2})
     assert len(choice.logprobs.content) == len(ids)  # type: ignore[union-attr]
+
+
+def test_the_served_model_name_is_accepted_listed_and_named_when_wrong(server: RunningServer) -> None:
+    hello = [{"role": "user", "content": "hi"}]
+    assert chat(server, model=ALIAS, messages=hello, max_tokens=2).status_code == 200
+    wrong = chat(server, model="gpt-4o", messages=hello, max_tokens=2)
+    assert wrong.status_code == 404 and wrong.json()["error"]["field"] == "model"
+    assert f"{MODEL!r}, {ALIAS!r}" in wrong.json()["error"]["message"]
+    listed = httpx.get(f"{server.url}/v1/models", timeout=30)
+    assert listed.status_code == 200
+    body = listed.json()
+    assert body["object"] == "list" and [card["id"] for card in body["data"]] == [MODEL, ALIAS]
+    assert all(card["object"] == "model" and card["owned_by"] == "foveal" for card in body["data"])

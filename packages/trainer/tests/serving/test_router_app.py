@@ -369,3 +369,11 @@ def test_upstream_credentials_never_reach_the_router_logs(
         assert len(answers) == 4
     assert "not up yet" in caplog.text and "HTTP Request" in caplog.text
     assert "pa55word" not in caplog.text and TOKEN not in caplog.text
+
+
+def test_the_router_lists_the_models_its_servers_answer_to(fronted: Router, pair: list[Upstream]) -> None:
+    listed = httpx.get(f"{fronted.url}/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert listed.status_code == 200, listed.text
+    ids = [card["id"] for card in listed.json()["data"]]
+    assert ids[0] in {upstream.name for upstream in pair} and ids == [ids[0], f"{ids[0]}-alias"]
+    assert httpx.get(f"{fronted.url}/v1/models", timeout=10).status_code == 401

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 from foveal.configs.http import HttpLimits
 from foveal.configs.router import RouterConfig
@@ -28,6 +28,11 @@ class InferenceConfig(BaseModel):
     tensor_parallel: int = Field(default=1, ge=1, description="GPUs per model replica (tensor parallel).")
     data_parallel: int = Field(default=1, ge=1, description="Model replicas per server (data parallel).")
     max_batch_size: int = Field(default=8, ge=1, description="Most sequences one server decodes at once.")
+    served_model_name: tuple[Annotated[str, StringConstraints(min_length=1, max_length=256)], ...] = Field(
+        default=(),
+        description="More names OpenAI clients may send as `model` (the model's own name always works); "
+        "`GET /v1/models` lists them after it.",
+    )
     max_model_len: int = Field(default=2048, ge=1, description="Longest prompt + completion, in tokens.")
     num_servers: int = Field(default=1, ge=1, description="Number of servers behind the router.")
     max_restarts: int = Field(

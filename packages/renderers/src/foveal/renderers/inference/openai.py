@@ -145,3 +145,19 @@ class ChatCompletionResponse(_Lenient):
     usage: Usage | None = None
     prompt_token_ids: tuple[int, ...] | None = Field(default=None, description="With return_token_ids.")
     weight_version: int | None = Field(default=None, description="Foveal servers: the weights that answered.")
+
+
+class ModelCard(_Lenient):
+    """One entry of `GET /v1/models`."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "foveal"
+
+
+class ModelList(_Lenient):
+    """`GET /v1/models`: every name the server answers to, as OpenAI clients list them."""
+
+    object: Literal["list"] = "list"
+    data: tuple[ModelCard, ...]

@@ -145,6 +145,13 @@ class ServerInfo(WireModel):
     image_token_id: int | None
     stop_token_ids: tuple[int, ...]
     layout_fingerprint: str | None = Field(description="Fingerprint of the served image processor, if any.")
+    served_model_names: tuple[str, ...] = Field(
+        default=(), description="More names the server answers to as OpenAI `model` (`[inference].served_model_name`)."
+    )
+
+    def model_names(self) -> tuple[str, ...]:
+        """Every name a request may give as `model`: the model's own first."""
+        return (self.model, *(name for name in self.served_model_names if name != self.model))
 
 
 class Health(WireModel):
@@ -181,6 +188,7 @@ class Endpoints:
     TOKENIZE = "/v1/tokenize"
     DETOKENIZE = "/v1/detokenize"
     INFO = "/v1/info"
+    MODELS = "/v1/models"
     HEALTH = "/health"
     PAUSE = "/control/pause"
     RESUME = "/control/resume"

@@ -31,6 +31,7 @@ from foveal.renderers.inference.wire import (
     ServerState,
     UpdateWeightsRequest,
 )
+from foveal.trainer.serving.app.data import model_list
 from foveal.trainer.serving.app.limits import CONTROL_BODY_BYTES
 from foveal.trainer.serving.fleet import (
     Fleet,
@@ -93,6 +94,15 @@ def create_router_app(fleet: Fleet, api_token: SecretStr | None, max_request_byt
             authorize(request, api_token)
         try:
             return json_answer(await fleet.info())
+        except InferenceError as error:
+            return failure(error)
+
+    @app.get(Endpoints.MODELS)
+    async def models(request: Request) -> Response:
+        if api_token is not None:
+            authorize(request, api_token)
+        try:
+            return json_answer(model_list(await fleet.info()))
         except InferenceError as error:
             return failure(error)
 

@@ -61,6 +61,7 @@ def route_rules(settings: AppSettings) -> list[RouteRule]:
         RouteRule(Endpoints.TOKENIZE, small, data),
         RouteRule(Endpoints.DETOKENIZE, small, data),
         RouteRule(Endpoints.INFO, NO_BODY_BYTES, data),
+        RouteRule(Endpoints.MODELS, NO_BODY_BYTES, data),
         RouteRule("/v1/", settings.max_request_bytes, data),
         RouteRule(Endpoints.HEALTH, NO_BODY_BYTES),
     ]

@@ -41,8 +41,9 @@ def chat_routes(backend: InferenceBackend, guard: Callable[[Request], None]) -> 
     @router.post(Endpoints.CHAT_COMPLETIONS, response_model_exclude_none=True)
     async def chat_completions(request: ChatCompletionRequest) -> ChatCompletionResponse:
         info = backend.info()
-        if request.model != info.model:
-            raise RequestError("not_found", 404, f"model: this server serves {info.model!r}", "model")
+        if request.model not in info.model_names():
+            names = ", ".join(repr(name) for name in info.model_names())
+            raise RequestError("not_found", 404, f"model: this server serves {names} (GET /v1/models)", "model")
         rendered = await asyncio.to_thread(_render, backend.renderer, request)
         generate = GenerateRequest(
             prompt_token_ids=rendered.token_ids,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from fastapi import APIRouter, Depends, Request
 
+from foveal.renderers.inference.openai import ModelCard, ModelList
 from foveal.renderers.inference.wire import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -21,7 +23,7 @@ from foveal.trainer.serving.backends.base import InferenceBackend
 
 
 def data_routes(backend: InferenceBackend, guard: Callable[[Request], None]) -> APIRouter:
-    """Routes under /v1 (guarded by `guard`) and the unguarded /health."""
+    """Routes under /v1 (guarded by `guard`: generate, tokenize, detokenize, info, models) and the unguarded /health."""
     router = APIRouter()
     guarded = APIRouter(dependencies=[Depends(guard)])
 
@@ -41,9 +43,19 @@ def data_routes(backend: InferenceBackend, guard: Callable[[Request], None]) -> 
     def info() -> ServerInfo:
         return backend.info()
 
+    @guarded.get(Endpoints.MODELS)
+    def models() -> ModelList:
+        return model_list(backend.info())
+
     @router.get(Endpoints.HEALTH)
     def health() -> Health:
         return backend.health()
 
     router.include_router(guarded)
     return router
+
+
+def model_list(info: ServerInfo) -> ModelList:
+    """`GET /v1/models` of a server (or of the router, from an upstream's info): the names it answers to."""
+    created = int(time.time())
+    return ModelList(data=tuple(ModelCard(id=name, created=created) for name in info.model_names()))

@@ -85,6 +85,7 @@ class TransformersBackend:
             image_token_id=self.renderer.image_token_id,
             stop_token_ids=self.stop_token_ids,
             layout_fingerprint=self.materializer.adapter.spec.fingerprint if self.materializer else None,
+            served_model_names=self.config.inference.served_model_name,
         )
 
     def health(self) -> Health:

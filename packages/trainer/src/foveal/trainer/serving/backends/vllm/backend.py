@@ -118,6 +118,7 @@ class VLLMBackend:
             image_token_id=self.renderer.image_token_id,
             stop_token_ids=self.stop_token_ids,
             layout_fingerprint=self.image_checks.adapter.spec.fingerprint if self.image_checks else None,
+            served_model_names=self.config.inference.served_model_name,
         )
 
     def health(self) -> Health:
