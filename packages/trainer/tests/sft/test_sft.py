@@ -15,6 +15,7 @@ from foveal.configs.cli import main
 from foveal.renderers.errors import ContractError
 from foveal.trainer.training.metrics import read_metrics
 from foveal.trainer.sft.train import UnsupportedSetting, run_sft
+from foveal.trainer.training.checkpoint import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[4]
 FAMILY = "qwen2_5_vl"
@@ -110,3 +111,19 @@ def test_freeze_vision_on_a_text_only_model_names_the_setting(
     refused = r"trainer.freeze_vision: a model with a vision tower \(got 'Qwen3ForCausalLM'\)"
     with pytest.raises(ContractError, match=refused):
         run_sft(load_config(SFTConfig, [], [*overrides, "--sft.dataset", str(tmp_path / "unused.jsonl")]))
+
+
+
+def test_rerunning_into_a_finished_run_folder_is_one_line_naming_the_setting(
+    tiny_model_dir: Callable[[str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    overrides = sft_config(tmp_path / "run", tiny_model_dir(FAMILY), "--sft.max_steps", "1")
+    assert main(["sft", *overrides]) == 0
+    capsys.readouterr()
+    assert main(["sft", *overrides]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("foveal sft: error: trainer.checkpoint.resume: true to continue the run")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+    with pytest.raises(CheckpointError, match="trainer.checkpoint.resume"):  # --debug: the traceback, for bug reports
+        main(["--debug", "sft", *overrides])

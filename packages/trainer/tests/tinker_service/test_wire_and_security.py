@@ -157,3 +157,18 @@ def test_the_service_refuses_keys_the_sdk_would_not_send(key: str, monkeypatch: 
     monkeypatch.setenv("FOVEAL_TINKER_API_KEY", key)
     with pytest.raises(ApiKeyError, match="tinker.api_key_env"):
         read_api_key(TinkerServiceSection())
+
+
+
+def test_serve_tinker_without_its_key_variable_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from foveal.configs.cli import main
+
+    monkeypatch.delenv("FOVEAL_TINKER_API_KEY", raising=False)
+    assert main(["serve-tinker"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "foveal serve-tinker: error: tinker.api_key_env: FOVEAL_TINKER_API_KEY is not set: "
+        "export FOVEAL_TINKER_API_KEY=tml-... or set tinker.api_key_file\n"
+    )

@@ -18,7 +18,7 @@ from typing import NoReturn
 from foveal.configs import config_command
 from foveal.configs.arguments import parse_args
 from foveal.configs.command import ENTRY_POINT_GROUP, Command
-from foveal.configs.errors import ConfigError, UsageError
+from foveal.configs.errors import ConfigError, RunError, UsageError
 
 BUILTINS: tuple[Command, ...] = (config_command.command,)
 
@@ -38,7 +38,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one `foveal` subcommand and return its exit status (2 for usage or config errors)."""
+    """Run one `foveal` subcommand and return its exit status (2 for usage or config errors, 1 for a `RunError`:
+    one line, no traceback unless `--debug`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         requested = _requested(argv)
@@ -52,6 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.foveal_command.run(args)
     except ConfigError as error:
         return _fail(error)
+    except RunError as error:
+        if args.debug:
+            raise
+        print(f"foveal {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         return _output_closed()
 
@@ -74,6 +80,7 @@ def build_parser(commands: Sequence[Command], requested: str | None) -> Argument
     """The top-level parser with one subparser per command; only `requested` adds its arguments."""
     parser = ArgumentParser(prog="foveal", description="Train vision-language models with SFT and RL.")
     parser.add_argument("--version", action="version", version=f"foveal {version('foveal-configs')}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of run-time errors")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for command in commands:
         sub = subparsers.add_parser(command.name, help=command.help, description=command.help)

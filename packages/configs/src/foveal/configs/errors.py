@@ -62,3 +62,9 @@ def preview(value: object, limit: int = 80) -> str:
 
 class UsageError(Exception):
     """A malformed command line; the CLI prints it as one line and exits with status 2."""
+
+
+class RunError(Exception):
+    """A predictable run-time error the user can fix (a run folder that exists, a key that is not set, a checkpoint
+    that cannot be resumed): `foveal` prints its message as one line naming what to change and exits with
+    status 1; `foveal --debug <command>` shows the traceback instead. Each package's such errors subclass it."""

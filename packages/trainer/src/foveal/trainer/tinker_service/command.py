@@ -15,6 +15,7 @@ import os
 
 import uvicorn
 
+from foveal.configs.errors import RunError
 from foveal.trainer.serving.http_server import uvicorn_config
 from foveal.configs import config_from_args
 from foveal.configs.tinker_service import TinkerServiceConfig, TinkerServiceSection
@@ -25,7 +26,7 @@ from foveal.trainer.tinker_service.service import TinkerService
 KEY_PREFIX = "tml-"
 
 
-class ApiKeyError(ValueError):
+class ApiKeyError(RunError, ValueError):
     """The API key cannot be read or is not one the SDK would send; names where it was looked for."""
 
     def __init__(self, field: str, expected: str) -> None:
@@ -44,6 +45,10 @@ def read_api_key(section: TinkerServiceSection) -> str:
     else:
         key = os.environ.get(section.api_key_env, "").strip()
         field = "tinker.api_key_env"
+        if not key:
+            variable = section.api_key_env
+            fix = f"export {variable}={KEY_PREFIX}... or set tinker.api_key_file"
+            raise ApiKeyError(field, f"{variable} is not set: {fix}")
     if not key.startswith(KEY_PREFIX) or len(key) < len(KEY_PREFIX) + 16:
         raise ApiKeyError(field, f"an API key of the form {KEY_PREFIX}<at least 16 characters> (the SDK's format)")
     return key

@@ -42,6 +42,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from foveal.configs.errors import RunError
 from foveal.configs.trainer import CheckpointConfig
 from foveal.trainer.model.quiet import quiet_progress
 from foveal.trainer.training.distributed import DistributedContext
@@ -55,7 +56,7 @@ _FULL_OPTIMIZER_LOAD = StateDictOptions(full_state_dict=True, cpu_offload=True, 
 tower after text-only steps) has no saved state; strict loading would refuse such a checkpoint."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(RunError, ValueError):
     """A checkpoint folder that cannot be resumed from; names the file or field and what was wrong."""
 
     def __init__(self, field: str, value: object, expected: str) -> None:
