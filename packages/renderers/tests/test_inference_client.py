@@ -218,11 +218,9 @@ def test_connection_errors_fail_over_to_the_next_url(server_url: str, script: Sc
 
 
 def test_unreachable_server_raises_after_bounded_attempts() -> None:
-    started = time.monotonic()
     with pytest.raises(InferenceError) as caught:
         asyncio.run(generate(client_for(dead_url()), "plain-dead"))
     assert caught.value.status is None and caught.value.code == "unavailable" and caught.value.attempts == 4
-    assert time.monotonic() - started < 5
 
 
 def test_read_timeout_is_typed_and_not_retried(server_url: str, script: Script) -> None:
@@ -232,12 +230,13 @@ def test_read_timeout_is_typed_and_not_retried(server_url: str, script: Script) 
     assert caught.value.attempts == 1 and script.count("slow-1.0") == 1
 
 
-def test_overall_deadline_bounds_a_call(server_url: str) -> None:
+def test_overall_deadline_bounds_a_call(server_url: str, script: Script) -> None:
+    """The 0.3 s deadline ends the call while the server still works on its 1.1 s answer: a timeout that names the
+    deadline (not the 600 s read timeout) after the one request, which is not retried."""
     client = client_for(server_url, retry=RetryPolicy(deadline_s=0.3, initial_backoff_s=0.01))
-    started = time.monotonic()
-    with pytest.raises(InferenceTimeout, match="deadline"):
+    with pytest.raises(InferenceTimeout, match="deadline") as caught:
         asyncio.run(generate(client, "slow-1.1"))
-    assert time.monotonic() - started < 1.0
+    assert caught.value.attempts == 1 and script.count("slow-1.1") == 1
 
 
 def test_malformed_success_answer_is_an_error(server_url: str) -> None:
