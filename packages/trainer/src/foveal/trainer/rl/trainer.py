@@ -84,9 +84,9 @@ def train_step(
 
     loss_tokens = int(run.context.sum([local_loss_tokens(batch.micro_batches)])[0])
     rank_loss, stats = 0.0, PolicyStats()
+    bonus = config.trainer.loss.entropy_coef > 0  # the entropy keeps its graph only when the loss uses it
     for micro_batch in run.accumulate(batch.micro_batches):
         with run.precision.autocast():
-            bonus = config.trainer.loss.entropy_coef > 0
             scores = packed_token_scores(run.model, micro_batch, config.trainer.loss_chunk_tokens, bonus)
         result = rl_nll_loss(scores.nll, micro_batch, loss_tokens, config.trainer.loss, entropy=scores.entropy)
         result.loss.backward()

@@ -28,6 +28,7 @@ from foveal.renderers.inference.wire import (
     Endpoints,
     Health,
     PauseRequest,
+    ServerInfo,
     ServerState,
     UpdateWeightsRequest,
 )
@@ -88,23 +89,22 @@ def create_router_app(fleet: Fleet, api_token: SecretStr | None, max_request_byt
     for path in DATA_PLANE:
         app.add_api_route(path, proxy(path), methods=["POST"])
 
-    @app.get(Endpoints.INFO)
-    async def info(request: Request) -> Response:
+    async def from_info(request: Request, answer: Callable[[ServerInfo], BaseModel]) -> Response:
+        """An answer made from an upstream's `/v1/info` (data token checked first)."""
         if api_token is not None:
             authorize(request, api_token)
         try:
-            return json_answer(await fleet.info())
+            return json_answer(answer(await fleet.info()))
         except InferenceError as error:
             return failure(error)
 
+    @app.get(Endpoints.INFO)
+    async def info(request: Request) -> Response:
+        return await from_info(request, lambda served: served)
+
     @app.get(Endpoints.MODELS)
     async def models(request: Request) -> Response:
-        if api_token is not None:
-            authorize(request, api_token)
-        try:
-            return json_answer(model_list(await fleet.info()))
-        except InferenceError as error:
-            return failure(error)
+        return await from_info(request, model_list)
 
     @app.get(Endpoints.HEALTH)
     async def health() -> Response:
