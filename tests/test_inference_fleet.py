@@ -136,7 +136,7 @@ def fleet(checkpoints: tuple[Path, Path], tmp_path_factory: pytest.TempPathFacto
         root / "serve.toml",
         f'[model]\nname_or_path = "{checkpoints[0]}"\n[logging]\nrun_dir = "{root / "run"}"\n'
         f'[multimodal]\noffload_dir = "{root / "store"}"\n'
-        f'[inference]\napi_token = "{TOKEN}"\ndevice = "cpu"\nmax_model_len = 512\nmax_batch_size = 8\n',
+        f'[inference]\napi_token = "{TOKEN}"\ndevice = "cpu"\nmax_model_len = 3072\nmax_batch_size = 8\n',
     )
     router_toml = write_toml(
         root / "router.toml",
@@ -237,7 +237,7 @@ def test_weight_update_under_plain_http_load_loses_no_request_and_serves_the_new
     wait for resume and complete on the new weights. A plain HTTP client (no retry logic) sees only 200s."""
     client = fleet.client()
     before = greedy(client, PROMPTS)
-    long = {"temperature": 1.0, "max_tokens": 400, "ignore_eos": True, "seed": 3}
+    long = {"temperature": 1.0, "max_tokens": 3000, "ignore_eos": True, "seed": 3}
     headers = {"Authorization": f"Bearer {TOKEN}"}
 
     async def update_under_load() -> list[httpx.Response]:
@@ -248,8 +248,7 @@ def test_weight_update_under_plain_http_load_loses_no_request_and_serves_the_new
             tasks = asyncio.gather(*(plain.post("/v1/generate", json=body) for body in bodies))
             while await asyncio.to_thread(engines_in_flight, fleet) < len(bodies):
                 await asyncio.sleep(0.02)
-            await asyncio.sleep(0.2)  # let the engines admit them: 400 tokens take far longer than this
-            await client.pause("abort")
+            await client.pause("abort")  # 8 x 3000 tokens take seconds; the pause arrives within milliseconds
             updated = await client.update_weights(str(checkpoints[1]), 1)
             assert updated.weight_version == 1
             await client.resume()
@@ -260,7 +259,7 @@ def test_weight_update_under_plain_http_load_loses_no_request_and_serves_the_new
     answers = [GenerateResponse.model_validate_json(response.content) for response in responses]
     assert Counter(answer.request_id for answer in answers) == Counter(f"long-{i}" for i in range(8))
     assert all(answer.weight_version == 1 for answer in answers)  # none finished on v0
-    assert all(len(answer.completions[0].token_ids) == 400 for answer in answers)
+    assert all(len(answer.completions[0].token_ids) == 3000 for answer in answers)
     router_log = fleet.router_log.read_text()
     assert "aborted by a pause; sending it again" in router_log, "no running request was aborted and re-sent"
     assert TOKEN not in router_log
