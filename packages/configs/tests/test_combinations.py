@@ -50,6 +50,7 @@ def test_impossible_combination_is_rejected_at_its_dotted_key(
         (RLConfig, ["--inference.host", "localhost"]),
         (RLConfig, ["--inference.host", "::1"]),
         (RLConfig, ["--orchestrator.rollouts_per_prompt", "1", "--orchestrator.advantage", "none"]),
+        (RLConfig, ["--orchestrator.rollouts_per_prompt", "1", "--orchestrator.advantage", "batch_mean_std"]),
         (RLConfig, ["--orchestrator.max_async_level", "2", "--trainer.checkpoint.keep_last", "3"]),
         (SFTConfig, ["--model.family", "qwen3", "--renderer.family", "generic"]),
         (SFTConfig, ["--renderer.family", "qwen3_vl"]),

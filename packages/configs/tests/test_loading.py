@@ -27,6 +27,13 @@ def test_defaults_of_every_run_kind_load_without_files() -> None:
     assert load_config(EvalConfig).inference.host == "127.0.0.1"
 
 
+def test_gemma3_is_a_model_and_renderer_family(tmp_path: Path) -> None:
+    text = '[model]\nname_or_path = "google/gemma-3-4b-it"\nfamily = "gemma3"\n[renderer]\nfamily = "gemma3"\n'
+    loaded = load_config(SFTConfig, [write(tmp_path / "a.toml", text)])
+    assert (loaded.model.family, loaded.renderer.family) == ("gemma3", "gemma3")
+    assert load_config(RLConfig, overrides=["--model.family", "gemma3"]).model.family == "gemma3"
+
+
 def test_unknown_key_names_its_dotted_path_and_the_closest_valid_key(tmp_path: Path) -> None:
     config = write(tmp_path / "a.toml", "[trainer.optim]\nlrr = 0.1\n")
     with pytest.raises(ConfigError) as excinfo:

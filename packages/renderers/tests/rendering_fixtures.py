@@ -73,6 +73,19 @@ def reference(source: str, family: str | None = None, **options: Any) -> Referen
     return ReferenceRenderer(tokenizer, cached, adapter, load_image=_load_pool_image)
 
 
+@functools.cache
+def gemma3_processor() -> Any:
+    """The tiny gemma3 folder's full Gemma3Processor, loaded with AutoProcessor as users load it."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(build_tiny_processor("gemma3"))
+
+
+def load_pool_image(source: Any) -> Image.Image:
+    """A message's image source opened as the reference renderers open it (memoized)."""
+    return _load_pool_image(source)
+
+
 def _load_pool_image(source: Any) -> Image.Image:
     """`to_pil`, memoized per source: the pool's sources are a few dozen objects shown thousands of times."""
     key = (type(source).__name__, id(source) if isinstance(source, Image.Image) else source)

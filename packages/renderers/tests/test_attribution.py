@@ -147,6 +147,45 @@ def test_llama3_bridges_after_a_sampled_or_cut_off_turn_like_a_full_render(stop:
     assert bridged.message_indices == full.message_indices
 
 
+def gemma_turn(role: str, text: str) -> str:
+    return f"<start_of_turn>{role}\n{text}<end_of_turn>\n"
+
+
+def test_gemma3_system_text_belongs_to_the_system_message_inside_the_first_user_turn() -> None:
+    renderer = rf.renderer("gemma3")
+    rendered = renderer.render(conversation(vision=True), add_generation_prompt=True)
+    assert text_of(renderer, rendered, -1) == "<bos>"
+    image_run = "\n\n<start_of_image><end_of_image>\n\n"  # the placeholders left out
+    assert text_of(renderer, rendered, 0) == "be brief\n\n"
+    assert text_of(renderer, rendered, 1) == f"<start_of_turn>user\n{image_run}what is this<end_of_turn>\n"
+    assert [text_of(renderer, rendered, i) for i in (2, 3, 4, 5)] == [
+        gemma_turn("model", "a cat"),
+        gemma_turn("user", "and its colour"),
+        gemma_turn("model", "grey"),
+        "<start_of_turn>model\n",  # the generation prompt: the next message's
+    ]
+    for image_span in rendered.images:
+        assert set(rendered.message_indices[image_span.offset : image_span.offset + image_span.length]) == {1}
+    trained = [t for t, m in zip(rendered.token_ids, rendered.loss_mask, strict=True) if m]
+    assert renderer.tokenizer.decode(trained) == "a cat<end_of_turn>grey<end_of_turn>"
+
+
+@pytest.mark.parametrize("stop", ["<end_of_turn>", "<eos>", ""])
+def test_gemma3_bridges_after_a_sampled_or_cut_off_turn_like_a_full_render(stop: str) -> None:
+    renderer = rf.renderer("gemma3")
+    messages = conversation(vision=True)
+    prompt = renderer.render(messages[:2], add_generation_prompt=True)
+    sampled = renderer.tokenizer("a cat" + stop, add_special_tokens=False)["input_ids"]
+    bridged = renderer.bridge(renderer.append_completion(prompt, sampled), [messages[3]], add_generation_prompt=True)
+    full = renderer.render(messages[:4], add_generation_prompt=True)
+    if stop == "<eos>":  # a sampled <eos> is kept, then the turn's "\n": not what the template writes
+        assert renderer.bridge_exact(renderer.append_completion(prompt, sampled), [messages[3]]) is None
+        return
+    assert bridged.token_ids == full.token_ids
+    assert bridged.message_indices == full.message_indices
+    assert renderer.bridge_exact(renderer.append_completion(prompt, sampled), [messages[3]]) == bridged
+
+
 def test_loss_mask_by_message_selects_turns() -> None:
     renderer = rf.renderer("qwen3_vl")
     rendered = renderer.render(conversation(vision=True))

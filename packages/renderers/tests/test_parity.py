@@ -4,9 +4,11 @@ Conversations are generated with hypothesis (300 per family, derandomized): text
 in every source form, several images, multi-turn, system prompts, tools and tool calls, grouped tool
 responses, reasoning for qwen3, unicode/emoji/whitespace edge cases and empty content; for llama3 the
 system turn with and without a system message, tools in the first user message, single JSON tool calls
-(string arguments too), ipython tool results and later system messages. The expected ids come only from the
-tiny tokenizers' real Jinja templates and the real image processor; the expected mask only from the
-template string and the HF tokenizer's offsets.
+(string arguments too), ipython tool results and later system messages; for gemma3 system text folded into
+the first user turn (string or one text part), alternating user/model turns, 0-3 images per message in user
+and model turns. The expected ids come only from the tiny tokenizers' real Jinja templates and the real image
+processor (for gemma3 the real Gemma3Processor's own apply_chat_template, which expands each image marker in
+the text); the expected mask only from the template string and the HF tokenizer's offsets.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 import pytest
 from hypothesis import currently_in_test_context, event, given
 from hypothesis import strategies as st
+
+from foveal.renderers.messages import parse_messages
 
 import rendering_fixtures as rf
 
@@ -121,6 +125,38 @@ def llama3_conversations(draw: st.DrawFn) -> tuple[list[dict[str, Any]], Any, bo
             for _ in range(draw(st.integers(0, 2))):
                 messages.append({"role": "tool", "content": draw(TEXT_CONTENT)})
     return messages, draw(TOOL_LISTS), draw(st.booleans()), draw(st.sampled_from(LOSS_MODES))
+
+
+GEMMA_RESERVED = ("<start_of_image>", "<end_of_image>", "<image_soft_token>")
+GEMMA_TEXTS = rf.TEXTS.filter(lambda text: not any(token in text for token in GEMMA_RESERVED))
+_GEMMA_TEXT_PART = st.builds(lambda text: {"type": "text", "text": text}, GEMMA_TEXTS)
+_GEMMA_MEDIA = st.lists(st.one_of(_GEMMA_TEXT_PART, rf.IMAGE_PARTS), max_size=3)
+_GEMMA_WITH_IMAGE = st.builds(
+    lambda before, image, after: [*before, image, *after],
+    st.lists(_GEMMA_TEXT_PART, max_size=1),
+    rf.IMAGE_PARTS,
+    st.lists(st.one_of(_GEMMA_TEXT_PART, rf.IMAGE_PARTS), max_size=2),
+)
+GEMMA_USER = st.one_of(GEMMA_TEXTS, _GEMMA_MEDIA, _GEMMA_WITH_IMAGE)
+GEMMA_MODEL = st.one_of(GEMMA_TEXTS, st.lists(_GEMMA_TEXT_PART, max_size=2), _GEMMA_MEDIA)
+
+
+@st.composite
+def gemma3_conversations(draw: st.DrawFn) -> tuple[list[dict[str, Any]], None, bool, str]:
+    """An optional system message (a string or one text part), then user/model turns alternating from a user
+    turn, images in both, ending on either role."""
+    messages: list[dict[str, Any]] = []
+    if draw(st.booleans()):
+        system = draw(GEMMA_TEXTS)
+        content = [{"type": "text", "text": system}] if draw(st.booleans()) else system
+        messages.append({"role": "system", "content": content})
+    for turn in range(draw(st.integers(1, 4))):
+        messages.append({"role": "user", "content": draw(GEMMA_USER)})
+        if turn < 1 or draw(st.integers(0, 3)) > 0:
+            messages.append({"role": "assistant", "content": draw(GEMMA_MODEL)})
+        else:
+            break
+    return messages, None, draw(st.booleans()), draw(st.sampled_from(LOSS_MODES))
 
 
 def _assistant(draw: st.DrawFn, vision: bool) -> dict[str, Any]:
@@ -230,10 +266,83 @@ def test_llama3_writes_one_bos_although_its_tokenizer_adds_one_when_encoding() -
     assert list(rendered.token_ids) == reference
 
 
+def gemma3_expected(conversation: tuple[Any, ...]) -> tuple[list[int], list[int]]:
+    """Ids from Gemma3Processor.apply_chat_template (images as PIL parts), and the loss mask from its expanded
+    text: tokens ending inside `<start_of_turn>model\n` ... `<end_of_turn>`, except those whose last character
+    the processor's image expansion wrote; placeholders never."""
+    messages, _, add_generation_prompt, loss_on = conversation
+    processor = rf.gemma3_processor()
+    typed = rf.renderer("gemma3").adapter.template_messages(parse_messages(messages))
+    pictures = iter(rf.load_pool_image(part.image) for m in parse_messages(messages) for part in m.images())
+    for message in typed:
+        if isinstance(message["content"], list):
+            parts = message["content"]
+            message["content"] = [dict(p, image=next(pictures)) if p["type"] == "image" else p for p in parts]
+    ids = processor.apply_chat_template(
+        typed, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=True
+    )["input_ids"][0]
+    text = processor.apply_chat_template(typed, add_generation_prompt=add_generation_prompt, tokenize=False)
+    expanded = text.replace("<start_of_image>", processor.full_image_sequence)
+    encoded = processor.tokenizer.backend_tokenizer.encode(expanded, add_special_tokens=False)
+    assert encoded.ids == list(ids)  # the processor tokenizes exactly the expanded template string
+    images = [m.span() for m in re.finditer(re.escape(processor.full_image_sequence), expanded)]
+    spans = []
+    for match in re.finditer(re.escape("<start_of_turn>model\n"), expanded):
+        end = expanded.find("<end_of_turn>", match.end())
+        if end != -1:
+            spans.append((match.end(), end + len("<end_of_turn>")))
+    spans = spans[-1:] if loss_on == "last_assistant" else spans
+    soft = processor.tokenizer.image_token_id
+    mask = []
+    for token, (_, end) in zip(encoded.ids, encoded.offsets, strict=True):
+        in_image = any(start < end <= stop for start, stop in images)
+        trained = any(start < end <= stop for start, stop in spans) and not in_image
+        mask.append(0 if token == soft else int(loss_on == "all" or trained))
+    return list(ids), mask
+
+
+@rf.PARITY
+@given(conversation=gemma3_conversations())
+def test_gemma3_matches_template_and_processor(conversation: tuple[Any, ...]) -> None:
+    messages, tools, add_generation_prompt, loss_on = conversation
+    if currently_in_test_context():
+        _record_coverage(messages, tools)
+    renderer = rf.renderer("gemma3")
+    ours = renderer.render(messages, tools, add_generation_prompt, loss_on=loss_on)
+    ids, mask = gemma3_expected(conversation)
+    assert list(ours.token_ids) == ids
+    assert list(ours.loss_mask) == mask
+    tokens = rf.gemma3_processor().image_seq_length
+    assert [image.length for image in ours.images] == [tokens] * sum(len(m.images()) for m in ours.messages)
+
+
 @rf.PARITY_GENERIC
 @given(conversation=qwen2_vl_conversations())
 def test_generic_expands_images_like_the_processor(conversation: tuple[Any, ...]) -> None:
     check_parity("qwen2_5_vl", conversation, family="generic")
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_gemma3_edge_cases_match(case: int) -> None:
+    image = {"type": "image", "image": rf.image_source(0, "pil")}
+    cases = [
+        [{"role": "user", "content": ""}],
+        [
+            {"role": "system", "content": "\n"},
+            {"role": "user", "content": "\n\n"},
+            {"role": "assistant", "content": " "},
+        ],
+        [{"role": "user", "content": [image, image, image]}, {"role": "assistant", "content": [image]}],
+        [
+            {"role": "system", "content": " keep "},
+            {"role": "user", "content": [image, {"type": "text", "text": " b "}]},
+        ],
+        [{"role": "user", "content": "🙂" * 30}, {"role": "assistant", "content": "\u00a0\u2003 \t"}],
+    ]
+    for loss_on in ("assistant", "all"):
+        conversation = (cases[case], None, True, loss_on)
+        ours = rf.renderer("gemma3").render(cases[case], add_generation_prompt=True, loss_on=loss_on)
+        assert (list(ours.token_ids), list(ours.loss_mask)) == gemma3_expected(conversation)
 
 
 @pytest.mark.parametrize("source", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3", "llama3"])

@@ -71,6 +71,21 @@ def test_llama3_round_trips_content_or_its_one_json_tool_call(content: str, call
     assert renderer.parse_completion(sampled(renderer, reply, stop)) == reply
 
 
+@ROUND_TRIP
+@given(content=PLAIN.map(str.strip), stop=st.booleans())
+def test_gemma3_round_trips_plain_content(content: str, stop: bool) -> None:
+    renderer = rf.renderer("gemma3")
+    reply = AssistantMessage(content=content)
+    assert renderer.parse_completion(sampled(renderer, reply, stop)) == reply
+
+
+def test_gemma3_reads_no_tool_calls_its_template_cannot_write() -> None:
+    renderer = rf.renderer("gemma3")
+    text = '<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>'
+    parsed = renderer.parse_completion(encode(renderer, text + "<end_of_turn>\n<start_of_turn>user"))
+    assert parsed == AssistantMessage(content=text)
+
+
 def encode(renderer: Renderer, text: str) -> list[int]:
     return renderer.tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -82,11 +97,13 @@ def test_text_after_the_stop_token_is_ignored() -> None:
 
 
 def test_stop_tokens_come_from_the_tokenizer() -> None:
-    for source in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3", "llama3"):
+    for source in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3", "llama3", "gemma3"):
         renderer = rf.renderer(source)
         stops = ["<|im_end|>", "<|endoftext|>"]
         if source == "llama3":
             stops = ["<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"]
+        if source == "gemma3":
+            stops = ["<end_of_turn>", "<eos>"]
         assert list(renderer.stop_token_ids) == renderer.tokenizer.convert_tokens_to_ids(stops)
         assert renderer.tokenizer.eos_token_id in renderer.stop_token_ids
 
@@ -165,5 +182,5 @@ def test_qwen2_vl_does_not_read_tool_calls_its_template_cannot_write() -> None:
 
 
 def test_empty_completion_parses_to_an_empty_message() -> None:
-    for source in ("qwen2_vl", "qwen3_vl", "qwen3", "llama3"):
+    for source in ("qwen2_vl", "qwen3_vl", "qwen3", "llama3", "gemma3"):
         assert rf.renderer(source).parse_completion([]) == AssistantMessage(content="")

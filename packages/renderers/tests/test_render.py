@@ -36,6 +36,7 @@ def image(index: int = 0, kind: str = "pil") -> dict[str, Any]:
         ("qwen3_vl", "qwen3_vl"),
         ("qwen3", "qwen3"),
         ("llama3", "llama3"),
+        ("gemma3", "gemma3"),
     ],
 )
 def test_family_is_detected_from_the_tokenizers_own_template(source: str, family: str) -> None:
@@ -46,6 +47,37 @@ def test_llama3_is_refused_for_a_qwen_template_and_qwen_for_the_llama3_template(
     for source, family in (("qwen3", "llama3"), ("llama3", "qwen3")):
         with pytest.raises(UnknownFamily):
             load_renderer(build_tiny_processor(source), family=family)
+
+
+def test_gemma3_is_refused_for_a_qwen_template_and_qwen_for_the_gemma3_template() -> None:
+    for source, family in (("qwen2_5_vl", "gemma3"), ("gemma3", "qwen2_vl"), ("gemma3", "llama3")):
+        with pytest.raises(UnknownFamily):
+            load_renderer(build_tiny_processor(source), family=family)
+
+
+def test_gemma3_image_is_the_processors_expansion_framed_by_its_markers() -> None:
+    renderer = rf.renderer("gemma3")
+    rendered = renderer.render([user_with({"type": "text", "text": " look "}, image(1), image(2))])
+    assert renderer.template_text(rendered.messages) == (
+        "<bos><start_of_turn>user\nlook<start_of_image><start_of_image><end_of_turn>\n"
+    )
+    soft = renderer.tokenizer.image_token
+    run = "\n\n<start_of_image>" + soft * 4 + "<end_of_image>\n\n"
+    assert renderer.tokenizer.decode(list(rendered.token_ids)) == (
+        f"<bos><start_of_turn>user\nlook{run}{run}<end_of_turn>\n"
+    )
+    assert [(i.length, i.descriptor.family) for i in rendered.images] == [(4, "gemma3"), (4, "gemma3")]
+    assert rendered.images[0].descriptor.payload == {"image_grid_thw": [1, 2, 2], "num_placeholder_tokens": 4}
+    assert renderer.render_model_input(renderer.to_model_input(rendered)).token_ids == rendered.token_ids
+    assert renderer.vision_marker_ids == tuple(
+        renderer.tokenizer.convert_tokens_to_ids(["<start_of_image>", "<end_of_image>"])
+    )
+
+
+@pytest.mark.parametrize("text", ["<start_of_image>", "a <image_soft_token> b", "<end_of_image>"])
+def test_gemma3_image_tokens_inside_text_are_refused(text: str) -> None:
+    with pytest.raises(PlaceholderMismatch):
+        rf.renderer("gemma3").render([{"role": "user", "content": text}])
 
 
 def test_tiny_model_names_load_like_folders() -> None:
@@ -142,6 +174,36 @@ def test_hand_written_families_never_call_the_chat_template(monkeypatch: pytest.
             "messages[1].content",
         ),
         ("llama3", [{"role": "system", "content": "s"}], [{"type": "function", "function": {"name": "f"}}], "messages"),
+        ("gemma3", [{"role": "user", "content": "q"}], [{"type": "function", "function": {"name": "f"}}], "tools"),
+        ("gemma3", [{"role": "user", "content": "q"}, {"role": "tool", "content": "r"}], None, "messages[1].role"),
+        ("gemma3", [{"role": "user", "content": "q"}, {"role": "system", "content": "s"}], None, "messages[1].role"),
+        ("gemma3", [{"role": "assistant", "content": "a"}], None, "messages[0].role"),
+        ("gemma3", [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], None, "messages[1].role"),
+        ("gemma3", [{"role": "system", "content": "s"}], None, "messages"),
+        (
+            "gemma3",
+            [{"role": "system", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+            None,
+            "messages[0].content",
+        ),
+        (
+            "gemma3",
+            [{"role": "system", "content": [image(0)]}, {"role": "user", "content": "q"}],
+            None,
+            "messages[0].content",
+        ),
+        (
+            "gemma3",
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [{"name": "f"}]}],
+            None,
+            "messages[1].tool_calls",
+        ),
+        (
+            "gemma3",
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "r"}],
+            None,
+            "messages[1].reasoning_content",
+        ),
         (
             "llama3",
             [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}],
@@ -238,9 +300,10 @@ def test_prefix_stability_is_declared_per_family() -> None:
     assert not rf.renderer("qwen3_vl").prefix_stable
     assert not rf.renderer("qwen3").prefix_stable
     assert rf.renderer("llama3").prefix_stable and "first user message" in rf.renderer("llama3").prefix_note
+    assert rf.renderer("gemma3").prefix_stable and "first user turn" in rf.renderer("gemma3").prefix_note
     assert rf.renderer("qwen2_5_vl", "generic").prefix_stable
     assert not rf.renderer("qwen3", "generic").prefix_stable
-    for source in ("qwen2_vl", "qwen3_vl", "qwen3", "llama3"):
+    for source in ("qwen2_vl", "qwen3_vl", "qwen3", "llama3", "gemma3"):
         assert "bridge" in rf.renderer(source).prefix_note
 
 

@@ -381,3 +381,55 @@ def test_llama3_drops_call_content_and_refuses_several_calls_or_no_user_for_the_
         llama3_render([{"role": "user", "content": "Oslo?"}, two])
     with pytest.raises(jinja2.TemplateError, match="must follow the system message"):
         llama3_render([{"role": "system", "content": "s"}], tools=[WEATHER])
+
+
+def gemma_turn(role: str, text: str) -> str:
+    return f"<start_of_turn>{role}\n{text}<end_of_turn>\n"
+
+
+@pytest.fixture
+def gemma3_render(tiny_tokenizer):
+    tokenizer = tiny_tokenizer("gemma3")
+    return lambda messages, **kwargs: tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+
+
+def test_gemma3_writes_bos_once_trims_content_and_calls_the_assistant_model(gemma3_render):
+    messages = [{"role": "user", "content": "  Hi there \n"}, {"role": "assistant", "content": "\nHello! "}]
+    assert gemma3_render(messages) == "<bos>" + gemma_turn("user", "Hi there") + gemma_turn("model", "Hello!")
+    prompt = gemma3_render(messages[:1], add_generation_prompt=True)
+    assert prompt == "<bos>" + gemma_turn("user", "Hi there") + "<start_of_turn>model\n"
+
+
+def test_gemma3_puts_the_untrimmed_system_text_and_a_blank_line_into_the_first_user_turn(gemma3_render):
+    messages = [
+        {"role": "system", "content": " Be brief.\n"},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": " Look: "}, {"type": "image"}, {"type": "text", "text": "x "}],
+        },
+        {"role": "assistant", "content": [{"type": "text", "text": " A dot. "}]},
+        {"role": "user", "content": "More?"},
+    ]
+    assert gemma3_render(messages) == (
+        "<bos>"
+        + gemma_turn("user", " Be brief.\n\n\nLook:<start_of_image>x")
+        + gemma_turn("model", "A dot.")
+        + gemma_turn("user", "More?")
+    )
+    parts = [{"role": "system", "content": [{"type": "text", "text": "S"}]}, {"role": "user", "content": "U"}]
+    assert gemma3_render(parts) == "<bos>" + gemma_turn("user", "S\n\nU")
+
+
+def test_gemma3_raises_when_turns_do_not_alternate_and_ignores_tools(gemma3_render):
+    import jinja2
+
+    for messages in (
+        [{"role": "assistant", "content": "a"}],
+        [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+        [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}],
+    ):
+        with pytest.raises(jinja2.TemplateError, match="alternate"):
+            gemma3_render(messages)
+    called = {"role": "assistant", "content": "ok", "tool_calls": [call("get_weather", {"city": "Oslo"})]}
+    rendered = gemma3_render([{"role": "user", "content": "Oslo?"}, called], tools=[WEATHER])
+    assert rendered == "<bos>" + gemma_turn("user", "Oslo?") + gemma_turn("model", "ok")

@@ -40,7 +40,7 @@ def expand_image_pads(text: str, counts: list[int]) -> str:
     return pieces[0] + "".join("<|image_pad|>" * n + piece for n, piece in zip(counts, pieces[1:], strict=True))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "gemma3"])
 def test_tokenizer_has_the_real_special_tokens_eos_and_pad(family, tiny_tokenizer, tiny_processor_dir):
     tokenizer = tiny_tokenizer(family)
     spec = family_spec(family)
@@ -57,6 +57,48 @@ def test_tokenizer_has_the_real_special_tokens_eos_and_pad(family, tiny_tokenize
     assert tokenizer.convert_tokens_to_ids(list(spec.added_tokens)) == [ids.id_of(t) for t in spec.added_tokens]
     assert len(tokenizer) == ids.vocab_size
     assert 2000 <= ids.vocab_size <= 2100
+
+
+def test_gemma3_tokenizer_has_the_real_ids_order_pipeline_and_image_tokens(tiny_tokenizer, tiny_processor_dir):
+    tokenizer = tiny_tokenizer("gemma3")
+    ids = TinyTokenIds.from_folder(tiny_processor_dir("gemma3"))
+    assert type(tokenizer).__name__ == "GemmaTokenizer"
+    assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token) == ("<eos>", "<pad>", "<bos>")
+    head = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>"]
+    assert tokenizer.convert_tokens_to_ids(head) == list(range(7))  # 0..4 as the real ids; 105, 106 there
+    assert tokenizer.convert_tokens_to_ids(["<0x00>", "<0xFF>"]) == [7, 262]  # byte fallback pieces
+    tail = ["<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+    assert tokenizer.convert_tokens_to_ids(tail) == [ids.vocab_size - 3, ids.vocab_size - 2, ids.vocab_size - 1]
+    assert (tokenizer.boi_token, tokenizer.eoi_token, tokenizer.image_token) == tuple(tail)
+    assert tokenizer.image_token_id == ids.vocab_size - 1 and len(tokenizer) == ids.vocab_size == 2048
+    assert tokenizer("hi")["input_ids"][0] == tokenizer.bos_token_id  # add_bos_token, as the real tokenizer
+    assert tokenizer.tokenize(" the red circle") == ["▁the", "▁red", "▁circle"]
+    text = "<start_of_turn>user\nWhat's 2+2? déjà vu 🙂<end_of_turn>\n"
+    encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(encoded) == text
+    assert tokenizer.decode(encoded, skip_special_tokens=True) == "user\nWhat's 2+2? déjà vu 🙂\n"
+    raw = Tokenizer.from_file(str(tiny_processor_dir("gemma3") / "tokenizer.json"))
+    assert raw.encode(text, add_special_tokens=False).ids == encoded
+
+
+def test_gemma3_processor_expands_every_image_to_the_same_framed_run(tiny_processor_dir, tiny_tokenizer):
+    from transformers import AutoProcessor
+
+    folder = tiny_processor_dir("gemma3")
+    processor = AutoProcessor.from_pretrained(folder)
+    assert type(processor).__name__ == "Gemma3Processor" and processor.image_seq_length == 4
+    config = json.loads((folder / "preprocessor_config.json").read_text())
+    assert config["size"] == {"height": 56, "width": 56} and config["do_pan_and_scan"] is None
+    assert json.loads((folder / "processor_config.json").read_text()) == {
+        "image_seq_length": 4,
+        "processor_class": "Gemma3Processor",
+    }
+    soft = "<image_soft_token>"
+    assert processor.full_image_sequence == f"\n\n<start_of_image>{soft * 4}<end_of_image>\n\n"
+    for size in ((224, 224), (320, 200), (29, 300)):
+        out = processor(text="<start_of_image>", images=[drawn_image(*size)], return_tensors="np")
+        assert out["pixel_values"].shape == (1, 3, 56, 56)
+        assert list(out["input_ids"][0]).count(tiny_tokenizer("gemma3").image_token_id) == 4
 
 
 def test_thinking_and_tool_tags_are_single_tokens_kept_by_skip_special_tokens(tiny_tokenizer):

@@ -28,6 +28,7 @@ CLASS_NAMES = {
     "qwen3_vl": "Qwen3VLForConditionalGeneration",
     "qwen3": "Qwen3ForCausalLM",
     "llama3": "LlamaForCausalLM",
+    "gemma3": "Gemma3ForConditionalGeneration",
 }
 TEXT_FAMILIES = ("qwen3", "llama3")
 
@@ -148,6 +149,69 @@ def test_reload_through_auto_classes_gives_the_built_models_logits(
     batch = image_batch(tiny_processor(family)) if spec.is_vlm else text_batch(AutoTokenizer.from_pretrained(folder))
     with torch.no_grad():
         assert torch.equal(built(**batch).logits, loaded(**batch).logits)
+
+
+def gemma3_batch(processor, size=(320, 200)):
+    """Gemma 3 through its own processor: the chat template's image marker expanded to the soft-token run."""
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": draw_image(*size)}, {"type": "text", "text": "Shapes?"}],
+        },
+        {"role": "assistant", "content": "A red circle."},
+    ]
+    return processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt")
+
+
+def test_gemma3_forward_backward_with_an_image_on_cpu(tiny_processor, load_tiny_model):
+    processor = tiny_processor("gemma3")
+    batch = gemma3_batch(processor)
+    model = load_tiny_model("gemma3").train()
+    assert type(model).__name__ == CLASS_NAMES["gemma3"]
+    image_token = model.config.image_token_id
+    ids = batch["input_ids"][0].tolist()
+    assert ids.count(image_token) == model.config.mm_tokens_per_image == processor.image_seq_length == 4
+    assert ids.count(processor.tokenizer.bos_token_id) == 1 and batch["pixel_values"].shape == (1, 3, 56, 56)
+    assert batch["token_type_ids"][0].tolist() == [int(token == image_token) for token in ids]
+    output = model(**batch, labels=labels_without_placeholders(batch, image_token))
+    output.loss.backward()
+    assert math.isfinite(output.loss.item())
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    assert all(g is not None for g in grads.values())
+    assert any(g.abs().sum() > 0 for name, g in grads.items() if ".vision_tower." in name)
+    assert any(g.abs().sum() > 0 for name, g in grads.items() if ".language_model." in name)
+
+
+def test_gemma3_config_uses_the_tokenizers_ids_and_the_real_arithmetic(tiny_model_dir, load_tiny_model):
+    folder = tiny_model_dir("gemma3")
+    tokenizer, ids = AutoTokenizer.from_pretrained(folder), TinyTokenIds.from_folder(folder)
+    model = load_tiny_model("gemma3")
+    config, text = model.config, model.config.text_config
+    assert text.vocab_size == len(tokenizer) == ids.vocab_size
+    stops = tokenizer.convert_tokens_to_ids(["<eos>", "<end_of_turn>"])  # ids 1 and 106 in the real config
+    assert (text.bos_token_id, text.eos_token_id, text.pad_token_id) == (ids.bos_id, stops, ids.pad_id)
+    assert model.generation_config.eos_token_id == stops
+    assert (config.image_token_id, config.boi_token_id, config.eoi_token_id) == (
+        tokenizer.image_token_id,
+        tokenizer.boi_token_id,
+        tokenizer.eoi_token_id,
+    )
+    vision = config.vision_config
+    patches_per_side = vision.image_size // vision.patch_size  # 56 / 7 = 8 (real: 896 / 14 = 64)
+    pooling = patches_per_side // round(config.mm_tokens_per_image**0.5)
+    assert (patches_per_side, pooling) == (8, 4)  # pooled 4x4, as the real model
+    assert text.layer_types == ["sliding_attention", "full_attention"]
+    assert model.lm_head.weight is model.model.language_model.embed_tokens.weight  # tied, as the real model
+    assert model.model.multi_modal_projector.mm_input_projection_weight.abs().sum() > 0
+
+
+def test_gemma3_reload_through_auto_classes_gives_the_built_models_logits(
+    tiny_model_dir, tiny_processor, load_tiny_model
+):
+    built = init_tiny_model(family_spec("gemma3"), TinyTokenIds.from_folder(tiny_model_dir("gemma3")))
+    batch = gemma3_batch(tiny_processor("gemma3"))
+    with torch.no_grad():
+        assert torch.equal(built(**batch).logits, load_tiny_model("gemma3").eval()(**batch).logits)
 
 
 def test_building_again_elsewhere_gives_identical_files(tmp_path, tiny_model_dir):

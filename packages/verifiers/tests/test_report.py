@@ -52,6 +52,31 @@ class Page(HTMLParser):
         self.text.append(data)
 
 
+class TextLines(HTMLParser):
+    """The page's text as a browser lays it out: a block element (div, heading, table row) starts a new line,
+    inline ones (span, img) continue the current one."""
+
+    BLOCKS = frozenset({"div", "h1", "h2", "table", "tr", "p", "br"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks = [""]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.BLOCKS:
+            self.chunks.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        self.handle_starttag(tag, [])
+
+    def handle_data(self, data: str) -> None:
+        self.chunks[-1] += data
+
+    @property
+    def lines(self) -> list[str]:
+        return [chunk.strip() for chunk in self.chunks if chunk.strip()]
+
+
 def evaluated(renderer: Renderer, examples: int = 4) -> list[list[Rollout]]:
     env = load_environment(num_eval=examples)
     answers = {e.example_id: e.answer for e in env.dataset("eval")}
@@ -100,6 +125,22 @@ def test_report_is_self_contained_and_escapes_untrusted_text(
     )
     assert "default-src 'none'" in (csp["content"] or "")
     assert "pass@2" in html and "mean reward" in html
+
+
+def test_each_message_shows_its_role_as_a_label_on_its_own_line(
+    tmp_path: Path, renderer_for: Callable[[str], Renderer], store: ImageStore
+) -> None:
+    path, groups = report(tmp_path, renderer_for("qwen2_5_vl"), store)
+    page = TextLines()
+    page.feed(path.read_text(encoding="utf-8"))
+    labelled = set(zip(page.lines, page.lines[1:]))
+    for group in groups:
+        assert ("answer", group[0].answer) in labelled
+        for rollout in group:
+            (completion,) = rollout.completion
+            assert isinstance(completion.content, str) and completion.content
+            assert ("assistant", completion.content) in labelled
+    assert not [line for line in page.lines if line.startswith("assistant") and line != "assistant"]
 
 
 def test_results_file_round_trips(tmp_path: Path, renderer_for: Callable[[str], Renderer], store: ImageStore) -> None:

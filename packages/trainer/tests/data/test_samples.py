@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -12,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from foveal.renderers.contract import RawImageDescriptor
+from foveal.renderers.contract import RawImageDescriptor, is_processed_tensor_key
 from foveal.renderers.errors import BadEnvelope, ContractError, PlaceholderMismatch, UnknownFamily
 from foveal.trainer.data.mm_refs import build_mm_refs
 from foveal.trainer.data.samples import TrainingSample, loss_weights_from_mask, sample_from_obj
@@ -200,14 +202,146 @@ def test_non_map_top_level_is_rejected() -> None:
         sample_from_obj([1, 2, 3])
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=200))
-def test_arbitrary_bytes_raise_only_contract_errors(data: bytes) -> None:
-    for decode in (TrainingSample.from_msgpack, TrainingSample.from_json):
-        try:
+_FIELDS = ("sample_id", "token_ids", "loss_weights", "inference_logprobs", "advantages", "sample_weight", "mm_refs")
+_REQUIRED = frozenset({"sample_id", "token_ids", "loss_weights"})
+_FLOAT_FIELDS = frozenset({"loss_weights", "inference_logprobs", "advantages", "sample_weight"})
+REFERENCE_MM_REFS = orjson.loads(sample().to_json())["mm_refs"]
+
+
+def _tensor_key_path(value: object, where: str) -> str | None:
+    """Dotted path of the first processed-tensor key inside `value` (depth first, in order), or None."""
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in children:
+        name = f"{where}.{key}" if where else str(key)
+        if isinstance(key, str) and is_processed_tensor_key(key):
+            return name
+        found = _tensor_key_path(item, name)
+        if found:
+            return found
+    return None
+
+
+def _number(value: object, minimum: float | None) -> bool:
+    """A JSON/msgpack number a strict finite float field takes: int or float, never bool, NaN or infinity."""
+    if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
+        return False
+    return minimum is None or value >= minimum  # type: ignore[operator]
+
+
+def _first_bad_item(name: str, value: object, ok: Callable[[object], bool], min_length: int = 0) -> str | None:
+    if not isinstance(value, list) or len(value) < min_length:
+        return name
+    return next((f"{name}.{index}" for index, item in enumerate(value) if not ok(item)), None)
+
+
+def _bad_field(name: str, value: object) -> str | None:
+    """The field a refusal of `value` as `name` names (the field or one of its items), or None when valid."""
+    if name == "sample_id":
+        return None if isinstance(value, str) and 1 <= len(value) <= 512 else name
+    if name == "token_ids":
+        return _first_bad_item(name, value, lambda x: type(x) is int and 0 <= x <= 2**31 - 1, min_length=1)
+    if name == "loss_weights":
+        return _first_bad_item(name, value, lambda x: _number(x, 0.0))
+    if name in ("inference_logprobs", "advantages"):
+        return None if value is None else _first_bad_item(name, value, lambda x: _number(x, None))
+    if name == "sample_weight":
+        return None if _number(value, 0.0) else name
+    assert name == "mm_refs"
+    if value in ([], REFERENCE_MM_REFS):
+        return None
+    if not isinstance(value, list):
+        return name
+    first = value[0]
+    # Generated dict keys are at most 8 characters, so an item never holds a `descriptor` (10): none is an MMRef.
+    assert not (isinstance(first, dict) and "descriptor" in first), first
+    return f"{name}.0.descriptor" if isinstance(first, dict) else f"{name}.0"
+
+
+def expected_sample_refusal(obj: object) -> str | None:
+    """The field `sample_from_obj(obj)` must name in its BadEnvelope (docs/contract.md section 6), or None when
+    `obj` is a valid sample: the map itself, a smuggled tensor, then each field in declaration order, then extra
+    fields, then per-token lengths."""
+    if not isinstance(obj, dict):
+        return "sample"
+    tensor_key = _tensor_key_path({k: v for k, v in obj.items() if k not in ("token_ids", "loss_weights",
+                                   "inference_logprobs", "advantages")}, "")  # fmt: skip
+    if tensor_key:
+        return tensor_key
+    for name in _FIELDS:
+        if name not in obj:
+            if name in _REQUIRED:
+                return name
+            continue
+        bad = _bad_field(name, obj[name])
+        if bad:
+            return bad
+    extra = next((key for key in obj if key not in _FIELDS), None)
+    if extra is not None:
+        return extra
+    for name in ("loss_weights", "inference_logprobs", "advantages"):
+        if obj.get(name) is not None and len(obj[name]) != len(obj["token_ids"]):
+            return f"sample {obj['sample_id']!r}.{name}"
+    # The reference image span ends at token 6; a map keeping it also keeps the reference's 8 inference logprobs,
+    # so an aligned map has 8 tokens and the span always fits.
+    assert not obj.get("mm_refs") or len(obj["token_ids"]) == 8
+    return None
+
+
+def assert_refused_or_decoded_exactly(decode: Callable[[Any], TrainingSample], data: bytes, obj: object) -> None:
+    """`decode(data)`, whose bytes hold `obj` (or `_UNDECODABLE`), raises BadEnvelope naming the expected field; a
+    valid `obj` decodes to a sample holding exactly its values, which round-trips."""
+    expected = "sample" if obj is _UNDECODABLE else expected_sample_refusal(obj)
+    if expected is not None:
+        with pytest.raises(ContractError) as caught:
             decode(data)
-        except ContractError:
-            pass
+        assert (type(caught.value), caught.value.field) == (BadEnvelope, expected), caught.value
+        return
+    decoded = decode(data)
+    assert isinstance(obj, dict)
+    held = decoded.model_dump(mode="json")
+    for name, value in obj.items():
+        if name in _FLOAT_FIELDS and value is not None:  # numbers are held as floats (ints convert)
+            value = [float(x) for x in value] if isinstance(value, list) else float(value)
+        assert held[name] == value, name
+    assert TrainingSample.from_json(decoded.to_json()) == TrainingSample.from_msgpack(decoded.to_msgpack()) == decoded
+
+
+class _Undecodable:
+    def __repr__(self) -> str:
+        return "<undecodable>"
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _as_json(data: bytes) -> object:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return _UNDECODABLE
+
+
+def _as_msgpack(data: bytes) -> object:
+    """What the bytes hold as plain msgpack; extension types (other than the timestamp) are not plain values."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, timestamp=0)
+    except (ValueError, TypeError, msgpack.UnpackException):  # ValueError covers ExtraData and bad UTF-8
+        return _UNDECODABLE
+    return _UNDECODABLE if _holds_ext(obj) else obj
+
+
+def _holds_ext(value: object) -> bool:
+    if isinstance(value, msgpack.ExtType):
+        return True
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(_holds_ext(item) for item in children)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200) | st.sampled_from([b"\x80", b"{}", b"[]", b"\x81\xa1a\x01", b'{"sample_id":"x"}']))
+def test_arbitrary_bytes_are_refused_naming_the_sample_or_its_first_bad_field(data: bytes) -> None:
+    assert_refused_or_decoded_exactly(TrainingSample.from_json, data, _as_json(data))
+    assert_refused_or_decoded_exactly(TrainingSample.from_msgpack, data, _as_msgpack(data))
 
 
 scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8)
@@ -217,12 +351,20 @@ json_values = st.recursive(
     max_leaves=20,
 )
 field_names = st.sampled_from(["sample_id", "token_ids", "loss_weights", "mm_refs", "advantages", "sample_weight"])
+per_token = st.lists(st.integers(0, 3) | st.floats(-1, 1), min_size=8, max_size=8)
+"""Well-typed values as long as the reference sample, so a replaced field is sometimes valid (and accepted)."""
 
 
-@settings(max_examples=80, deadline=None)
-@given(st.dictionaries(field_names, json_values, max_size=6))
-def test_arbitrary_msgpack_maps_raise_only_contract_errors(obj: dict[str, Any]) -> None:
-    try:
-        TrainingSample.from_msgpack(msgpack.packb(obj, use_bin_type=True))
-    except ContractError:
-        pass
+@settings(max_examples=150, deadline=None)
+@given(
+    st.booleans(),
+    st.dictionaries(field_names, json_values | per_token, max_size=6),
+)
+def test_msgpack_maps_with_fields_replaced_are_refused_naming_the_first_bad_field(
+    from_valid: bool, replaced: dict[str, Any]
+) -> None:
+    """Maps of the sample's fields holding any values, alone or over a valid sample: refused naming the first
+    wrong field (or item), or decoded to exactly those values."""
+    obj = {**(orjson.loads(sample().to_json()) if from_valid else {}), **replaced}
+    data = msgpack.packb(obj, use_bin_type=True)
+    assert_refused_or_decoded_exactly(TrainingSample.from_msgpack, data, _as_msgpack(data))

@@ -18,10 +18,12 @@ from foveal.configs.cli import main
 from foveal.configs.errors import ConfigError
 from foveal.trainer.dflash.draft import DFlashDraft
 from foveal.trainer.dflash.speculate import accepted_run
-from foveal.trainer.dflash.train import run_dflash
+from foveal.trainer.dflash.train import PLOT_KEYS, run_dflash
 from foveal.trainer.training.metrics import read_metrics
+from foveal.trainer.training.plots import curves
 
 ROOT = Path(__file__).resolve().parents[4]
+EVAL_KEYS = ("eval_acceptance_length", "eval_speedup")
 
 
 def overrides(run_dir: Path, model_dir: Path, *more: str) -> list[str]:
@@ -46,7 +48,7 @@ def test_training_lowers_the_loss_and_beats_an_untrained_draft_on_held_out_promp
                      "--dflash.eval_every", "20", "--logging.plots", "true")  # fmt: skip
     result = run_dflash(load_config(DFlashConfig, [], args))
 
-    rows = read_metrics(result.metrics_path)
+    untrained, *rows = read_metrics(result.metrics_path)
     assert [row["step"] for row in rows] == list(range(1, 41))
     assert all(row["samples"] == 16 and 0 < row["images"] < 16 and row["blocks"] > 16 for row in rows)
     early, late = sum(row["loss"] for row in rows[:5]) / 5, sum(row["loss"] for row in rows[-5:]) / 5
@@ -56,6 +58,8 @@ def test_training_lowers_the_loss_and_beats_an_untrained_draft_on_held_out_promp
 
     initial, final = result.initial_eval, result.final_eval
     assert initial is not None and final is not None and initial.samples == final.samples == 8
+    assert untrained["step"] == 0 and untrained["eval_acceptance_length"] == initial.acceptance_length
+    assert untrained["eval_speedup"] == initial.speedup
     assert initial.acceptance_length == pytest.approx(1.0, abs=0.05)
     assert final.acceptance_length > initial.acceptance_length + 0.1
     assert final.speedup > initial.speedup and final.target_forwards < initial.target_forwards
@@ -77,6 +81,14 @@ def test_foveal_dflash_command_runs_from_the_example_config(
     out = capsys.readouterr().out
     assert "dflash: steps 1-2" in out and "untrained draft: acceptance length" in out
     assert str(tmp_path / "cli" / "checkpoints" / "step-00000002") in out
+
+    # The untrained acceptance it printed is step 0 of metrics.jsonl, where the plot's eval curve starts.
+    rows = read_metrics(tmp_path / "cli" / "metrics.jsonl")
+    assert [row["step"] for row in rows] == [0, 1, 2] and set(rows[0]) == {"step", *EVAL_KEYS}
+    assert f"untrained draft: acceptance length {rows[0]['eval_acceptance_length']:.2f}" in out
+    acceptance = curves(rows, PLOT_KEYS)["eval_acceptance_length"]
+    assert acceptance == [(0, rows[0]["eval_acceptance_length"]), (2, rows[2]["eval_acceptance_length"])]
+    assert (tmp_path / "cli" / "dflash.png").is_file()
 
 
 def test_the_example_configs_load_and_bad_layer_ids_are_refused() -> None:

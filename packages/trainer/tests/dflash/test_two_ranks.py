@@ -43,7 +43,10 @@ def test_two_gloo_ranks_train_the_draft_like_one_process(
     single = run_dflash(load_config(DFlashConfig, [], overrides(tmp_path / "one", model_dir)))
     done = run_two_ranks("dflash", overrides(tmp_path / "two", model_dir), timeout_s=300)
 
-    one, two = read_metrics(single.metrics_path), read_metrics(tmp_path / "two" / "metrics.jsonl")
+    untrained_one, *one = read_metrics(single.metrics_path)
+    untrained_two, *two = read_metrics(tmp_path / "two" / "metrics.jsonl")
+    assert untrained_one["step"] == untrained_two["step"] == 0
+    assert untrained_two["eval_acceptance_length"] == pytest.approx(untrained_one["eval_acceptance_length"], abs=1e-9)
     assert [row["step"] for row in two] == [1, 2, 3]
     assert any(row["micro_batches"] % 2 for row in one)  # an odd count: one rank runs a weightless padding copy
     for a, b in zip(one, two, strict=True):

@@ -75,3 +75,21 @@ def test_bad_inputs_name_the_field() -> None:
         grouped_advantages([1.0, 2.0], ["a"], "none")
     with pytest.raises(AdvantageError, match="advantage"):
         token_advantages(math.inf, [1.0])
+
+
+def test_batch_mean_std_gives_an_all_wrong_group_negative_advantages() -> None:
+    """Two prompts: one half right, one all wrong. Group normalization leaves the all-wrong group at 0; the batch
+    baseline (mean 0.25, std sqrt(3)/4) pushes its answers down and the right answers up."""
+    rewards, groups = [1.0, 0.0, 0.0, 0.0], ["a", "a", "b", "b"]
+    assert grouped_advantages(rewards, groups, "group_mean_std")[2:] == [0.0, 0.0]
+    got = grouped_advantages(rewards, groups, "batch_mean_std", eps=0.0)
+    std = math.sqrt(3) / 4
+    assert got == pytest.approx([0.75 / std, -0.25 / std, -0.25 / std, -0.25 / std], rel=1e-12)
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.floats(-10, 10, allow_nan=False)), min_size=1, max_size=24))
+def test_batch_mean_std_ignores_the_groups(rows: list[tuple[int, float]]) -> None:
+    groups, rewards = [g for g, _ in rows], [r for _, r in rows]
+    got = grouped_advantages(rewards, groups, "batch_mean_std")
+    assert got == group_advantages(rewards, "group_mean_std")
+    assert got == grouped_advantages(rewards, [0] * len(rewards), "batch_mean_std")

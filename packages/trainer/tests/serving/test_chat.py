@@ -88,14 +88,14 @@ def test_n_choices_with_a_seed_are_reproducible(server: RunningServer) -> None:
     ("changes", "status", "field"),
     [
         ({"model": "someone-else"}, 404, "model"),
-        ({"stream": True}, 422, "stream"),
-        ({"top_logprobs": 3}, 422, "top_logprobs"),
-        ({"presence_penalty": 0.5}, 422, "presence_penalty"),
-        ({"tool_choice": "required"}, 422, "tool_choice"),
-        ({"messages": []}, 422, "messages"),
-        ({"messages": [{"role": "wizard", "content": "hi"}]}, 422, "messages.0.role"),
-        ({"frobnicate": 1}, 422, "frobnicate"),
-        ({"stop": [str(i) for i in range(17)]}, 422, "stop"),
+        ({"stream_options": {"include_usage": True}}, 400, "stream_options"),
+        ({"top_logprobs": 3}, 400, "top_logprobs"),
+        ({"presence_penalty": 0.5}, 400, "presence_penalty"),
+        ({"tool_choice": "required"}, 400, "tool_choice"),
+        ({"messages": []}, 400, "messages"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role"),
+        ({"frobnicate": 1}, 400, "frobnicate"),
+        ({"stop": [str(i) for i in range(17)]}, 400, "stop"),
     ],
 )
 def test_unsupported_or_bad_chat_requests_are_4xx_naming_the_field(
@@ -104,7 +104,8 @@ def test_unsupported_or_bad_chat_requests_are_4xx_naming_the_field(
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **changes}
     answer = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60)
     assert answer.status_code == status, answer.text
-    assert answer.json()["error"]["field"] == field
+    error = answer.json()["error"]
+    assert (error["param"], error["type"]) == (field, "invalid_request_error")
 
 
 def test_a_conversation_longer_than_the_context_is_too_long(server: RunningServer) -> None:
@@ -115,7 +116,7 @@ def test_a_conversation_longer_than_the_context_is_too_long(server: RunningServe
 
 def test_tools_are_refused_when_the_served_template_has_no_tool_section(server: RunningServer) -> None:
     answer = chat(server, messages=[{"role": "user", "content": "zoom"}], tools=TOOLS, max_tokens=2)
-    assert answer.status_code == 422 and answer.json()["error"]["field"] == "tools"
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "tools"
 
 
 def test_sampled_tool_calls_come_back_as_openai_tool_calls(tiny_cache_root: Path) -> None:
@@ -136,7 +137,8 @@ def test_the_served_model_name_is_accepted_listed_and_named_when_wrong(server: R
     hello = [{"role": "user", "content": "hi"}]
     assert chat(server, model=ALIAS, messages=hello, max_tokens=2).status_code == 200
     wrong = chat(server, model="gpt-4o", messages=hello, max_tokens=2)
-    assert wrong.status_code == 404 and wrong.json()["error"]["field"] == "model"
+    assert wrong.status_code == 404 and wrong.json()["error"]["param"] == "model"
+    assert wrong.json()["error"]["code"] == "model_not_found"
     assert f"{MODEL!r}, {ALIAS!r}" in wrong.json()["error"]["message"]
     listed = httpx.get(f"{server.url}/v1/models", timeout=30)
     assert listed.status_code == 200

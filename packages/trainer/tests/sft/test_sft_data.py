@@ -185,10 +185,15 @@ def test_hf_rows_take_their_pictures_from_the_images_column() -> None:
 
 
 def test_a_hf_dataset_folder_loads_through_datasets(tmp_path: Path) -> None:
-    datasets = pytest.importorskip("datasets", reason="the HF path needs foveal-trainer[hf]")
+    import datasets  # foveal-trainer[hf], in the dev groups: a missing install fails here rather than skipping
+
     table = datasets.Dataset.from_list(hf_rows(4)).cast_column("images", datasets.Sequence(datasets.Image()))
     (tmp_path / "set").mkdir()
     table.to_parquet(str(tmp_path / "set" / "train.parquet"))
     source, roots = open_dataset(str(tmp_path / "set"), tmp_path / "run", seed=0)
     assert (len(source), roots) == (4, ())
-    assert source[3].messages[0].content[0].image.size == (112, 112)
+    for index, example in enumerate(iter_examples(4, seed=9)):  # the rows `hf_rows` wrote, read back from parquet
+        conversation = source[index]
+        assert conversation.sample_id == example.example_id
+        assert conversation.messages[0].content[0].image.tobytes() == example.image.tobytes()
+        assert conversation.messages[1].text() == example.question.answer

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from foveal.configs.logging import LoggingConfig
+from foveal.trainer.dflash.train import EvalRow
 from foveal.trainer.training.distributed import DistributedContext
 from foveal.trainer.training.metrics import MetricsLogger, MetricsSinkError, RankStep, StepMetrics, read_metrics, reduce_step
 from foveal.trainer.training.plots import moving_average, plot_training
@@ -58,6 +59,18 @@ def test_a_resumed_run_drops_the_lines_after_its_checkpoint(tmp_path: Path) -> N
         (4, 1.0),
         (5, 0.5),
     ]
+
+
+def test_a_step_0_evaluation_survives_a_resume_but_not_a_fresh_start(tmp_path: Path) -> None:
+    first = MetricsLogger(tmp_path, LoggingConfig(), enabled=True, run_config={}, start_step=0)
+    first.log(EvalRow(step=0, eval_acceptance_length=1.0, eval_speedup=1.0), last_step=4)
+    for step in range(1, 4):
+        first.log(metrics(step, 1.0), last_step=4)
+    MetricsLogger(tmp_path, LoggingConfig(), enabled=True, run_config={}, start_step=2)
+    assert [row["step"] for row in read_metrics(first.path)] == [0, 1, 2]
+    assert read_metrics(first.path)[0] == {"step": 0, "eval_acceptance_length": 1.0, "eval_speedup": 1.0}
+    MetricsLogger(tmp_path, LoggingConfig(), enabled=True, run_config={}, start_step=0)
+    assert read_metrics(first.path) == []  # a fresh run measures (and logs) its own step 0
 
 
 def test_ranks_other_than_zero_write_nothing(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from foveal.configs.trainer import OptimConfig, ScheduleConfig
+from foveal.renderers.errors import ContractError
 from foveal.trainer.training.optim import ScheduleError, build_optimizer, build_scheduler, clip_gradients, lr_multiplier
 
 
@@ -82,6 +83,43 @@ def test_adamw_takes_the_configured_hyperparameters_and_the_cpu_kernel() -> None
     assert (group["lr"], group["betas"], group["weight_decay"], group["eps"]) == (3e-4, (0.8, 0.95), 0.1, 1e-6)
     assert group["params"] == [model.weight]  # frozen parameters are left out
     assert not group["fused"] and group["foreach"]
+
+
+class TinyVLM(torch.nn.Module):
+    """A vision tower (`visual`, the Qwen-VL attribute name) beside a language model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.visual = torch.nn.Linear(2, 2)
+        self.language_model = torch.nn.Linear(2, 2)
+
+
+def test_vision_lr_scale_moves_the_vision_side_that_many_times_faster_through_the_schedule() -> None:
+    model = TinyVLM()
+    optimizer = build_optimizer(model, OptimConfig(lr=1e-2, vision_lr_scale=10.0))
+    scheduler = build_scheduler(optimizer, ScheduleConfig(kind="linear", warmup_steps=0, min_lr_ratio=0.0), 4)
+    assert [group["lr"] for group in optimizer.param_groups] == [1e-2, pytest.approx(1e-1)]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    sum(p.sum() for p in model.parameters()).backward()  # the same gradient (1) everywhere
+    optimizer.step()
+    scheduler.step()
+    moved = {name: (before[name] - p.detach()).abs().max().item() for name, p in model.named_parameters()}
+    assert moved["visual.weight"] == pytest.approx(0.1, rel=1e-4)  # Adam's first step: lr per weight
+    assert moved["language_model.weight"] == pytest.approx(0.01, rel=1e-4)
+    assert [group["lr"] for group in optimizer.param_groups] == [pytest.approx(7.5e-3), pytest.approx(7.5e-2)]
+
+
+def test_vision_lr_scale_with_a_frozen_vision_side_leaves_one_group() -> None:
+    model = TinyVLM()
+    model.visual.requires_grad_(False)
+    optimizer = build_optimizer(model, OptimConfig(lr=1e-2, vision_lr_scale=10.0))
+    assert [group["params"] for group in optimizer.param_groups] == [list(model.language_model.parameters())]
+
+
+def test_vision_lr_scale_on_a_text_model_names_the_setting() -> None:
+    with pytest.raises(ContractError, match="trainer.optim.vision_lr_scale") as caught:
+        build_optimizer(torch.nn.Linear(2, 2), OptimConfig(vision_lr_scale=2.0))
+    assert caught.value.value == "Linear"
 
 
 def test_clipping_returns_the_norm_before_and_scales_gradients_to_the_limit() -> None:

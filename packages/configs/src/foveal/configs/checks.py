@@ -106,8 +106,9 @@ def completion_fits_in_context(max_tokens: int, key: str, inference: InferenceCo
 
 
 def groups_can_normalize(orchestrator: OrchestratorConfig) -> list[Problem]:
-    """Group-relative advantages of a group of one are always zero: nothing would be learned."""
-    if orchestrator.advantage == "none" or orchestrator.rollouts_per_prompt >= 2:
+    """Group-relative advantages of a group of one are always zero: nothing would be learned (the batch kind
+    compares a rollout with the whole step instead)."""
+    if orchestrator.advantage in ("none", "batch_mean_std") or orchestrator.rollouts_per_prompt >= 2:
         return []
     expected = f"at least 2 when orchestrator.advantage is {orchestrator.advantage!r}"
     return [Problem("orchestrator.rollouts_per_prompt", expected, got=str(orchestrator.rollouts_per_prompt))]

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 DEMO_ENVIRONMENT = "shapes"
-AdvantageKind = Literal["group_mean", "group_mean_std", "none"]
+AdvantageKind = Literal["group_mean", "group_mean_std", "batch_mean_std", "none"]
 
 
 class EnvironmentConfig(BaseModel):
@@ -31,7 +31,8 @@ class OrchestratorConfig(BaseModel):
         default=1, ge=0, description="How many steps rollouts may lag the trainer's weights (0 = on-policy)."
     )
     advantage: AdvantageKind = Field(
-        default="group_mean_std", description="Advantage normalization within each prompt's group."
+        default="group_mean_std",
+        description="Advantage normalization: within each prompt's group, or over the whole step (batch_mean_std).",
     )
     environments: list[EnvironmentConfig] = Field(
         default_factory=lambda: [EnvironmentConfig()], min_length=1, description="Environment mixture."

@@ -21,6 +21,9 @@ class OptimConfig(BaseModel):
     betas: tuple[float, float] = Field(default=(0.9, 0.999), description="Adam beta1 and beta2.")
     weight_decay: float = Field(default=0.0, ge=0, description="Decoupled weight decay.")
     eps: float = Field(default=1e-8, gt=0, description="Adam epsilon.")
+    vision_lr_scale: float = Field(
+        default=1.0, gt=0, description="The vision tower and projector train at lr times this (VLMs only)."
+    )
 
 
 class ScheduleConfig(BaseModel):

@@ -19,24 +19,25 @@ from jinja2 import TemplateError
 
 from foveal.renderers.errors import UnknownFamily
 from foveal.renderers.families.base import FamilyAdapter
+from foveal.renderers.families.gemma3 import Gemma3Family
 from foveal.renderers.families.generic import GenericFamily
 from foveal.renderers.families.image_refs import ImageResolver
 from foveal.renderers.families.llama3 import Llama3Family
-from foveal.renderers.families.pieces import template_text
 from foveal.renderers.families.probes import Probe, first_mismatch, keeps_earlier_turns
 from foveal.renderers.families.qwen2_vl import Qwen2VLFamily
 from foveal.renderers.families.qwen3 import Qwen3Family
 from foveal.renderers.families.qwen3_vl import Qwen3VLFamily
-from foveal.renderers.layout import LayoutSpec, spec_from_image_processor, with_pixel_bounds
+from foveal.renderers.layout import AnyLayoutSpec, spec_from_image_processor, with_pixel_bounds
 from foveal.renderers.messages import InvalidMessage
 from foveal.renderers.store import ImageStore
 
-HAND_WRITTEN = ("qwen2_vl", "qwen3_vl", "qwen3", "llama3")
+HAND_WRITTEN = ("qwen2_vl", "qwen3_vl", "qwen3", "llama3", "gemma3")
 FAMILY_NAMES = (*HAND_WRITTEN, "generic")
 _HINTS = {
     "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_vl", "Qwen2VLProcessor": "qwen2_vl",
     "Qwen2_5_VLProcessor": "qwen2_vl", "qwen3_vl": "qwen3_vl", "qwen3_vl_moe": "qwen3_vl",
-    "Qwen3VLProcessor": "qwen3_vl", "qwen3": "qwen3", "qwen3_moe": "qwen3",
+    "Qwen3VLProcessor": "qwen3_vl", "qwen3": "qwen3", "qwen3_moe": "qwen3", "gemma3": "gemma3",
+    "Gemma3Processor": "gemma3",
 }  # fmt: skip
 TINY_PREFIX = "tiny:"
 
@@ -54,7 +55,7 @@ def load_pretrained(
     *,
     store: ImageStore | None = None,
     family: str | None = None,
-    layout_spec: LayoutSpec | None = None,
+    layout_spec: AnyLayoutSpec | None = None,
     multimodal: MultimodalConfig | None = None,
     enable_thinking: bool | None = None,
 ) -> Pretrained:
@@ -113,6 +114,8 @@ def _hand_written(name: str, enable_thinking: bool | None) -> FamilyAdapter:
         return Qwen3Family(enable_thinking=enable_thinking)
     if name == "llama3":
         return Llama3Family()
+    if name == "gemma3":
+        return Gemma3Family()
     raise UnknownFamily("family", name, f"one of {list(FAMILY_NAMES)}")
 
 
@@ -125,7 +128,7 @@ def _mismatch(adapter: FamilyAdapter, tokenizer: Any) -> str | None:
         except InvalidMessage:
             return None
         writer = adapter.write(probe.messages, probe.tools, probe.add_generation_prompt)
-        return template_text(writer.pieces, adapter.image_token)
+        return adapter.template_text(writer.pieces)
 
     def theirs(probe: Probe) -> str:
         return _template_string(tokenizer, adapter, probe) or ""
@@ -191,8 +194,10 @@ def _read_json(source: str, filename: str) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
 
 
-def _layout_spec(source: str, layout_family: str) -> LayoutSpec:
-    """Layout settings read from the model's own image processor (PIL backend: no torchvision needed)."""
+def _layout_spec(source: str, layout_family: str) -> AnyLayoutSpec:
+    """Layout settings read from the model's own image processor (PIL backend: no torchvision needed), plus
+    its processor_config.json, which holds what the full processor owns (Gemma 3's `image_seq_length`)."""
     from transformers import AutoImageProcessor
 
-    return spec_from_image_processor(AutoImageProcessor.from_pretrained(source, backend="pil"), layout_family)
+    image_processor = AutoImageProcessor.from_pretrained(source, backend="pil")
+    return spec_from_image_processor(image_processor, layout_family, _read_json(source, "processor_config.json"))

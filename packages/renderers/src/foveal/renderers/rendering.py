@@ -20,7 +20,7 @@ from foveal.renderers.families.base import FamilyAdapter
 from foveal.renderers.families.completion import parse_assistant_text
 from foveal.renderers.families.encoding import SegmentEncoder
 from foveal.renderers.families.image_refs import ImageResolver
-from foveal.renderers.families.pieces import ImageSlot, Piece, Text, Token, template_text
+from foveal.renderers.families.pieces import ImageSlot, Piece, Text, Token
 from foveal.renderers.families.spans import check_spans
 from foveal.renderers.messages import AssistantMessage, InvalidMessage, Message, ToolSpec, parse_messages, parse_tools
 from foveal.renderers.rendered import RenderedConversation, RenderedImage
@@ -28,7 +28,7 @@ from foveal.renderers.rendered import RenderedConversation, RenderedImage
 if TYPE_CHECKING:
     from foveal.configs.multimodal import MultimodalConfig
 
-    from foveal.renderers.layout import LayoutSpec
+    from foveal.renderers.layout import AnyLayoutSpec
     from foveal.renderers.store import ImageStore
 
 LossOn = Literal["assistant", "all", "last_assistant"]
@@ -90,7 +90,7 @@ class Renderer:
         store: ImageStore | None = None,
         family: str | None = None,
         loss_on: LossOn = "assistant",
-        layout_spec: LayoutSpec | None = None,
+        layout_spec: AnyLayoutSpec | None = None,
         multimodal: MultimodalConfig | None = None,
         max_images: int | None = None,
         enable_thinking: bool | None = None,
@@ -155,7 +155,7 @@ class Renderer:
         """The string the family's chat template renders (one image token per image), without tokenizing."""
         typed, specs = self._validated(messages, tools)
         pieces, _ = self._write(typed, specs, add_generation_prompt)
-        return template_text(pieces, self.adapter.image_token)
+        return self.adapter.template_text(pieces)
 
     def parse_completion(self, token_ids: Sequence[int]) -> AssistantMessage:
         """The assistant message in sampled ids: cut at the first stop token (if any), then parsed."""

@@ -4,8 +4,8 @@
 `foveal.renderers.tiny`) plus config.json, generation_config.json and model.safetensors, so
 `AutoProcessor` and `AutoModelForImageTextToText` / `AutoModelForCausalLM` load it offline. The shapes keep
 what the training code depends on (mrope sections summing to head_dim/2, GQA, the 2x2 patch merge, Qwen3-VL
-deepstack, Qwen2.5-VL window attention, Llama 3's rope scaling) at a size that builds and runs a step in
-well under a second on CPU.
+deepstack, Qwen2.5-VL window attention, Llama 3's rope scaling, Gemma 3's sliding/global layers and 4x4
+pooling of SigLIP patches) at a size that builds and runs a step in well under a second on CPU.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 from transformers import (
+    Gemma3Config,
+    Gemma3ForConditionalGeneration,
     GenerationConfig,
     LlamaConfig,
     LlamaForCausalLM,
@@ -34,6 +36,7 @@ from transformers import (
 
 from foveal.renderers.tiny import (
     FamilySpec,
+    Gemma3VisionSpec,
     TinyTokenIds,
     family_spec,
     materialize,
@@ -121,6 +124,30 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "vision": None,
         "tie_word_embeddings": False,
     },
+    # Gemma 3 (4B-class): one sliding-window layer then one global layer (the real 5:1 pattern, shortened),
+    # local rope theta 1e4, global 1e6 with the 4B's linear scaling by 8, query scaling by head_dim, tied
+    # embeddings. SigLIP vision tower without its pooling head; image and patch size from the processor spec
+    # (the projector pools the patch grid down to `tokens_per_image`).
+    "gemma3": {
+        "text": {
+            "head_dim": HEAD_DIM,
+            "query_pre_attn_scalar": HEAD_DIM,
+            "sliding_window": 64,
+            "layer_types": ["sliding_attention", "full_attention"],
+            "rope_parameters": {
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+            },
+        },
+        "vision": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "vision_use_head": False,
+        },
+        "tie_word_embeddings": True,
+    },
 }
 _CLASSES: dict[str, tuple[type[PreTrainedConfig], type[PreTrainedModel]]] = {
     "qwen2_vl": (Qwen2VLConfig, Qwen2VLForConditionalGeneration),
@@ -128,9 +155,11 @@ _CLASSES: dict[str, tuple[type[PreTrainedConfig], type[PreTrainedModel]]] = {
     "qwen3_vl": (Qwen3VLConfig, Qwen3VLForConditionalGeneration),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
     "llama3": (LlamaConfig, LlamaForCausalLM),
+    "gemma3": (Gemma3Config, Gemma3ForConditionalGeneration),
 }
-# Llama 3.1 stops on any of these (its config.json and generation_config.json list all three as eos).
-_LLAMA3_STOPS = ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")
+# The families whose config lists several stop tokens as eos: Llama 3.1 (config.json and generation_config.json
+# list all three) and Gemma 3 (<eos> and <end_of_turn>, ids 1 and 106 in the real files).
+_STOPS = {"llama3": ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"), "gemma3": ("<eos>", "<end_of_turn>")}
 
 
 def build_tiny_model(family: str, cache_root: Path | None = None) -> Path:
@@ -157,10 +186,12 @@ def tiny_config(spec: FamilySpec, ids: TinyTokenIds) -> PreTrainedConfig:
     config_class, _ = _CLASSES[spec.name]
     # Deep copies: the config classes standardize rope_parameters in place.
     architecture = copy.deepcopy(ARCHITECTURES[spec.name])
-    text = {**TEXT, **architecture["text"], "vocab_size": ids.vocab_size, **_special_ids(ids)}
+    text = {**TEXT, **architecture["text"], "vocab_size": ids.vocab_size, **_special_ids(spec, ids)}
     tie = architecture["tie_word_embeddings"]
     if spec.vision is None:
         return config_class(**text, tie_word_embeddings=tie)
+    if isinstance(spec.vision, Gemma3VisionSpec):
+        return _gemma3_config(spec.vision, ids, text, architecture)
     vision = {
         **architecture["vision"],
         "patch_size": spec.vision.patch_size,
@@ -178,27 +209,54 @@ def tiny_config(spec: FamilySpec, ids: TinyTokenIds) -> PreTrainedConfig:
     )
 
 
-def _special_ids(ids: TinyTokenIds) -> dict[str, Any]:
+def _gemma3_config(
+    vision: Gemma3VisionSpec, ids: TinyTokenIds, text: dict[str, Any], architecture: dict[str, Any]
+) -> PreTrainedConfig:
+    """Gemma3Config: the image, begin-of-image and end-of-image ids from the tokenizer; patch grid pooled to the
+    processor's tokens per image (the real 896 / 14 = 64 patches a side pooled 4x4 to 16 x 16 = 256)."""
+    return Gemma3Config(
+        text_config=text,
+        vision_config={**architecture["vision"], "image_size": vision.image_size, "patch_size": vision.patch_size},
+        mm_tokens_per_image=vision.tokens_per_image,
+        boi_token_index=ids.id_of("<start_of_image>"),
+        eoi_token_index=ids.id_of("<end_of_image>"),
+        image_token_index=ids.id_of("<image_soft_token>"),
+        tie_word_embeddings=architecture["tie_word_embeddings"],
+        **{key: value for key, value in text.items() if key.endswith("_token_id")},
+    )
+
+
+def _special_ids(spec: FamilySpec, ids: TinyTokenIds) -> dict[str, Any]:
     if ids.bos_id is None:  # Qwen, as the real configs: bos = pad = <|endoftext|>, eos = <|im_end|>.
         return {"bos_token_id": ids.pad_id, "eos_token_id": ids.eos_id, "pad_token_id": ids.pad_id}
     # Llama 3.1: bos <|begin_of_text|>, every stop token as eos; pad <|finetune_right_pad_id|> (the tokenizer's).
-    stops = [ids.id_of(token) for token in _LLAMA3_STOPS]
-    return {"bos_token_id": ids.bos_id, "eos_token_id": stops, "pad_token_id": ids.pad_id}
+    # Gemma 3: bos <bos>, eos [<eos>, <end_of_turn>], pad <pad>.
+    return {"bos_token_id": ids.bos_id, "eos_token_id": _stop_ids(spec, ids), "pad_token_id": ids.pad_id}
 
 
-def _stop_ids(ids: TinyTokenIds) -> list[int]:
-    """What generation stops on: Qwen's <|im_end|> or <|endoftext|>; Llama's three stop tokens."""
-    return [ids.eos_id, ids.pad_id] if ids.bos_id is None else [ids.id_of(token) for token in _LLAMA3_STOPS]
+def _stop_ids(spec: FamilySpec, ids: TinyTokenIds) -> list[int]:
+    """What generation stops on: Qwen's <|im_end|> or <|endoftext|>; the listed stop tokens of the others."""
+    if spec.name in _STOPS:
+        return [ids.id_of(token) for token in _STOPS[spec.name]]
+    return [ids.eos_id, ids.pad_id]
 
 
 def init_tiny_model(spec: FamilySpec, ids: TinyTokenIds) -> PreTrainedModel:
-    """The seeded random-weight model that `build_tiny_model` saves (same seed, same weights)."""
+    """The seeded random-weight model that `build_tiny_model` saves (same seed, same weights).
+
+    Gemma 3 initializes its image projection to zero, which would hide every image from the text model
+    (and stop the vision tower's gradients); the tiny model draws it like the other weights instead.
+    """
     _, model_class = _CLASSES[spec.name]
     torch.manual_seed(SEED)
     model = model_class(tiny_config(spec, ids)).eval()
-    special = _special_ids(ids)
+    if isinstance(model, Gemma3ForConditionalGeneration):
+        projection = model.model.multi_modal_projector.mm_input_projection_weight
+        with torch.no_grad():
+            projection.normal_(0.0, model.config.initializer_range)
+    special = _special_ids(spec, ids)
     model.generation_config = GenerationConfig(
-        bos_token_id=special["bos_token_id"], eos_token_id=_stop_ids(ids), pad_token_id=ids.pad_id
+        bos_token_id=special["bos_token_id"], eos_token_id=_stop_ids(spec, ids), pad_token_id=ids.pad_id
     )
     return model
 

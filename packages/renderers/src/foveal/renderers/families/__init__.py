@@ -1,6 +1,7 @@
 """Chat families: one small adapter per chat template, plus the shared pieces -> tokens machinery."""
 
 from foveal.renderers.families.base import FamilyAdapter
+from foveal.renderers.families.gemma3 import Gemma3Family
 from foveal.renderers.families.generic import GenericFamily
 from foveal.renderers.families.llama3 import Llama3Family
 from foveal.renderers.families.qwen2_vl import Qwen2VLFamily
@@ -10,6 +11,7 @@ from foveal.renderers.families.reference import ReferenceRenderer
 
 __all__ = [
     "FamilyAdapter",
+    "Gemma3Family",
     "GenericFamily",
     "Llama3Family",
     "Qwen2VLFamily",

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from foveal.renderers.families.chatml import IMAGE_PAD, STOP_TOKENS, VIDEO_PAD, ChatWriter
 from foveal.renderers.families.completion import CompletionFormat
+from foveal.renderers.families.pieces import Piece, template_text
 from foveal.renderers.messages import InvalidMessage, Message, ToolSpec, template_dicts
 
 
@@ -34,6 +35,8 @@ class FamilyAdapter(ABC):
     """Added tokens that may never come out of message text (they would fake an image)."""
     vision_markers: ClassVar[tuple[str, str] | None] = None
     """Tokens that frame every placeholder run, checked around each span (None: not checked)."""
+    template_image_token: ClassVar[str | None] = None
+    """What the chat template prints for one image, which the processor then expands (None: `image_token`)."""
 
     @abstractmethod
     def write(self, messages: Sequence[Message], tools: Sequence[ToolSpec], add_generation_prompt: bool) -> ChatWriter:
@@ -49,6 +52,11 @@ class FamilyAdapter(ABC):
     def template_kwargs(self) -> dict[str, Any]:
         """Extra variables this adapter assumes the template was rendered with."""
         return {}
+
+    def template_text(self, pieces: Sequence[Piece]) -> str:
+        """The string the chat template itself renders for these pieces (before any processor expansion)."""
+        marker = self.image_token if self.template_image_token is None else self.template_image_token
+        return template_text(pieces, marker)
 
 
 class TextFamilyAdapter(FamilyAdapter):

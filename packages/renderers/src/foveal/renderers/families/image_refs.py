@@ -24,7 +24,7 @@ from PIL import Image
 from foveal.renderers.contract import RawImageDescriptor
 from foveal.renderers.errors import ContractError, FingerprintMismatch, PlaceholderMismatch, UnknownFamily
 from foveal.renderers.images import open_header, stored_format
-from foveal.renderers.layout import LayoutSpec, compute_layout
+from foveal.renderers.layout import AnyLayoutSpec, compute_layout
 from foveal.renderers.locations import describe_source, read_location
 from foveal.renderers.store import ImageStore, StoredImage
 
@@ -40,7 +40,7 @@ class ResolvedImage:
 class ImageResolver:
     """Stores images and computes their layout under one spec; `spec=None` means a text-only renderer."""
 
-    def __init__(self, store: ImageStore | None, spec: LayoutSpec | None, cache_size: int = 4096) -> None:
+    def __init__(self, store: ImageStore | None, spec: AnyLayoutSpec | None, cache_size: int = 4096) -> None:
         self.store = store
         self.spec = spec
         self._stored: OrderedDict[str, StoredImage] = OrderedDict()
@@ -89,7 +89,7 @@ class ImageResolver:
                 self._stored.popitem(last=False)
         return stored
 
-    def _require(self, field: str) -> tuple[ImageStore, LayoutSpec]:
+    def _require(self, field: str) -> tuple[ImageStore, AnyLayoutSpec]:
         if self.spec is None:
             raise UnknownFamily(field, "<image>", "a renderer with an image layout (this one is text-only)")
         if self.store is None:
@@ -97,7 +97,7 @@ class ImageResolver:
         return self.store, self.spec
 
     def _check_stored(
-        self, descriptor: RawImageDescriptor, store: ImageStore, spec: LayoutSpec, field: str
+        self, descriptor: RawImageDescriptor, store: ImageStore, spec: AnyLayoutSpec, field: str
     ) -> ResolvedImage:
         if descriptor.family != spec.family or descriptor.layout_fingerprint != spec.fingerprint:
             raise FingerprintMismatch(

@@ -4,7 +4,9 @@ Adapters describe a conversation the way its chat template would print it, but a
 one string. That keeps three facts the string loses: which pieces the assistant wrote (the loss mask),
 which message wrote them (bridging appends only new messages), and where images go (the placeholder run
 is expanded from the layout, never by searching the text). `template_text` joins the pieces back into the
-exact string the Jinja template renders, which is what the load-time self-check compares.
+exact string the Jinja template renders, which is what the load-time self-check compares: pieces marked
+`expansion` are what the HF processor writes around an image when it expands the template's image marker
+(Gemma 3's "\n\n<start_of_image>...<end_of_image>\n\n"), so the template string leaves them out.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ class Text:
     text: str
     message: int
     trained: bool = False
+    expansion: bool = False
+    """Written by the processor's image expansion, not by the chat template."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,8 @@ class Token:
     token: str
     message: int
     trained: bool = False
+    expansion: bool = False
+    """Written by the processor's image expansion, not by the chat template."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +49,14 @@ Piece = Text | Token | ImageSlot
 
 
 def template_text(pieces: Iterable[Piece], image_token: str) -> str:
-    """The string the chat template renders for these pieces: one `image_token` per image slot."""
+    """The string the chat template renders for these pieces: one `image_token` per image slot, and nothing of
+    what the processor's expansion adds."""
     return "".join(_piece_text(piece, image_token) for piece in pieces)
 
 
 def _piece_text(piece: Piece, image_token: str) -> str:
-    if isinstance(piece, Text):
-        return piece.text
-    if isinstance(piece, Token):
-        return piece.token
-    return image_token
+    if isinstance(piece, ImageSlot):
+        return image_token
+    if piece.expansion:
+        return ""
+    return piece.text if isinstance(piece, Text) else piece.token

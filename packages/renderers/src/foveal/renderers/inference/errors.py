@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
+from foveal.renderers.inference.openai import ErrorResponse
 from foveal.renderers.inference.wire import ErrorBody, ErrorCode
 
 _CODE_BY_STATUS: dict[int, ErrorCode] = {
@@ -47,10 +50,18 @@ class InferenceTimeout(InferenceError):
 
 
 def error_from_answer(endpoint: str, status: int, body: bytes) -> InferenceError:
-    """The InferenceError of a 4xx/5xx answer; a body that is not an ErrorBody still gets a code by status."""
+    """The InferenceError of a 4xx/5xx answer (an `ErrorBody`, or OpenAI's error shape from the OpenAI routes and
+    other OpenAI-compatible servers); a body that is neither still gets a code by status."""
+    by_status: ErrorCode = _CODE_BY_STATUS.get(status, "internal" if status >= 500 else "invalid_request")
     try:
         detail = ErrorBody.model_validate_json(body).error
     except ValueError:
-        code: ErrorCode = _CODE_BY_STATUS.get(status, "internal" if status >= 500 else "invalid_request")
-        return InferenceError(endpoint, status, code, f"answer without an error body ({len(body)} bytes)")
-    return InferenceError(endpoint, status, detail.code, detail.message, detail.field)
+        pass  # not Foveal's own shape: maybe OpenAI's
+    else:
+        return InferenceError(endpoint, status, detail.code, detail.message, detail.field)
+    try:
+        error = ErrorResponse.model_validate_json(body).error
+    except ValueError:
+        return InferenceError(endpoint, status, by_status, f"answer without an error body ({len(body)} bytes)")
+    code = error.code if error.code in get_args(ErrorCode) else by_status
+    return InferenceError(endpoint, status, code, error.message, error.param)  # type: ignore[arg-type]

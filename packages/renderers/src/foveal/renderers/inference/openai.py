@@ -1,21 +1,34 @@
-"""The subset of OpenAI's chat-completions API that Foveal servers speak, for evals and outside tools.
+"""The subset of OpenAI's API that Foveal servers speak (chat and text completions, models, errors), for
+evals and outside tools such as the official `openai` client.
 
-Requests are strict (unknown fields are a 422 naming them, and settings the servers cannot honour, such as
-streaming or penalties, are refused rather than ignored); responses are lenient (extra fields ignored), so
-the same models parse answers from other OpenAI-compatible servers. Two vLLM-style extensions serve RL:
-`top_k`, and `return_token_ids`, which adds the prompt's and each choice's token ids to the response so a
-caller can train on exactly what was sampled. Images are `image_url` parts holding a `data:` URL or a
-location the server's `[multimodal]` rules allow; the server renders messages with its own renderer.
+Requests are strict (unknown fields are a 400 naming them, and settings the servers cannot honour, such as
+penalties or alternative logprobs, are refused rather than ignored); responses are lenient (extra fields
+ignored), so the same models parse answers from other OpenAI-compatible servers. Two vLLM-style extensions
+serve RL: `top_k`, and `return_token_ids`, which adds the prompt's and each choice's token ids to the
+response so a caller can train on exactly what was sampled. Images are `image_url` parts holding a `data:`
+URL or a location the server's `[multimodal]` rules allow; the server renders messages with its own
+renderer. `stream: true` answers with server-sent events of the `*Chunk` models, then `data: [DONE]`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from foveal.renderers.inference.wire import MAX_SAMPLES_PER_REQUEST, MAX_STOP_STRINGS
+from foveal.renderers.inference.wire import (
+    MAX_SAMPLES_PER_REQUEST,
+    MAX_STOP_STRINGS,
+    MAX_TOKENIZE_CHARS,
+    Endpoints,
+    FinishReason,
+    TokenId,
+)
 from foveal.renderers.messages import ToolSpec
+
+COMPLETIONS_PATH = "/v1/completions"
+OPENAI_PATHS = frozenset({Endpoints.CHAT_COMPLETIONS, COMPLETIONS_PATH, Endpoints.MODELS})
+"""Routes that answer errors in OpenAI's shape (`ErrorResponse`); the other routes keep `wire.ErrorBody`."""
 
 
 class _Strict(BaseModel):
@@ -66,25 +79,22 @@ class ChatMessage(_Strict):
     reasoning_content: str | None = None
 
 
-class ChatCompletionRequest(_Strict):
-    """A chat completion request; sampling fields mean what they mean in `wire.SamplingParams`."""
+class StreamOptions(_Strict):
+    include_usage: bool = Field(default=False, description="Send a last chunk with empty choices and the usage.")
+
+
+class SamplingRequest(_Strict):
+    """What chat and text completion requests share; sampling fields mean what they mean in `wire.SamplingParams`."""
 
     model: str = Field(min_length=1)
-    messages: tuple[ChatMessage, ...] = Field(min_length=1)
-    tools: tuple[ToolSpec, ...] | None = None
-    tool_choice: Literal["auto"] | None = Field(default=None, description="Only `auto` (the template's default).")
-    parallel_tool_calls: bool | None = Field(default=None, description="Accepted; the model decides.")
     temperature: float = Field(default=1.0, ge=0.0, le=100.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=0, ge=0, description="vLLM extension; 0 keeps all tokens.")
-    max_tokens: int | None = Field(default=None, ge=1, description="None: up to the model's context.")
-    max_completion_tokens: int | None = Field(default=None, ge=1, description="Wins over max_tokens.")
     n: int = Field(default=1, ge=1, le=MAX_SAMPLES_PER_REQUEST)
     stop: str | tuple[str, ...] | None = Field(default=None)
     seed: int | None = Field(default=None, ge=0)
-    logprobs: bool = False
-    top_logprobs: Literal[0] | None = Field(default=None, description="Alternatives are not returned.")
-    stream: Literal[False] = Field(default=False, description="Streaming is not supported.")
+    stream: bool = Field(default=False, description="Answer with server-sent events, one chunk per new text.")
+    stream_options: StreamOptions | None = Field(default=None, description="Only with stream.")
     frequency_penalty: Literal[0] = 0
     presence_penalty: Literal[0] = 0
     user: str | None = Field(default=None, description="Accepted and ignored.")
@@ -97,8 +107,48 @@ class ChatCompletionRequest(_Strict):
             raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings")
         return value
 
+    @field_validator("stream_options")
+    @classmethod
+    def _options_need_stream(cls, value: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        if value is not None and not info.data.get("stream"):
+            raise ValueError("only allowed with stream: true")  # OpenAI refuses it too
+        return value
+
     def stop_strings(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else (self.stop or ())
+
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class ChatCompletionRequest(SamplingRequest):
+    """A chat completion request."""
+
+    messages: tuple[ChatMessage, ...] = Field(min_length=1)
+    tools: tuple[ToolSpec, ...] | None = None
+    tool_choice: Literal["auto"] | None = Field(default=None, description="Only `auto` (the template's default).")
+    parallel_tool_calls: bool | None = Field(default=None, description="Accepted; the model decides.")
+    max_tokens: int | None = Field(default=None, ge=1, description="None: up to the model's context.")
+    max_completion_tokens: int | None = Field(default=None, ge=1, description="Wins over max_tokens.")
+    logprobs: bool = False
+    top_logprobs: Literal[0] | None = Field(default=None, description="Alternatives are not returned.")
+
+
+PromptText = Annotated[str, Field(min_length=1, max_length=MAX_TOKENIZE_CHARS)]
+PromptIds = Annotated[tuple[TokenId, ...], Field(min_length=1)]
+
+
+class CompletionRequest(SamplingRequest):
+    """A text completion request: one prompt, as text (tokenized without special tokens) or token ids."""
+
+    prompt: PromptText | PromptIds = Field(
+        description="One prompt; lists of prompts are not taken (send one request each)."
+    )
+    max_tokens: int = Field(default=16, ge=1, description="OpenAI's default, 16.")
+    logprobs: Literal[0] | None = Field(default=None, description="0: the sampled tokens' logprobs, no alternatives.")
+    echo: Literal[False] = Field(default=False, description="The prompt is not echoed.")
+    best_of: Literal[1] | None = None
+    suffix: None = Field(default=None, description="Insertion is not supported.")
 
 
 class TokenLogprob(_Lenient):
@@ -161,3 +211,99 @@ class ModelList(_Lenient):
 
     object: Literal["list"] = "list"
     data: tuple[ModelCard, ...]
+
+
+class ToolCallDelta(_Lenient):
+    """A tool call in a chunk: sent whole, once, when the completion has ended and parsed."""
+
+    index: int
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatDelta(_Lenient):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: tuple[ToolCallDelta, ...] | None = None
+
+
+class ChatChunkChoice(_Lenient):
+    index: int
+    delta: ChatDelta
+    finish_reason: ChatFinishReason | str | None = None
+    logprobs: ChoiceLogprobs | None = None
+    token_ids: tuple[int, ...] | None = Field(default=None, description="With return_token_ids: this chunk's ids.")
+
+
+class ChatCompletionChunk(_Lenient):
+    """One server-sent event of a streamed chat completion; the usage chunk has no choices."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: tuple[ChatChunkChoice, ...]
+    usage: Usage | None = None
+
+
+class CompletionLogprobs(_Lenient):
+    """Logprobs of a text completion (OpenAI's legacy shape); `top_logprobs` stays None: no alternatives."""
+
+    tokens: tuple[str, ...] = ()
+    token_logprobs: tuple[float, ...] = ()
+    text_offset: tuple[int, ...] = ()
+    top_logprobs: tuple[dict[str, float], ...] | None = None
+
+
+class CompletionChoice(_Lenient):
+    index: int
+    text: str
+    finish_reason: FinishReason | str | None = None
+    logprobs: CompletionLogprobs | None = None
+    token_ids: tuple[int, ...] | None = Field(default=None, description="With return_token_ids: the sampled ids.")
+
+
+class CompletionResponse(_Lenient):
+    """A text completion, and (with stream) each chunk of one: the same shape, text deltas in the choices."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: tuple[CompletionChoice, ...]
+    usage: Usage | None = None
+    prompt_token_ids: tuple[int, ...] | None = Field(default=None, description="With return_token_ids.")
+    weight_version: int | None = Field(default=None, description="Foveal servers: the weights that answered.")
+
+
+class ErrorObject(_Lenient):
+    """OpenAI's error: `param` names the offending field; `code` is Foveal's `wire.ErrorCode`, or
+    `model_not_found` for a model the server does not serve."""
+
+    message: str
+    type: str = "invalid_request_error"
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(_Lenient):
+    """The body of every 4xx/5xx answer on `OPENAI_PATHS`, and the data of an error event that ends a stream."""
+
+    error: ErrorObject
+
+
+def error_type(status: int) -> str:
+    """OpenAI's error type for an HTTP status."""
+    if status == 401:
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def openai_error(status: int, code: str, message: str, param: str | None = None) -> ErrorResponse:
+    """A Foveal error (`wire.ErrorCode`, dotted field) in OpenAI's shape; a 404 about `model` is `model_not_found`."""
+    code = "model_not_found" if status == 404 and param == "model" else code
+    return ErrorResponse(error=ErrorObject(message=message, type=error_type(status), param=param, code=code))

@@ -5,11 +5,14 @@ cheaply; readers re-derive it with their real processor and compare fingerprints
 """
 
 from foveal.renderers.layout.family import LayoutFamily
+from foveal.renderers.layout.gemma3 import Gemma3LayoutSpec
 from foveal.renderers.layout.image_layout import ImageLayout
 from foveal.renderers.layout.registry import compute_layout, family_names, layout_family, spec_from_image_processor
-from foveal.renderers.layout.spec import LayoutSpec, with_pixel_bounds
+from foveal.renderers.layout.spec import AnyLayoutSpec, LayoutSpec, with_pixel_bounds
 
 __all__ = [
+    "AnyLayoutSpec",
+    "Gemma3LayoutSpec",
     "ImageLayout",
     "LayoutFamily",
     "LayoutSpec",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,12 +14,15 @@ from foveal.renderers.layout.spec import LayoutSpec
 class LayoutFamily:
     """One layout family: a name, the HF image processors it understands, and two pure functions.
 
-    `read_spec(image_processor, family_name)` reads the layout settings of a processor instance;
-    `compute(spec, width, height)` returns the layout of one image (sides already validated).
+    `read_spec(image_processor, family_name, processor_config)` reads the layout settings of a processor
+    instance (and, where the processor rather than the image processor holds one, of the model's
+    processor_config.json); `compute(spec, width, height)` returns the layout of one image (sides already
+    validated). `spec_type` is the spec class `compute` takes (`LayoutSpec` for the Qwen-VL families).
     Adding a family means one adapter module and one line in the registry, no branches elsewhere.
     """
 
     name: str
     processor_classes: frozenset[str]
-    read_spec: Callable[[Any, str], LayoutSpec]
-    compute: Callable[[LayoutSpec, int, int], ImageLayout]
+    read_spec: Callable[[Any, str, Mapping[str, Any] | None], Any]
+    compute: Callable[[Any, int, int], ImageLayout]
+    spec_type: type = LayoutSpec

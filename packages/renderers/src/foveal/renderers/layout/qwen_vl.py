@@ -9,6 +9,7 @@ frame, so it widens each `pixel_values` row but never adds a grid step.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from foveal.renderers.errors import ContractError
@@ -34,8 +35,10 @@ def qwen_vl_layout(spec: LayoutSpec, width: int, height: int) -> ImageLayout:
     )
 
 
-def read_qwen_vl_spec(image_processor: Any, family: str) -> LayoutSpec:
-    """Read the layout settings of a Qwen-VL image processor (either backend).
+def read_qwen_vl_spec(
+    image_processor: Any, family: str, processor_config: Mapping[str, Any] | None = None
+) -> LayoutSpec:
+    """Read the layout settings of a Qwen-VL image processor (either backend); `processor_config` is unused.
 
     The pixel bounds live in `size` ("shortest_edge" = min_pixels, "longest_edge" = max_pixels): the
     constructor folds legacy `min_pixels` / `max_pixels` kwargs into it and `resize` reads only it.

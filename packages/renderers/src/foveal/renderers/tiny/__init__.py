@@ -1,4 +1,4 @@
-"""Tiny local Qwen-family tokenizers and processors for tests and demos (no torch, no model hub).
+"""Tiny local tokenizers and processors (Qwen, Llama 3, Gemma 3 families) for tests and demos (no torch, no model hub).
 
 `build_tiny_processor(family)` returns a cached folder loadable with `AutoTokenizer.from_pretrained` and the
 PIL image processor; `foveal.trainer.tiny_models.build_tiny_model` adds random-weight models on top.
@@ -6,7 +6,15 @@ PIL image processor; `foveal.trainer.tiny_models.build_tiny_model` adds random-w
 
 from foveal.renderers.tiny.cache import DEFAULT_CACHE_ROOT, materialize, recipe_digest, source_digest
 from foveal.renderers.tiny.chat_templates import TEMPLATE_NAMES, chat_template
-from foveal.renderers.tiny.families import FAMILIES, FAMILY_SPECS, VLM_FAMILIES, FamilySpec, VisionSpec, family_spec
+from foveal.renderers.tiny.families import (
+    FAMILIES,
+    FAMILY_SPECS,
+    VLM_FAMILIES,
+    FamilySpec,
+    Gemma3VisionSpec,
+    VisionSpec,
+    family_spec,
+)
 from foveal.renderers.tiny.processor import build_tiny_processor, processor_recipe, write_processor_files
 from foveal.renderers.tiny.token_ids import TinyTokenIds
 
@@ -17,6 +25,7 @@ __all__ = [
     "TEMPLATE_NAMES",
     "VLM_FAMILIES",
     "FamilySpec",
+    "Gemma3VisionSpec",
     "TinyTokenIds",
     "VisionSpec",
     "build_tiny_processor",

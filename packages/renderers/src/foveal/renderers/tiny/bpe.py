@@ -28,7 +28,7 @@ MIN_FREQUENCY = 2
 def bpe_recipe() -> dict[str, object]:
     """Everything that decides the learned vocabulary; part of the cache key."""
     return {
-        "corpus_xxh3_128": _corpus_digest(),
+        "corpus_xxh3_128": corpus_digest(),
         "vocab_size": BPE_VOCAB_SIZE,
         "min_frequency": MIN_FREQUENCY,
         "pretokenize_regex": PRETOKENIZE_REGEX,
@@ -37,7 +37,7 @@ def bpe_recipe() -> dict[str, object]:
 
 
 @functools.cache
-def _corpus_digest() -> str:
+def corpus_digest() -> str:
     return xxhash.xxh3_128_hexdigest("\x00".join(training_corpus()).encode())
 
 

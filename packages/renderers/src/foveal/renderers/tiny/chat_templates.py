@@ -45,6 +45,18 @@ llama3 (Llama 3.1 Instruct, text; from its tokenizer_config.json chat_template, 
     and raises unless there is exactly one; tool (or ipython) messages are "ipython" turns whose content is
     written with tojson when it is a mapping or iterable (a string too: it gets quoted), untrimmed;
   - add_generation_prompt appends "<|start_header_id|>assistant<|end_header_id|>\n\n".
+gemma3 (Gemma 3 instruction-tuned, e.g. gemma-3-4b-it; from its chat template's behaviour, as shipped in its
+tokenizer_config.json / chat_template.json):
+  - bos_token first, once;
+  - a leading system message is not a turn: its content (a string; for a list, the text of its first part) plus
+    "\n\n" is written, untrimmed, at the start of the first turn's content; later messages alternate
+    user / assistant starting with user, or the template raises (a "tool" or later "system" message in an
+    assistant slot passes the check and prints a turn of that role);
+  - every turn "<start_of_turn>{role}\n{content}<end_of_turn>\n" with assistant written as "model"; string
+    content is trimmed, in a list each text part is trimmed on its own and each image part prints
+    "<start_of_image>" (Gemma3Processor replaces it by "\n\n<start_of_image>" + image_seq_length x
+    "<image_soft_token>" + "<end_of_image>\n\n"); tools, tool_calls and reasoning_content are not printed;
+  - add_generation_prompt appends "<start_of_turn>model\n".
 Not reproduced: video timestamps, the Qwen3-VL "Thinking" variants, and Llama's builtin_tools (<|python_tag|>
 calls ending in <|eom_id|>).
 """
@@ -61,6 +73,7 @@ _PARTS = {
     "qwen3_vl": ("media", "tools", "qwen3_vl"),
     "qwen3": ("tools", "qwen3"),
     "llama3": ("llama3",),
+    "gemma3": ("gemma3",),
 }
 TEMPLATE_NAMES = tuple(_PARTS)
 

@@ -8,6 +8,10 @@ preprocessor_config.json keys, patch/merge sizes) follows the real hub files; on
 The text-only `llama3` family (Llama 3.1 / 3.2 Instruct) shares the trained BPE and its Qwen2 pipeline (the
 real Llama 3 split regex differs only in grouping up to three digits); what it copies is the added tokens,
 bos/eos/pad, the BOS the tokenizer adds when encoding, and the chat template.
+
+`gemma3` (Gemma 3 instruction-tuned, with vision) has its own SentencePiece-style BPE (`gemma_bpe`), the real
+tokenizer_config keys (GemmaTokenizer, `boi_token` / `eoi_token` / `image_token`), and the real
+Gemma3ImageProcessor / Gemma3Processor files at a tiny fixed image size (`Gemma3VisionSpec`).
 """
 
 from __future__ import annotations
@@ -84,6 +88,20 @@ _LLAMA3_TOKENS = (
     "<|python_tag|>",
 )
 
+# Gemma 3: the added tokens a render can write, in id order (see gemma_bpe for where they sit), all special.
+_GEMMA3_TOKENS = (
+    "<pad>",
+    "<eos>",
+    "<bos>",
+    "<unk>",
+    "<mask>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<start_of_image>",
+    "<end_of_image>",
+    "<image_soft_token>",
+)
+
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -128,6 +146,48 @@ class VisionSpec:
 
 
 @dataclass(frozen=True)
+class Gemma3VisionSpec:
+    """Gemma 3's fixed-size image settings; `preprocessor_config()` / `processor_config()` use the real keys.
+
+    The real checkpoints: 896 x 896 images, SigLIP patch 14 (64 patches a side), pooled 4 x 4 to 16 x 16 =
+    256 soft tokens (`mm_tokens_per_image` = `image_seq_length`). The tiny one keeps the 4 x 4 pooling:
+    56 x 56 images, patch 7 (8 patches a side), 2 x 2 = 4 soft tokens.
+    """
+
+    image_size: int
+    patch_size: int
+    """SigLIP's patch size: only the model's config has it (the processor never cuts patches itself)."""
+    tokens_per_image: int
+    processor_class: str = "Gemma3Processor"
+    image_processor_type: str = "Gemma3ImageProcessor"
+
+    def preprocessor_config(self) -> dict[str, Any]:
+        """preprocessor_config.json as the released Gemma 3 checkpoints write it (pan-and-scan unset)."""
+        return {
+            "do_convert_rgb": None,
+            "do_normalize": True,
+            "do_pan_and_scan": None,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_processor_type": self.image_processor_type,
+            "image_seq_length": self.tokens_per_image,
+            "image_std": [0.5, 0.5, 0.5],
+            "pan_and_scan_max_num_crops": None,
+            "pan_and_scan_min_crop_size": None,
+            "pan_and_scan_min_ratio_to_activate": None,
+            "processor_class": self.processor_class,
+            "resample": 2,
+            "rescale_factor": 1 / 255,
+            "size": {"height": self.image_size, "width": self.image_size},
+        }
+
+    def processor_config(self) -> dict[str, Any]:
+        """processor_config.json: Gemma3Processor's `image_seq_length` (its default is 256)."""
+        return {"image_seq_length": self.tokens_per_image, "processor_class": self.processor_class}
+
+
+@dataclass(frozen=True)
 class FamilySpec:
     """One tiny family: its tokenizer's added tokens, chat template and (for VLMs) image settings."""
 
@@ -136,7 +196,7 @@ class FamilySpec:
     chat_template: str
     """Name of the chat template in `foveal.renderers.tiny.chat_templates`."""
     model_max_length: int
-    vision: VisionSpec | None
+    vision: VisionSpec | Gemma3VisionSpec | None
     tokenizer_class: str = "Qwen2Tokenizer"
     """`tokenizer_class` of the real tokenizer_config.json (it decides how transformers rebuilds the pipeline)."""
     eos_token: str = EOS_TOKEN
@@ -203,9 +263,22 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
         pad_token="<|finetune_right_pad_id|>",
         bos_token="<|begin_of_text|>",
     ),
+    "gemma3": FamilySpec(
+        "gemma3",
+        _GEMMA3_TOKENS,
+        "gemma3",
+        131072,
+        Gemma3VisionSpec(image_size=56, patch_size=7, tokens_per_image=4),
+        tokenizer_class="GemmaTokenizer",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        bos_token="<bos>",
+    ),
 }
 FAMILIES = tuple(FAMILY_SPECS)
-VLM_FAMILIES = tuple(name for name, spec in FAMILY_SPECS.items() if spec.is_vlm)
+VLM_FAMILIES = tuple(name for name, spec in FAMILY_SPECS.items() if isinstance(spec.vision, VisionSpec))
+"""The families with a Qwen-VL image layout, the ones Foveal trains and serves with images (`foveal smoke`).
+Gemma 3 has a vision tower too (`is_vlm`) but no trainer adapter yet, so it is not listed here."""
 
 
 def family_spec(family: str) -> FamilySpec:

@@ -15,10 +15,12 @@ from typing import Any
 
 import orjson
 
-from foveal.renderers.tiny import bpe
+from foveal.renderers.tiny import bpe, gemma_bpe
 from foveal.renderers.tiny.cache import materialize, source_digest
 from foveal.renderers.tiny.chat_templates import chat_template
-from foveal.renderers.tiny.families import FamilySpec, family_spec
+from foveal.renderers.tiny.families import FamilySpec, Gemma3VisionSpec, family_spec
+
+GEMMA_TOKENIZER = "GemmaTokenizer"
 
 
 def build_tiny_processor(family: str, cache_root: Path | None = None) -> Path:
@@ -33,13 +35,14 @@ def processor_recipe(spec: FamilySpec) -> dict[str, Any]:
     return {
         "kind": "processor",
         "family": spec.name,
-        "bpe": bpe.bpe_recipe(),
+        "bpe": gemma_bpe.bpe_recipe() if spec.tokenizer_class == GEMMA_TOKENIZER else bpe.bpe_recipe(),
         "added_tokens": [[token, spec.is_special(token)] for token in spec.added_tokens],
         "tokenizer_config": tokenizer_config(spec),
         "chat_template": chat_template(spec.chat_template),
         "preprocessor_config": spec.vision.preprocessor_config() if spec.vision else None,
+        "processor_config": _processor_config(spec),
         "tokenizers_version": version("tokenizers"),
-        "code": source_digest(__file__, bpe.__file__),
+        "code": source_digest(__file__, bpe.__file__, gemma_bpe.__file__),
     }
 
 
@@ -52,6 +55,8 @@ def tokenizer_config(spec: FamilySpec) -> dict[str, Any]:
     clean_up_tokenization_spaces=true is written as false: transformers 5 ignores it for BPE tokenizers
     anyway, and only warns on every load.
     """
+    if spec.tokenizer_class == GEMMA_TOKENIZER:
+        return _gemma_tokenizer_config(spec)
     if spec.tokenizer_class == "PreTrainedTokenizerFast":
         return {
             "tokenizer_class": spec.tokenizer_class,
@@ -79,14 +84,48 @@ def tokenizer_config(spec: FamilySpec) -> dict[str, Any]:
     return config
 
 
+def _gemma_tokenizer_config(spec: FamilySpec) -> dict[str, Any]:
+    """Gemma 3's keys: GemmaTokenizer (it rebuilds the pipeline from tokenizer.json's vocabulary and merges),
+    bos/eos/pad/unk/mask, BOS added when encoding, and the image tokens the processor reads by name."""
+    return {
+        "tokenizer_class": spec.tokenizer_class,
+        "bos_token": spec.bos_token,
+        "eos_token": spec.eos_token,
+        "pad_token": spec.pad_token,
+        "unk_token": "<unk>",
+        "mask_token": "<mask>",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "spaces_between_special_tokens": False,
+        "extra_special_tokens": {
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+            "image_token": "<image_soft_token>",
+        },
+        "model_max_length": spec.model_max_length,
+        "padding_side": "left",
+        "processor_class": spec.vision.processor_class if spec.vision else None,
+    }
+
+
+def _processor_config(spec: FamilySpec) -> dict[str, Any] | None:
+    """processor_config.json, for processors whose own settings decide the layout (Gemma 3)."""
+    return spec.vision.processor_config() if isinstance(spec.vision, Gemma3VisionSpec) else None
+
+
 def write_processor_files(spec: FamilySpec, folder: Path) -> None:
     """Write the processor files of `spec` into an existing `folder`."""
     folder = Path(folder)
-    (folder / "tokenizer.json").write_text(bpe.family_tokenizer(spec).to_str(pretty=True), encoding="utf-8")
+    tokenizer = gemma_bpe.gemma_tokenizer() if spec.tokenizer_class == GEMMA_TOKENIZER else bpe.family_tokenizer(spec)
+    (folder / "tokenizer.json").write_text(tokenizer.to_str(pretty=True), encoding="utf-8")
     _write_json(folder / "tokenizer_config.json", tokenizer_config(spec))
     (folder / "chat_template.jinja").write_text(chat_template(spec.chat_template), encoding="utf-8")
     if spec.vision:
         _write_json(folder / "preprocessor_config.json", spec.vision.preprocessor_config())
+    processor_config = _processor_config(spec)
+    if processor_config is not None:
+        _write_json(folder / "processor_config.json", processor_config)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

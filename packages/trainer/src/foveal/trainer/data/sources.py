@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from foveal.configs.errors import RunError
 from foveal.renderers.messages import ImagePart, Message, parse_messages
 from foveal.trainer.runs.layout import demo_data_dir
 from foveal.verifiers.datasets import write_shapes_dataset
@@ -27,7 +28,7 @@ DEMO_EXAMPLES = 2048
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 
 
-class DatasetError(ValueError):
+class DatasetError(RunError, ValueError):
     """A dataset that cannot be read as chat conversations; names the field (row, key) and the value."""
 
     def __init__(self, field: str, value: object, expected: str) -> None:

@@ -4,11 +4,11 @@
     torchrun --nproc-per-node 8 -m foveal.configs dflash --config examples/dflash_qwen2_5_vl_3b.toml
 
 `run_dflash` reads top to bottom like the method: load the frozen target and the data (the target regenerates
-the responses it will later verify), build the draft from the target's shape, then for each step take the
-next packed batch (the SFT data stream: text and image samples packed together, 3-D rope positions per
-sample), draw anchors, capture the target's features of each micro-batch, run the draft on the blocks,
-backward the weighted block loss, clip, step, evaluate acceptance when due, log, checkpoint when due (the
-run's skeleton, shared with SFT and RL, is `foveal.trainer.training.run`).
+the responses it will later verify), build the draft from the target's shape, log its untrained acceptance as
+step 0 (fresh runs), then for each step take the next packed batch (the SFT data stream: text and image samples
+packed together, 3-D rope positions per sample), draw anchors, capture the target's features of each
+micro-batch, run the draft on the blocks, backward the weighted block loss, clip, step, evaluate acceptance when
+due, log, checkpoint when due (the run's skeleton, shared with SFT and RL, is `foveal.trainer.training.run`).
 
 The draft is FSDP2-sharded like the SFT model (its layers, then the root); the target is replicated on every
 rank (frozen, forward only). Ranks share the regeneration (`foveal.trainer.dflash.regenerate`) and a step's
@@ -83,6 +83,23 @@ class DFlashStepMetrics(StepMetrics):
 
 
 @dataclass(frozen=True)
+class EvalRow:
+    """An acceptance measured before any step (the untrained draft's, at step 0): a metrics line with the eval
+    fields of the eval steps' rows, so the log and the plot's eval curve start where training did."""
+
+    step: int
+    eval_acceptance_length: float
+    eval_speedup: float
+
+    @classmethod
+    def of(cls, step: int, evaluation: EvalResult) -> EvalRow:
+        return cls(step, evaluation.acceptance_length, evaluation.speedup)
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class DFlashResult(RunResult):
     """How a run went: steps, loss at its first and last step, acceptance before training and at the end."""
 
@@ -111,6 +128,8 @@ def run_dflash(config: DFlashConfig) -> DFlashResult:
                       plot_keys=PLOT_KEYS, data=fresh)  # fmt: skip
     acceptance = functools.partial(measure, draft, target, held_out, settings.block_size, context, precision)
     initial_eval = None if start.resume_from else acceptance()
+    if initial_eval is not None:  # rank 0 of a fresh run: logged as step 0 (a resumed run's log already has it)
+        run.logger.log(EvalRow.of(0, initial_eval), total_steps)
 
     final_eval = None
     with run, stream:

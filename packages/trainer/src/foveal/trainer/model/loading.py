@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
+from foveal.configs.errors import RunError
 from foveal.configs.model import ModelConfig
 from foveal.trainer.model.attention import FLEX_SETTING, VARLEN_SETTING, set_attention
 from foveal.trainer.model.checkpointing import set_activation_checkpointing
@@ -36,7 +37,7 @@ PrecisionSetting = Literal["auto", "fp32", "bf16"]
 _DTYPES: dict[str, torch.dtype | str] = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(RunError, ValueError):
     """A model setting that cannot be honoured; names the field and the value."""
 
     def __init__(self, field: str, value: object, expected: str) -> None:
@@ -66,10 +67,34 @@ def resolve_precision(setting: PrecisionSetting, device: torch.device) -> Precis
 
 
 def resolve_source(name_or_path: str, cache_root: Path | None = None) -> str:
-    """A folder or hub name `from_pretrained` accepts: `tiny:<family>` is built (once) under `cache_root`."""
+    """A folder or hub name `from_pretrained` accepts: `tiny:<family>` is built (once) under `cache_root`.
+
+    A local folder must hold a model, and a name that can only be a path (absolute, starting with `.` or `~`, or
+    with more than one `/`: hub names have one at most) must exist: either is refused here, naming the setting,
+    rather than by the hub client's traceback about repo ids."""
     if name_or_path.startswith(TINY_PREFIX):
         return str(build_tiny_model(name_or_path.removeprefix(TINY_PREFIX), cache_root))
+    if Path(name_or_path).is_dir():
+        missing = missing_model_file(Path(name_or_path))
+        if missing:
+            expected = f"a model folder with config.json and weights; this one has no {missing}"
+            raise ModelLoadError("model.name_or_path", name_or_path, expected)
+    elif _can_only_be_a_path(name_or_path):
+        raise ModelLoadError("model.name_or_path", name_or_path, "an existing model folder or a Hugging Face name")
     return name_or_path
+
+
+def _can_only_be_a_path(name: str) -> bool:
+    return Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1
+
+
+def missing_model_file(folder: Path) -> str | None:
+    """What a `from_pretrained` folder lacks of its config and weights, or None when it has both."""
+    if not (folder / "config.json").is_file():
+        return "config.json"
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        return "weights (*.safetensors or *.bin)"
+    return None
 
 
 def is_vision_model(source: str, trust_remote_code: bool = False) -> bool:

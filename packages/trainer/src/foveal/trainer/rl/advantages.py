@@ -3,9 +3,13 @@
 `orchestrator.advantage` picks the normalization of one prompt's group of rewards r_1..r_G:
   - `group_mean`:     A_i = r_i - mean(r)                       (Dr. GRPO: no division by the spread)
   - `group_mean_std`: A_i = (r_i - mean(r)) / (std(r) + eps)    (GRPO), std over the group (population, ddof 0)
+  - `batch_mean_std`: A_i = (r_i - mean(R)) / (std(R) + eps)    over every rollout R of the step (REINFORCE++)
   - `none`:           A_i = r_i                                 (raw reward, e.g. for a learned baseline)
 A group whose rewards are all equal teaches nothing relative to itself: its advantages are exactly 0 under
 both group normalizations (tested for equality, so float rounding of the mean never leaks tiny values).
+Under `batch_mean_std` such a group still learns: a prompt every sample gets wrong is pushed away from those
+answers when the rest of the step does better, which is what pulls a policy out of a confident mistake that
+group normalization cannot see (all wrong alike, zero advantage).
 
 A rollout's advantage is spread over the tokens it trains on (`token_advantages`): the value at every
 token with a positive loss weight, 0 elsewhere, aligned with `token_ids` like every per-token field of a
@@ -40,6 +44,8 @@ def group_advantages(rewards: Sequence[float], kind: AdvantageKind, eps: float =
         raise AdvantageError("orchestrator.advantage", kind, f"one of {list(ADVANTAGE_KINDS)}")
     if kind == "none":
         return [float(r) for r in rewards]
+    if kind == "batch_mean_std":
+        kind = "group_mean_std"  # one group: the caller passed the whole step
     if min(rewards) == max(rewards):
         return [0.0] * len(rewards)
     mean = math.fsum(rewards) / len(rewards)
@@ -53,9 +59,12 @@ def group_advantages(rewards: Sequence[float], kind: AdvantageKind, eps: float =
 def grouped_advantages(
     rewards: Sequence[float], groups: Sequence[Hashable], kind: AdvantageKind, eps: float = STD_EPS
 ) -> list[float]:
-    """Advantages of many rollouts at once, each normalized within its group (`groups[i]` names rollout i's)."""
+    """Advantages of many rollouts at once, each normalized within its group (`groups[i]` names rollout i's),
+    or over all of them for `batch_mean_std`."""
     if len(groups) != len(rewards):
         raise AdvantageError("groups", len(groups), f"one group key per reward ({len(rewards)})")
+    if kind == "batch_mean_std":
+        groups = [None] * len(rewards)
     members: dict[Hashable, list[int]] = {}
     for index, key in enumerate(groups):
         members.setdefault(key, []).append(index)

@@ -10,6 +10,7 @@ Public API:
     `foveal serve --config x.toml [--section.key value ...]`        (foveal.trainer.serving.serve)
 
 Wire models: foveal.renderers.inference.wire (token-in/token-out) and foveal.renderers.inference.openai
-(`/v1/chat/completions`). Logprobs are always those of the raw model distribution (before temperature,
-top-k, top-p) in fp32, i.e. what the trainer recomputes.
+(`/v1/chat/completions`, `/v1/completions`, `/v1/models`, streamed or not: docs/openai.md). Logprobs are
+always those of the raw model distribution (before temperature, top-k, top-p) in fp32, i.e. what the
+trainer recomputes.
 """

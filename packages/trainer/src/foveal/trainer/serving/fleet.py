@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -27,6 +27,7 @@ from pydantic import SecretStr, ValidationError
 from foveal.configs.router import RouterConfig
 from foveal.renderers.inference.client import ClientTimeouts, RemoteInferenceClient, split_credentials
 from foveal.renderers.inference.errors import InferenceError
+from foveal.renderers.inference.openai import ErrorResponse, openai_error
 from foveal.renderers.inference.redaction import redact_url
 from foveal.renderers.inference.retry import RetryPolicy
 from foveal.renderers.inference.wire import (
@@ -51,6 +52,9 @@ T = TypeVar("T")
 ControlCall = Callable[[RemoteInferenceClient], Awaitable[ControlResponse]]
 
 
+EVENT_STREAM = "text/event-stream"
+
+
 @dataclass(frozen=True)
 class Forwarded:
     """The one answer the router gives to a proxied request."""
@@ -58,6 +62,8 @@ class Forwarded:
     status: int
     content: bytes
     media_type: str = "application/json"
+    events: AsyncGenerator[bytes, None] | None = None
+    """An upstream's event stream (`stream: true`), relayed as it arrives in place of `content`."""
 
 
 @dataclass(frozen=True)
@@ -69,11 +75,11 @@ class WantedState:
 
 
 def aborted(answer: Forwarded) -> bool:
-    """Whether a server answered 503 `aborted` (a pause in abort mode ended the request)."""
+    """Whether a server answered 503 `aborted` (a pause in abort mode ended the request), in either error shape."""
     if answer.status != 503:
         return False
     try:
-        return ErrorBody.model_validate_json(answer.content).error.code == "aborted"
+        return ErrorResponse.model_validate_json(answer.content).error.code == "aborted"
     except ValidationError:
         return False
 
@@ -184,8 +190,10 @@ class Fleet:
             tried.add(index)
             self.table.start(index)
             url, auth = self._targets[index]
+            relayed = False
             try:
-                answer = await self._http.post(url + path, content=body, headers=headers, auth=auth)
+                answer = await self._send(url + path, body, headers, auth)
+                relayed = answer.headers.get("content-type", "").startswith(EVENT_STREAM)
             except (httpx.ConnectTimeout, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 self._down(index, f"{path} failed ({type(exc).__name__}); sending it to another server")
                 continue
@@ -193,9 +201,39 @@ class Fleet:
                 message = f"{self._names[index]} did not answer within {self.config.upstream_timeout_s} s"
                 return error_answer(504, "unavailable", f"{message} ({type(exc).__name__})")
             finally:
-                self.table.finish(index)
-            return Forwarded(answer.status_code, answer.content, answer.headers.get("content-type", "application/json"))
+                if not relayed:
+                    self.table.finish(index)
+            media_type = answer.headers.get("content-type", "application/json")
+            if relayed:
+                return Forwarded(answer.status_code, b"", media_type, self._relay(index, answer))
+            return Forwarded(answer.status_code, answer.content, media_type)
         return None
+
+    async def _send(self, url: str, body: bytes, headers: dict[str, str], auth: httpx.Auth | None) -> httpx.Response:
+        """POST `body`; an event stream comes back unread (`_relay` passes it on), any other answer read whole."""
+        assert self._http is not None, "Fleet.start() was not awaited"
+        request = self._http.build_request("POST", url, content=body, headers=headers)
+        answer = await self._http.send(request, auth=auth, stream=True)
+        if answer.headers.get("content-type", "").startswith(EVENT_STREAM):
+            return answer
+        try:
+            await answer.aread()
+        finally:
+            await answer.aclose()
+        return answer
+
+    async def _relay(self, index: int, answer: httpx.Response) -> AsyncGenerator[bytes, None]:
+        """An upstream's events as they arrive (nothing is buffered); a server that fails mid-stream gets one
+        error event in OpenAI's shape, which ends the stream. The request counts as in flight until then."""
+        try:
+            async for chunk in answer.aiter_bytes():
+                yield chunk
+        except httpx.HTTPError as exc:  # health checks decide whether the server is down
+            error = openai_error(502, "unavailable", f"{self._names[index]} failed mid-stream ({type(exc).__name__})")
+            yield b"\n\ndata: " + error.model_dump_json().encode() + b"\n\n"
+        finally:
+            await answer.aclose()
+            self.table.finish(index)
 
     async def wait_for_a_server(self, deadline: float) -> bool:
         """Wait until some server is up (True) or the loop's clock passes `deadline` (False)."""

@@ -1,7 +1,9 @@
 """The router's HTTP layer: one address in front of many inference servers.
 
 Data plane (`/v1/*`): the body is forwarded untouched to one server (sticky by `X-Session-ID`, else
-least loaded; failover in `fleet.py`) and the server's answer is returned as is. Control plane
+least loaded; failover in `fleet.py`) and the server's answer is returned as is; an event stream
+(`stream: true`) is relayed chunk by chunk as the server sends it, never buffered. On the OpenAI routes
+the router's own errors take OpenAI's shape, as the servers' do. Control plane
 (`/control/*`): checked here, then sent to every server. The router answers `/v1/info` itself
 (backend "router") and `/health` (200 while at least one server is up).
 
@@ -18,14 +20,17 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from foveal.renderers.inference.client import RemoteInferenceClient
 from foveal.renderers.inference.errors import InferenceError
+from foveal.renderers.inference.openai import COMPLETIONS_PATH, OPENAI_PATHS, openai_error
 from foveal.renderers.inference.wire import (
     SESSION_HEADER,
     ControlResponse,
     Endpoints,
+    ErrorBody,
     Health,
     PauseRequest,
     ServerInfo,
@@ -46,7 +51,9 @@ from foveal.trainer.serving.fleet import (
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 ControlCall = Callable[[RemoteInferenceClient], Awaitable[ControlResponse]]
-DATA_PLANE = (Endpoints.GENERATE, Endpoints.CHAT_COMPLETIONS, Endpoints.TOKENIZE, Endpoints.DETOKENIZE)
+DATA_PLANE = (
+    Endpoints.GENERATE, Endpoints.CHAT_COMPLETIONS, COMPLETIONS_PATH, Endpoints.TOKENIZE, Endpoints.DETOKENIZE,
+)  # fmt: skip
 MAX_SESSION_ID_CHARS = 256
 
 
@@ -73,8 +80,8 @@ def create_router_app(fleet: Fleet, api_token: SecretStr | None, max_request_byt
     control_bytes = min(CONTROL_BODY_BYTES, max_request_bytes)  # control bodies are a mode, a path, a version
 
     @app.exception_handler(RejectedRequest)
-    async def _rejected(_: Request, error: RejectedRequest) -> Response:
-        return respond(error.answer)
+    async def _rejected(request: Request, error: RejectedRequest) -> Response:
+        return respond(error.answer, request.url.path)
 
     def proxy(path: str) -> Callable[[Request], Awaitable[Response]]:
         async def forward(request: Request) -> Response:
@@ -82,7 +89,7 @@ def create_router_app(fleet: Fleet, api_token: SecretStr | None, max_request_byt
                 authorize(request, api_token)
             session_id = session_of(request)
             body = await read_capped(request, max_request_bytes)
-            return respond(await fleet.forward(path, body, session_id))
+            return respond(await fleet.forward(path, body, session_id), path)
 
         return forward
 
@@ -96,7 +103,7 @@ def create_router_app(fleet: Fleet, api_token: SecretStr | None, max_request_byt
         try:
             return json_answer(answer(await fleet.info()))
         except InferenceError as error:
-            return failure(error)
+            return failure(error, request.url.path)
 
     @app.get(Endpoints.INFO)
     async def info(request: Request) -> Response:
@@ -191,14 +198,31 @@ async def parse(request: Request, model: type[ModelT], limit: int) -> ModelT:
         raise RejectedRequest(error_answer(422, "invalid_request", first["msg"], field)) from None
 
 
-def failure(error: InferenceError) -> Response:
+def failure(error: InferenceError, path: str = "") -> Response:
     """An upstream's (or the fleet's) failure as this router's answer, naming the server that failed."""
-    return respond(error_answer(error.status or 503, error.code, f"{error.endpoint}: {error.message}", error.field))
+    message = f"{error.endpoint}: {error.message}"
+    return respond(error_answer(error.status or 503, error.code, message, error.field), path)
 
 
 def json_answer(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
 
-def respond(answer: Forwarded) -> Response:
-    return Response(answer.content, status_code=answer.status, media_type=answer.media_type)
+def respond(answer: Forwarded, path: str = "") -> Response:
+    """`answer` as the router's response: an event stream relayed as it comes; on an OpenAI route, an error of
+    the router's own (an `ErrorBody`) in OpenAI's shape (the servers' errors there have it already)."""
+    if answer.events is not None:
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(answer.events, answer.status, headers, media_type=answer.media_type)
+    content = answer.content
+    if path in OPENAI_PATHS and answer.status >= 400:
+        content = _openai_shaped(answer.status, content)
+    return Response(content, status_code=answer.status, media_type=answer.media_type)
+
+
+def _openai_shaped(status: int, content: bytes) -> bytes:
+    try:
+        detail = ErrorBody.model_validate_json(content).error
+    except ValidationError:
+        return content  # already OpenAI's shape (a server's answer), or not an error body at all
+    return openai_error(status, detail.code, detail.message, detail.field).model_dump_json().encode()

@@ -22,6 +22,7 @@ from foveal.configs.errors import ConfigError
 from foveal.renderers.inference.client import check_base_url
 from foveal.renderers.inference.redaction import redact_url
 from foveal.trainer.serving.fleet import Fleet
+from foveal.trainer.serving.ports import port_setting
 from foveal.trainer.serving.router import create_router_app
 
 
@@ -57,7 +58,8 @@ def upstream_urls(inference: InferenceConfig, from_command_line: list[str]) -> t
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket; binding here (not in uvicorn) lets port 0 work and the real port be printed."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=2048)
+    with port_setting(host, port, "inference.router.port"):
+        return socket.create_server((host, port), family=family, backlog=2048)
 
 
 def main(args: argparse.Namespace) -> int:

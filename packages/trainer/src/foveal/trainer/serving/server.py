@@ -21,6 +21,7 @@ from foveal.trainer.serving.http_server import uvicorn_config
 from foveal.trainer.serving.app import AppSettings
 from foveal.trainer.serving.backends.base import InferenceBackend
 from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.ports import port_setting
 
 _START_TIMEOUT_S = 60.0
 
@@ -48,11 +49,13 @@ def app_settings(config: ServeConfig, control_token: str | None = None) -> AppSe
     )
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, setting: str = "inference.port") -> socket.socket:
+    """A listening socket on `host:port`; a port another socket holds is a `PortInUse` naming `setting`."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    with port_setting(host, port, setting, sock):
+        sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock

@@ -59,7 +59,7 @@ def serve(config: TinkerServiceConfig) -> None:
     api_key = read_api_key(config.tinker)
     service = TinkerService(config)
     try:
-        sock = bind_socket(config.tinker.host, config.tinker.port)
+        sock = bind_socket(config.tinker.host, config.tinker.port, setting="tinker.port")
         host = f"[{config.tinker.host}]" if ":" in config.tinker.host else config.tinker.host
         print(f"serve-tinker: {config.model.name_or_path} on http://{host}:{sock.getsockname()[1]}")
         app = create_app(service, api_key)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from foveal.configs.logging import LoggingConfig
 from foveal.trainer.runs.layout import METRICS_FILE, WANDB_ID_FILE
@@ -27,6 +27,15 @@ if TYPE_CHECKING:  # only a type here: reading metrics (plots, the `foveal rl` d
 
 class MetricsSinkError(RuntimeError):
     """A configured metrics sink that cannot be used; names the setting."""
+
+
+class MetricsRow(Protocol):
+    """One line of the log: its step and its values (a training step's, or an evaluation's outside any step)."""
+
+    @property
+    def step(self) -> int: ...
+
+    def as_dict(self) -> dict[str, float | int]: ...
 
 
 @dataclass(frozen=True)
@@ -111,7 +120,7 @@ def reduce_step(
 
 
 class MetricsLogger:
-    """Writes `StepMetrics` every `log_every` steps (and the last one) to JSONL and, if configured, W&B."""
+    """Writes metrics rows every `log_every` steps (and the last one) to JSONL and, if configured, W&B."""
 
     def __init__(
         self, run_dir: Path, config: LoggingConfig, enabled: bool, run_config: dict[str, Any], start_step: int
@@ -129,7 +138,7 @@ class MetricsLogger:
             truncate_after(self.path, start_step)
         self._wandb = _start_wandb(run_dir, config, run_config) if enabled and config.wandb_project else None
 
-    def log(self, metrics: StepMetrics, last_step: int) -> None:
+    def log(self, metrics: MetricsRow, last_step: int) -> None:
         if not self.enabled or (metrics.step % self.config.log_every and metrics.step != last_step):
             return
         if self.config.jsonl:
@@ -151,8 +160,9 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def truncate_after(path: Path, step: int) -> None:
-    """Drop lines logged after `step`: a run resumed from that checkpoint logs those steps again."""
-    kept = [row for row in read_metrics(path) if row["step"] <= step]
+    """Drop lines logged after `step`: a run resumed from that checkpoint logs those steps again, and a fresh
+    run (step 0) its step-0 evaluation too."""
+    kept = [row for row in read_metrics(path) if row["step"] <= step] if step else []
     if path.is_file():
         path.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
 

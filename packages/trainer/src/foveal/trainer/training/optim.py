@@ -15,6 +15,9 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from foveal.configs.trainer import OptimConfig, ScheduleConfig
+from foveal.renderers.errors import ContractError
+
+from foveal.trainer.training.freeze import vision_modules
 
 
 class ScheduleError(ValueError):
@@ -30,7 +33,7 @@ def build_optimizer(model: torch.nn.Module, config: OptimConfig) -> torch.optim.
     params = [p for p in model.parameters() if p.requires_grad]
     on_cuda = bool(params) and all(p.device.type == "cuda" for p in params)
     return torch.optim.AdamW(
-        params,
+        parameter_groups(model, config),
         lr=config.lr,
         betas=config.betas,
         eps=config.eps,
@@ -38,6 +41,24 @@ def build_optimizer(model: torch.nn.Module, config: OptimConfig) -> torch.optim.
         fused=True if on_cuda else None,
         foreach=None if on_cuda else True,
     )
+
+
+def parameter_groups(model: torch.nn.Module, config: OptimConfig) -> list[dict[str, object]]:
+    """The trainable parameters as one group, or two when the vision side has its own lr (`vision_lr_scale`):
+    a randomly initialized or task-foreign vision tower may need to move faster than the language model to
+    separate what the task tells apart, without the language model's lr breaking its output format."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if config.vision_lr_scale == 1.0:
+        return [{"params": trainable}]
+    modules = vision_modules(model)
+    if not modules:
+        raise ContractError("trainer.optim.vision_lr_scale", type(model).__name__, "a model with a vision tower")
+    vision = {id(p) for module in modules for p in module.parameters()}
+    groups = [
+        {"params": [p for p in trainable if id(p) not in vision]},
+        {"params": [p for p in trainable if id(p) in vision], "lr": config.lr * config.vision_lr_scale},
+    ]
+    return [group for group in groups if group["params"]]  # a frozen vision side leaves its group empty
 
 
 def lr_multiplier(config: ScheduleConfig, total_steps: int) -> Callable[[int], float]:

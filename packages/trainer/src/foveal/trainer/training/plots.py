@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -46,25 +47,31 @@ def plot_training(metrics_path: Path, out_path: Path) -> Path | None:
 def plot_metrics(metrics_path: Path, out_path: Path, keys: Sequence[str]) -> Path | None:
     """One panel per metric in `keys` that was logged (raw and smoothed) over a shared step axis; None if none was."""
     rows = read_metrics(metrics_path)
-    present = [key for key in keys if any(key in row for row in rows)]
-    if not present:
+    panels = curves(rows, keys)
+    if not panels:
         return None
-    figure = Figure(figsize=(8, 2.2 * len(present)), dpi=100)
+    figure = Figure(figsize=(8, 2.2 * len(panels)), dpi=100)
     FigureCanvasAgg(figure)
-    axes = figure.subplots(len(present), 1, sharex=True, squeeze=False)[:, 0]
-    for panel, key in zip(axes, present, strict=True):
-        points = [(row["step"], row[key]) for row in rows if key in row]
+    axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for panel, (key, points) in zip(axes, panels.items(), strict=True):
         steps, values = [s for s, _ in points], [v for _, v in points]
         panel.plot(steps, values, color="tab:blue", alpha=0.35)
         panel.plot(steps, moving_average(values, window=max(1, len(values) // 20)), color="tab:blue")
         panel.set_ylabel(key)
         panel.grid(alpha=0.3)
-    axes[0].set_title(f"{out_path.parent.name}: {len(rows)} steps")
+    axes[0].set_title(f"{out_path.parent.name}: {max(row['step'] for row in rows)} steps")
     axes[-1].set_xlabel("step")
     figure.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out_path)
     return out_path
+
+
+def curves(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
+    """The (step, value) points of each key in `keys` that some row logged, in row order: a metric logged only
+    on some rows (an evaluation, step 0's included) is a curve through those rows."""
+    points = {key: [(row["step"], row[key]) for row in rows if key in row] for key in keys}
+    return {key: curve for key, curve in points.items() if curve}
 
 
 def moving_average(values: list[float], window: int) -> list[float]:

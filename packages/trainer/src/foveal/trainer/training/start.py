@@ -17,9 +17,16 @@ import torch
 from foveal.configs.logging import LoggingConfig
 from foveal.configs.model import ModelConfig
 from foveal.configs.trainer import TrainerConfig
-from foveal.trainer.model.loading import Precision, load_model, load_processor, resolve_precision, resolve_source
+from foveal.trainer.model.loading import (
+    Precision,
+    load_model,
+    load_processor,
+    missing_model_file,
+    resolve_precision,
+    resolve_source,
+)
 from foveal.trainer.runs.layout import checkpoints_dir
-from foveal.trainer.training.checkpoint import Checkpointer
+from foveal.trainer.training.checkpoint import CheckpointError, Checkpointer
 from foveal.trainer.training.distributed import DistributedContext, init_distributed, shard_model
 from foveal.trainer.training.freeze import freeze_vision
 from foveal.trainer.training.seeding import seed_everything
@@ -57,11 +64,20 @@ class RunStart:
         """(source, sharded model, processor) to train: the resumed checkpoint's, else those of `[model]`.
 
         With `trainer.freeze_vision` the vision side is frozen before sharding, so the optimizer never holds it."""
-        source = str(self.resume_from) if self.resume_from is not None else resolve_source(model.name_or_path)
+        source = checkpoint_source(self.resume_from) if self.resume_from else resolve_source(model.name_or_path)
         loaded = load_model(model, source, self.context.device)
         if self.config.trainer.freeze_vision:
             freeze_vision(loaded)
         return source, shard_model(loaded, self.context), load_processor(model, source)
+
+
+def checkpoint_source(checkpoint: Path) -> str:
+    """The checkpoint's folder as the model's source; one that lost its config or weights is refused by name."""
+    missing = missing_model_file(checkpoint)
+    if missing:
+        expected = f"a complete checkpoint, with {missing}; delete this one to resume from the one before it"
+        raise CheckpointError("checkpoint folder", str(checkpoint), expected)
+    return str(checkpoint)
 
 
 def start_run(config: JobConfig, context: DistributedContext | None = None) -> RunStart:

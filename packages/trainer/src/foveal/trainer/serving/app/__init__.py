@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from foveal.trainer.serving.app.auth import bearer_guard
 from foveal.trainer.serving.app.chat import chat_routes
+from foveal.trainer.serving.app.completions import completion_routes
 from foveal.trainer.serving.app.control import control_routes
 from foveal.trainer.serving.app.data import data_routes
 from foveal.trainer.serving.app.errors import install_error_handlers
@@ -40,6 +41,7 @@ def create_app(backend: InferenceBackend, settings: AppSettings) -> FastAPI:
     data_guard = bearer_guard(settings.data_token)
     app.include_router(data_routes(backend, data_guard))
     app.include_router(chat_routes(backend, data_guard))
+    app.include_router(completion_routes(backend, data_guard))
     control_guard = bearer_guard(settings.control_token)
     app.include_router(control_routes(backend, control_guard))
     # A backend may add control endpoints of its own (vLLM: the NCCL weight-broadcast round).

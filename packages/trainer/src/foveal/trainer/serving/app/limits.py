@@ -94,27 +94,28 @@ class RequestGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rule = self.rule_for(scope["path"])
+        path = scope["path"]
+        rule = self.rule_for(path)
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         huge = declared is not None and (not declared.isdigit() or int(declared) > DRAIN_LIMIT_BYTES)
         if rule.credential is not None and not rule.credential.accepts(headers):
-            refusal = error_response("unauthorized", 401, rule.credential.refusal(), rule.credential.field)
+            refusal = error_response("unauthorized", 401, rule.credential.refusal(), rule.credential.field, path=path)
             await _closing(refusal, huge)(scope, receive, send)
             return
         if declared is not None and (not declared.isdigit() or int(declared) > rule.max_bytes):
-            await _closing(_too_long(rule.max_bytes), huge)(scope, receive, send)
+            await _closing(_too_long(rule.max_bytes, path), huge)(scope, receive, send)
             return
         try:
             body = await asyncio.wait_for(_read(receive, rule.max_bytes), self.body_timeout_s)
         except TimeoutError:
             message = f"the request body did not arrive within {self.body_timeout_s:g} s"
-            await _closing(error_response("timeout", 408, message, "body"), True)(scope, receive, send)
+            await _closing(error_response("timeout", 408, message, "body", path=path), True)(scope, receive, send)
             return
         if body is None:  # disconnected: nobody to answer
             return
         if isinstance(body, int):
-            await _closing(_too_long(rule.max_bytes), True)(scope, receive, send)  # undeclared: may never end
+            await _closing(_too_long(rule.max_bytes, path), True)(scope, receive, send)  # undeclared: may never end
             return
         await self.app(scope, _replay(body, receive), send)
 
@@ -135,8 +136,8 @@ async def _read(receive: Receive, max_bytes: int) -> bytes | int | None:
     return b"".join(chunks)
 
 
-def _too_long(max_bytes: int) -> JSONResponse:
-    return error_response("too_long", 413, f"request bodies are limited to {max_bytes} bytes", "body")
+def _too_long(max_bytes: int, path: str) -> JSONResponse:
+    return error_response("too_long", 413, f"request bodies are limited to {max_bytes} bytes", "body", path=path)
 
 
 def _closing(refusal: JSONResponse, close: bool) -> JSONResponse:

@@ -8,7 +8,7 @@ app turns each into its `ErrorBody`.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from foveal.renderers.inference.wire import (
     ControlResponse,
@@ -24,6 +24,7 @@ from foveal.renderers.inference.wire import (
     UpdateWeightsRequest,
 )
 from foveal.renderers.rendering import Renderer
+from foveal.trainer.serving.engine.requests import TokenStream
 
 
 class InferenceBackend(Protocol):
@@ -52,4 +53,15 @@ class InferenceBackend(Protocol):
 
     def close(self) -> None:
         """Stop serving: requests still waiting fail as unavailable."""
+        ...
+
+
+@runtime_checkable
+class StreamingBackend(Protocol):
+    """A backend that hands out tokens as they are sampled (the transformers backend); for the others the app
+    streams the finished completions."""
+
+    async def stream(self, request: GenerateRequest) -> TokenStream:
+        """Check and queue `request` (raising as `generate` does), then return its tokens as they come; the
+        iterator raises the engine's error if the request fails later."""
         ...

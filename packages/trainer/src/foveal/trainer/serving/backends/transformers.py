@@ -35,9 +35,10 @@ from foveal.renderers.store import ImageStore
 from foveal.trainer.data.adapters import image_adapter
 from foveal.trainer.data.materialize import Materializer
 from foveal.trainer.serving.config import ServeConfig
-from foveal.trainer.serving.engine.requests import EngineRequest, EngineResult
+from foveal.trainer.serving.engine.requests import EngineRequest, EngineResult, TokenEvent, TokenStream
 from foveal.trainer.serving.engine.runner import ModelRunner
 from foveal.trainer.serving.engine.scheduler import Engine, EngineSettings
+from foveal.trainer.serving.engine.sequences import Tracked
 from foveal.trainer.serving.errors import invalid, too_long
 from foveal.trainer.serving.refs import NO_IMAGES, RequestImages, decode_refs, materialize_images
 from foveal.trainer.serving.weights import apply_update, matched_update, read_checkpoint
@@ -100,6 +101,20 @@ class TransformersBackend:
         finally:
             tracked.cancel()  # a no-op once answered; frees the rows of a handler that stopped waiting
         return self._response(request, request_id, result)
+
+    async def stream(self, request: GenerateRequest) -> TokenStream:
+        """`generate`, token by token: each event as the engine samples it (the engine thread hands it over)."""
+        prepared = await asyncio.to_thread(self._prepare, request, request.request_id or uuid.uuid4().hex)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[TokenEvent | None] = asyncio.Queue()
+
+        def hand_over(event: TokenEvent | None) -> None:
+            if not loop.is_closed():  # the server is shutting down: nobody reads the events any more
+                loop.call_soon_threadsafe(events.put_nowait, event)
+
+        tracked = self.engine.submit(prepared, on_token=hand_over)
+        tracked.future.add_done_callback(lambda _: hand_over(None))
+        return _until_done(events, tracked)
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
         return TokenizeResponse(token_ids=tuple(self.tokenizer.encode(request.text, add_special_tokens=False)))
@@ -201,6 +216,17 @@ class TransformersBackend:
 
     def _decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=False)
+
+
+async def _until_done(events: asyncio.Queue[TokenEvent | None], tracked: Tracked) -> TokenStream:
+    """The events of `tracked` until its future settles, then its error if it failed; a reader that stops
+    early (client gone) cancels the request so the engine frees its rows."""
+    try:
+        while (event := await events.get()) is not None:
+            yield event
+        tracked.future.result()
+    finally:
+        tracked.cancel()
 
 
 def _device(setting: str) -> torch.device:

@@ -11,6 +11,7 @@ from foveal.trainer.serving.engine.requests import (
     EngineResult,
     Overloaded,
     SampledCompletion,
+    TokenEvent,
     Unavailable,
 )
 from foveal.trainer.serving.engine.runner import ModelRunner
@@ -27,5 +28,6 @@ __all__ = [
     "ModelRunner",
     "Overloaded",
     "SampledCompletion",
+    "TokenEvent",
     "Unavailable",
 ]

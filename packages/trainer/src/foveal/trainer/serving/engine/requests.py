@@ -7,7 +7,7 @@ an abort by a control request, a request that waited too long to start, or a bug
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -62,6 +62,22 @@ class SampledCompletion:
     token_ids: tuple[int, ...]
     logprobs: tuple[float, ...]
     finish_reason: FinishReason
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One token of completion `index` as soon as it is sampled (streaming); `finish_reason` is set on its last."""
+
+    index: int
+    token_id: int
+    logprob: float
+    finish_reason: FinishReason | None
+
+
+TokenStream = AsyncGenerator[TokenEvent, None]
+"""A streaming request's tokens, in sampling order (per completion)."""
+TokenListener = Callable[[TokenEvent], None]
+"""Called on the engine thread for every sampled token of a request that asked for them: must be quick."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,14 @@ from typing import Any, TypeVar
 from foveal.renderers.inference.wire import PauseMode, ServerState
 from foveal.trainer.serving.engine.batching import RunningBatch
 from foveal.trainer.serving.engine.prompt_cache import PromptCache
-from foveal.trainer.serving.engine.requests import Aborted, EngineError, EngineRequest, Overloaded, Unavailable
+from foveal.trainer.serving.engine.requests import (
+    Aborted,
+    EngineError,
+    EngineRequest,
+    Overloaded,
+    TokenListener,
+    Unavailable,
+)
 from foveal.trainer.serving.engine.runner import ModelRunner, Prefill
 from foveal.trainer.serving.engine.sampling import sequence_generator
 from foveal.trainer.serving.engine.sequences import Sequence, Tracked
@@ -110,10 +117,11 @@ class Engine:
         with self._wake:
             return sum(1 for tracked in self._live if not tracked.done)
 
-    def submit(self, request: EngineRequest) -> Tracked:
-        """Queue a checked request; its `future` resolves to an EngineResult or fails with an EngineError."""
+    def submit(self, request: EngineRequest, on_token: TokenListener | None = None) -> Tracked:
+        """Queue a checked request; its `future` resolves to an EngineResult or fails with an EngineError.
+        `on_token` (streaming) is called on the engine thread with each token as it is sampled."""
         stop = StopRule.for_request(request.sampling, self.model_stop_ids)
-        tracked = Tracked(request, stop, time.monotonic() + self.settings.request_timeout_s)
+        tracked = Tracked(request, stop, time.monotonic() + self.settings.request_timeout_s, on_token=on_token)
         with self._wake:
             if self._stopping:
                 raise Unavailable("the engine is shutting down")

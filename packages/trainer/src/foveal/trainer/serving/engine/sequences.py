@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 import torch
 
 from foveal.renderers.inference.wire import FinishReason
-from foveal.trainer.serving.engine.requests import EngineError, EngineRequest, EngineResult, SampledCompletion
+from foveal.trainer.serving.engine.requests import (
+    EngineError,
+    EngineRequest,
+    EngineResult,
+    SampledCompletion,
+    TokenEvent,
+    TokenListener,
+)
 from foveal.trainer.serving.engine.stopping import Decode, StopRule
 
 
@@ -31,6 +38,8 @@ class Tracked:
     slots: list[SampledCompletion | None] = field(default_factory=list)
     started: bool = False
     cancelled: bool = False
+    on_token: TokenListener | None = None
+    """Told of every sampled token (streaming requests); the future still resolves as for any request."""
 
     def __post_init__(self) -> None:
         self.slots = [None] * self.request.sampling.n
@@ -85,6 +94,8 @@ class Sequence:
         self.logprobs.append(logprob)
         self.next_position += 1
         self.finish_reason = self.owner.stop.finish_reason(self.token_ids, decode)
+        if self.owner.on_token is not None:
+            self.owner.on_token(TokenEvent(self.index, token, logprob, self.finish_reason))
 
     def completion(self) -> SampledCompletion:
         assert self.finish_reason is not None
