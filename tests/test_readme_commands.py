@@ -387,14 +387,8 @@ def test_vllm_serve_config_loads(tmp_path: Path) -> None:
     from foveal.configs import load_config
     from foveal.trainer.serving.config import ServeConfig
 
-    # run.toml: the serving sections of the GPU example, as a user would cut them out for `foveal serve`.
-    serving, keep = [], False
-    for line in (ROOT / "examples" / "rl_qwen2_5_vl_3b.toml").read_text().splitlines():
-        if line.startswith("["):
-            keep = line.strip("[] ").split(".")[0] in {"model", "multimodal", "logging", "inference"}
-        if keep:
-            serving.append(line)
-    (tmp_path / "run.toml").write_text("\n".join(serving) + "\n")
+    # run.toml: the GPU RL example whole, the file `foveal rl --config run.toml --connect` reads too.
+    shutil.copy(ROOT / "examples" / "rl_qwen2_5_vl_3b.toml", tmp_path / "run.toml")
     tokens = shlex.split(readme_text("uv run foveal serve --config run.toml --inference.backend vllm"))
     assert tokens[:6] == ["uv", "run", "foveal", "serve", "--config", "run.toml"]
     config = load_config(ServeConfig, [tmp_path / "run.toml"], tokens[6:])

@@ -7,6 +7,7 @@ training step or request.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import socket
 from collections.abc import Callable, Iterator
@@ -136,4 +137,15 @@ def test_resuming_from_a_checkpoint_without_its_model_names_the_checkpoint(
     assert one_line_error(argv, capsys) == (
         "foveal sft: error: checkpoint folder: a complete checkpoint, with config.json; delete this one to resume "
         f"from the one before it (got '{checkpoint}')"
+    )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_serving_with_vllm_where_it_is_not_installed_names_the_extra(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = one_line_error(serve_args(tmp_path / "run", f"tiny:{FAMILY}", "--inference.backend", "vllm"), capsys)
+    assert line == (
+        "foveal serve: error: inference.backend 'vllm' needs vLLM, which is not installed: on a CUDA machine run "
+        "`uv sync --extra vllm` (foveal-trainer[vllm]), or serve with --inference.backend transformers"
     )

@@ -16,9 +16,14 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from foveal.configs import ConfigError, RLConfig, RunConfig, load_config
 from foveal.trainer.serving.config import ServeConfig
+from foveal.trainer.serving.router_command import RouterRunConfig
 from foveal.trainer.serving.serve import write_token
 from foveal.trainer.serving.server import app_settings
+
+
+EXAMPLES = Path(__file__).resolve().parents[4] / "examples"
 
 
 def free_port() -> int:
@@ -49,6 +54,20 @@ def test_an_open_host_without_a_token_is_refused() -> None:
     assert isinstance(
         ServeConfig.model_validate({"inference": {"api_token": "x", "host": "::"}}).inference.api_token, SecretStr
     )
+
+
+@pytest.mark.parametrize("config_class", [ServeConfig, RouterRunConfig])
+def test_an_rl_run_file_and_its_overrides_configure_its_servers_and_router(config_class: type[RunConfig]) -> None:
+    """The SLURM example hands every process the same file and overrides; the RL sections are checked, not read."""
+    files = [EXAMPLES / "rl_qwen2_5_vl_3b.toml"]
+    config = load_config(config_class, files, ["--trainer.checkpoint.resume", "true", "--inference.port", "8100"])
+    rl = load_config(RLConfig, files)
+    assert config.inference.model_copy(update={"port": rl.inference.port}) == rl.inference
+    assert config.trainer.checkpoint.resume and config.orchestrator == rl.orchestrator
+    with pytest.raises(ConfigError, match="trainer.optim.lrr: no such key"):
+        load_config(config_class, files, ["--trainer.optim.lrr", "1e-5"])
+    with pytest.raises(ConfigError, match="sft: no such key"):
+        load_config(config_class, files, ["--sft.max_steps", "1"])
 
 
 @pytest.mark.slow  # a fresh interpreter importing torch and transformers: ~40 s on a busy 2-core machine

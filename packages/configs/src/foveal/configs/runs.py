@@ -64,6 +64,17 @@ class SFTConfig(RunConfig):
         ]
 
 
+class RLRunSections(BaseModel):
+    """The RL sections a server or router of an RL run accepts without reading them: one run file and one set
+    of overrides (`--trainer.checkpoint.resume ...`) then start every process of the run, as the SLURM
+    example does. They are validated all the same, so a typo in them is named by whichever process reads
+    the file first."""
+
+    orchestrator: OrchestratorConfig = Field(default_factory=OrchestratorConfig, description="Not read here.")
+    trainer: RLTrainerConfig = Field(default_factory=RLTrainerConfig, description="Not read here.")
+    rl: RLSection = Field(default_factory=RLSection, description="Not read here.")
+
+
 class RLConfig(RunConfig):
     """A reinforcement-learning run: inference servers, an orchestrator and a trainer."""
 

@@ -19,6 +19,7 @@ from foveal.trainer.serving.http_server import uvicorn_config
 from foveal.configs import InferenceConfig, Problem, RunConfig, config_from_args
 from foveal.configs.checks import is_loopback
 from foveal.configs.errors import ConfigError
+from foveal.configs.runs import RLRunSections
 from foveal.renderers.inference.client import check_base_url
 from foveal.renderers.inference.redaction import redact_url
 from foveal.trainer.serving.fleet import Fleet
@@ -26,8 +27,8 @@ from foveal.trainer.serving.ports import port_setting
 from foveal.trainer.serving.router import create_router_app
 
 
-class RouterRunConfig(RunConfig):
-    """The router reads `[inference]` (token, limits) and `[inference.router]`; other run sections are accepted."""
+class RouterRunConfig(RunConfig, RLRunSections):
+    """The router reads `[inference]` (token, limits) and `[inference.router]`; an RL run's sections are accepted."""
 
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Servers and their router.")
 

@@ -7,6 +7,7 @@ known (and listening) by the time `start` returns; nothing is ever built from a 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import secrets
 import socket
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from foveal.configs.errors import RunError
 from foveal.configs.http import HttpLimits
 from foveal.trainer.serving.http_server import uvicorn_config
 from foveal.trainer.serving.app import AppSettings
@@ -26,10 +28,22 @@ from foveal.trainer.serving.ports import port_setting
 _START_TIMEOUT_S = 60.0
 
 
+class VLLMNotInstalled(RunError):
+    """`inference.backend = "vllm"` where the extra is not installed: the user's to change, in one line."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "inference.backend 'vllm' needs vLLM, which is not installed: on a CUDA machine run "
+            "`uv sync --extra vllm` (foveal-trainer[vllm]), or serve with --inference.backend transformers"
+        )
+
+
 def build_backend(config: ServeConfig, cache_root: Path | None = None) -> InferenceBackend:
     """The backend `[inference].backend` names (each imported only when chosen); `cache_root` is where
     `tiny:` models are built."""
     if config.inference.backend == "vllm":
+        if importlib.util.find_spec("vllm") is None:
+            raise VLLMNotInstalled()
         from foveal.trainer.serving.backends.vllm import VLLMBackend
 
         return VLLMBackend(config, cache_root=cache_root)
