@@ -22,11 +22,14 @@ import numpy as np
 import openai
 import pytest
 from PIL import Image
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from foveal.trainer.serving.config import ServeConfig
 from foveal.trainer.serving.testing import RunningServer, start_server
+from foveal.trainer.tiny_models import build_tiny_model
 
 MODEL = "tiny:qwen2_5_vl"
+TOOL_MODEL = "tiny:qwen3_vl"
 ALIAS = "foveal-tiny"
 TOKEN = "openai-t0ken-3e1d"
 HELLO = [{"role": "user", "content": "Say hello."}]
@@ -56,12 +59,37 @@ def server(root: Path) -> Iterator[RunningServer]:
 @pytest.fixture(scope="module")
 def router(server: RunningServer, root: Path) -> Iterator[str]:
     """`foveal router` in its own process, in front of the server; its base URL."""
-    toml = root / "router.toml"
+    yield from _router_in_front_of(server, root / "router")
+
+
+@pytest.fixture(scope="module")
+def tool_server(root: Path) -> Iterator[RunningServer]:
+    """The tiny Qwen3-VL, whose template has a tool section (Qwen2.5-VL's has none)."""
+    config = ServeConfig.model_validate(
+        {
+            "model": {"name_or_path": TOOL_MODEL},
+            "logging": {"run_dir": str(root / "tool-run")},
+            "multimodal": {"offload_dir": str(root / "store")},
+            "inference": {"api_token": TOKEN, "max_model_len": 1024},
+        }
+    )
+    with start_server(config, cache_root=root / "tiny") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def tool_router(tool_server: RunningServer, root: Path) -> Iterator[str]:
+    yield from _router_in_front_of(tool_server, root / "tool-router")
+
+
+def _router_in_front_of(server: RunningServer, folder: Path) -> Iterator[str]:
+    folder.mkdir()
+    toml = folder / "router.toml"
     toml.write_text(f'[inference]\napi_token = "{TOKEN}"\n[inference.router]\nport = 0\nhealth_interval_s = 0.2\n')
     script = Path(sys.executable).parent / "foveal"
-    env = {**os.environ, "HOME": str(root), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "HOME": str(folder), "OMP_NUM_THREADS": "1"}
     command = [str(script), "router", "--config", str(toml), "--upstream", server.url]
-    with open(root / "router.log", "w") as log:
+    with open(folder / "router.log", "w") as log:
         popen = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     try:
         url = _listening(popen)
@@ -75,6 +103,18 @@ def router(server: RunningServer, root: Path) -> Iterator[str]:
 @pytest.fixture(params=["server", "router"])
 def base_url(request: pytest.FixtureRequest, server: RunningServer) -> str:
     return server.url if request.param == "server" else request.getfixturevalue("router")
+
+
+@pytest.fixture(params=["server", "router"])
+def tool_client(request: pytest.FixtureRequest, tool_server: RunningServer) -> Iterator[openai.OpenAI]:
+    url = tool_server.url if request.param == "server" else request.getfixturevalue("tool_router")
+    with openai.OpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def tool_tokenizer(root: Path) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(build_tiny_model(TOOL_MODEL.removeprefix("tiny:"), root / "tiny"))
 
 
 @pytest.fixture
@@ -202,6 +242,35 @@ def test_tools_are_refused_naming_them_where_the_template_has_no_tool_section(cl
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model=MODEL, messages=HELLO, tools=TOOLS, max_tokens=2)  # type: ignore[arg-type]
     assert raised.value.param == "tools"  # type: ignore[attr-defined]
+
+
+def test_tool_definitions_reach_the_prompt_the_template_writes(
+    tool_client: openai.OpenAI, tool_tokenizer: PreTrainedTokenizerBase
+) -> None:
+    answer = tool_client.chat.completions.create(
+        model=TOOL_MODEL, messages=HELLO, tools=TOOLS, max_tokens=2, extra_body={"return_token_ids": True}  # type: ignore[arg-type]
+    )
+    prompt = tool_tokenizer.decode(answer.prompt_token_ids)  # type: ignore[attr-defined]
+    expected = tool_tokenizer.apply_chat_template(HELLO, tools=TOOLS, tokenize=False, add_generation_prompt=True)
+    assert prompt == expected and '"name": "zoom"' in prompt
+
+
+def test_an_earlier_tool_call_and_its_result_are_rendered_as_the_template_writes_them(
+    tool_client: openai.OpenAI, tool_tokenizer: PreTrainedTokenizerBase
+) -> None:
+    call = {"id": "call-1", "type": "function", "function": {"name": "zoom", "arguments": '{"factor": 2}'}}
+    messages = [*HELLO, {"role": "assistant", "content": "", "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call-1", "content": "zoomed in"}]  # fmt: skip
+    answer = tool_client.chat.completions.create(
+        model=TOOL_MODEL, messages=messages, tools=TOOLS, max_tokens=2, extra_body={"return_token_ids": True}  # type: ignore[arg-type]
+    )
+    prompt = tool_tokenizer.decode(answer.prompt_token_ids)  # type: ignore[attr-defined]
+    templated = [*HELLO, {"role": "assistant", "content": "", "tool_calls": [
+        {**call, "function": {"name": "zoom", "arguments": {"factor": 2}}}]}, messages[2]]  # fmt: skip
+    expected = tool_tokenizer.apply_chat_template(templated, tools=TOOLS, tokenize=False, add_generation_prompt=True)
+    assert prompt == expected
+    assert '<tool_call>\n{"name": "zoom", "arguments": {"factor": 2}}\n</tool_call>' in prompt
+    assert "<tool_response>\nzoomed in\n</tool_response>" in prompt
 
 
 def test_chat_logprobs_cover_every_sampled_token_whole_and_streamed(client: openai.OpenAI) -> None:
