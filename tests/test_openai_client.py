@@ -200,17 +200,24 @@ def test_a_plain_and_a_streamed_text_completion_agree(client: openai.OpenAI) -> 
     assert chunks[-1].usage == whole.usage
 
 
-def test_a_text_completion_of_token_ids_with_logprobs(client: openai.OpenAI) -> None:
-    answer = client.completions.create(model=MODEL, prompt=[5, 17, 42], max_tokens=5, logprobs=0, seed=3)
+def test_a_text_completion_of_token_ids_with_logprobs_and_alternatives(client: openai.OpenAI) -> None:
+    request = {"model": MODEL, "prompt": [5, 17, 42], "max_tokens": 5, "logprobs": 2, "temperature": 0}
+    answer = client.completions.create(**request)
     logprobs = answer.choices[0].logprobs
     assert logprobs is not None and answer.usage is not None
     assert len(logprobs.tokens or []) == len(logprobs.token_logprobs or []) == answer.usage.completion_tokens
     assert all(value <= 0 for value in logprobs.token_logprobs or [])
-    request = {"model": MODEL, "prompt": [5, 17, 42], "max_tokens": 5, "logprobs": 0, "seed": 3}
+    tops = logprobs.top_logprobs or []
+    assert len(tops) == answer.usage.completion_tokens and all(1 <= len(top) <= 2 for top in tops)
+    for token, value, top in zip(logprobs.tokens or [], logprobs.token_logprobs or [], tops, strict=True):
+        assert top[token] == value == max(top.values())  # greedy: the sampled token is the most likely
     chunks = list(client.completions.create(**request, stream=True))
     streamed = [chunk.choices[0].logprobs for chunk in chunks if chunk.choices and chunk.choices[0].logprobs]
     assert [token for part in streamed for token in part.tokens or []] == logprobs.tokens
     assert [offset for part in streamed for offset in part.text_offset or []] == logprobs.text_offset
+    assert [top for part in streamed for top in part.top_logprobs or []] == tops
+    plain = client.completions.create(**{**request, "logprobs": 0})
+    assert plain.choices[0].logprobs is not None and plain.choices[0].logprobs.top_logprobs is None
 
 
 def test_an_image_as_a_data_uri_and_as_an_allowed_file_are_the_same_prompt(
@@ -274,16 +281,23 @@ def test_an_earlier_tool_call_and_its_result_are_rendered_as_the_template_writes
 
 
 def test_chat_logprobs_cover_every_sampled_token_whole_and_streamed(client: openai.OpenAI) -> None:
-    request = {"model": MODEL, "messages": HELLO, "max_tokens": 8, "temperature": 0, "logprobs": True}
-    whole = client.chat.completions.create(**request, top_logprobs=0)
-    content = whole.choices[0].logprobs.content  # type: ignore[union-attr]
-    assert whole.usage is not None and len(content or []) == whole.usage.completion_tokens
-    assert all(entry.top_logprobs == [] and entry.logprob <= 0 for entry in content or [])
+    request = {"model": MODEL, "messages": HELLO, "max_tokens": 8, "temperature": 0}
+    request |= {"logprobs": True, "top_logprobs": 2}
+    whole = client.chat.completions.create(**request)
+    content = whole.choices[0].logprobs.content or []  # type: ignore[union-attr]
+    assert whole.usage is not None and len(content) == whole.usage.completion_tokens
+    for entry in content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 2
+        assert entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob
+        best = entry.top_logprobs[0]
+        assert (best.token, best.logprob, best.bytes) == (entry.token, entry.logprob, entry.bytes)  # greedy
     chunks = list(client.chat.completions.create(**request, stream=True))
     streamed = [entry for c in chunks if c.choices and c.choices[0].logprobs for entry in c.choices[0].logprobs.content]
-    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in content or []]
+    assert [e.model_dump() for e in streamed] == [e.model_dump() for e in content]
+    plain = client.chat.completions.create(**{**request, "top_logprobs": 0})
+    assert all(entry.top_logprobs == [] for entry in plain.choices[0].logprobs.content or [])  # type: ignore[union-attr]
     with pytest.raises(openai.BadRequestError) as raised:
-        client.chat.completions.create(**request, top_logprobs=2)
+        client.chat.completions.create(**{**request, "top_logprobs": 21})
     assert raised.value.param == "top_logprobs"  # type: ignore[attr-defined]
 
 

@@ -485,6 +485,12 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert 'bash -euo pipefail -c "$test_command"' in ci
 
 
+def test_ci_runs_the_slow_readme_commands_too() -> None:
+    """The cases marked slow leave the default run, not CI: .ci/run runs them as a step of their own."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "uv run --locked pytest tests/test_readme_commands.py -m slow" in ci
+
+
 def test_ci_installs_the_uv_the_readme_pins() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert 'python3 -m pip install --quiet "uv==0.13.8"' in ci

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from tokenizers import Tokenizer
 
 from foveal.renderers.errors import UnknownFamily
-from foveal.renderers.tiny import FAMILIES, VLM_FAMILIES, TinyTokenIds, build_tiny_processor, family_spec
+from foveal.renderers.tiny import FAMILIES, QWEN_VL_FAMILIES, TinyTokenIds, build_tiny_processor, family_spec
 
 # Placeholder counts worked out by hand from smart_resize (sides rounded to multiples of patch*merge, then
 # (h/patch)*(w/patch)/merge**2): Qwen2 families use 28-pixel cells, Qwen3-VL 32-pixel cells.
@@ -144,7 +144,7 @@ def test_raw_tokenizer_json_encodes_like_the_transformers_tokenizer(tiny_tokeniz
 
 
 @pytest.mark.parametrize("size", [(224, 224), (320, 200)])
-@pytest.mark.parametrize("family", VLM_FAMILIES)
+@pytest.mark.parametrize("family", QWEN_VL_FAMILIES)
 def test_one_image_expands_to_grid_prod_over_merge_squared_placeholders(
     family, size, tiny_tokenizer, tiny_image_processor
 ):
@@ -166,7 +166,7 @@ def test_one_image_expands_to_grid_prod_over_merge_squared_placeholders(
     assert ids[start + 1 + count] == tokenizer.convert_tokens_to_ids("<|vision_end|>")
 
 
-@pytest.mark.parametrize("family", VLM_FAMILIES)
+@pytest.mark.parametrize("family", QWEN_VL_FAMILIES)
 def test_large_images_are_capped_at_the_tiny_max_pixels(family, tiny_image_processor):
     image_processor = tiny_image_processor(family)
     grid = image_processor(images=[drawn_image(1600, 1200)])["image_grid_thw"][0]

@@ -42,6 +42,13 @@ def test_smoke_runs_qwen3_vl(tiny_cache_root):
     assert result.logits_shape[0] == 1 and math.isfinite(result.loss)
 
 
+def test_smoke_runs_gemma3_whose_grid_is_its_square_of_soft_tokens(tiny_cache_root, capsys):
+    assert command.run(parse("--family", "gemma3", "--cache-root", str(tiny_cache_root))) == 0
+    lines = dict(line.split(maxsplit=1) for line in capsys.readouterr().out.splitlines())
+    assert lines["image"] == "grid    [1, 2, 2] (t, h, w tokens)" and lines["placeholders"] == "4"
+    assert math.isfinite(float(lines["loss"]))
+
+
 def test_smoke_rejects_a_text_only_family():
     with pytest.raises(SystemExit):
         parse("--family", "qwen3")

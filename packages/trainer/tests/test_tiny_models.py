@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from foveal.renderers.tiny import VLM_FAMILIES, TinyTokenIds, family_spec
+from foveal.renderers.tiny import QWEN_VL_FAMILIES, TinyTokenIds, family_spec
 from foveal.trainer.smoke import draw_image
 from foveal.trainer.tiny_models import build_tiny_model, init_tiny_model
 
@@ -55,7 +55,7 @@ def labels_without_placeholders(batch, image_token_id):
 
 
 @pytest.mark.parametrize("size", [(224, 224), (320, 200)])
-@pytest.mark.parametrize("family", VLM_FAMILIES)
+@pytest.mark.parametrize("family", QWEN_VL_FAMILIES)
 def test_full_processor_expands_an_image_to_grid_prod_over_merge_squared(family, size, tiny_processor):
     processor = tiny_processor(family)
     batch = image_batch(processor, size)
@@ -67,7 +67,7 @@ def test_full_processor_expands_an_image_to_grid_prod_over_merge_squared(family,
     assert batch["pixel_values"].shape[0] == int(grid.prod())
 
 
-@pytest.mark.parametrize("family", VLM_FAMILIES)
+@pytest.mark.parametrize("family", QWEN_VL_FAMILIES)
 def test_vlm_forward_backward_on_cpu_has_finite_loss_and_gradients_in_both_towers(
     family, tiny_processor, load_tiny_model
 ):
@@ -112,7 +112,7 @@ def test_llama3_text_forward_backward_on_cpu(tiny_model_dir, load_tiny_model):
     assert model.config.rope_parameters["rope_type"] == "llama3"
 
 
-@pytest.mark.parametrize("family", [*VLM_FAMILIES, *TEXT_FAMILIES])
+@pytest.mark.parametrize("family", [*QWEN_VL_FAMILIES, *TEXT_FAMILIES])
 def test_config_uses_the_tokenizers_ids_and_real_shapes(family, tiny_model_dir, load_tiny_model):
     folder = tiny_model_dir(family)
     tokenizer, ids = AutoTokenizer.from_pretrained(folder), TinyTokenIds.from_folder(folder)
@@ -138,7 +138,7 @@ def test_config_uses_the_tokenizers_ids_and_real_shapes(family, tiny_model_dir, 
         assert sum(text.rope_parameters["mrope_section"]) == head_dim // 2
 
 
-@pytest.mark.parametrize("family", [*VLM_FAMILIES, *TEXT_FAMILIES])
+@pytest.mark.parametrize("family", [*QWEN_VL_FAMILIES, *TEXT_FAMILIES])
 def test_reload_through_auto_classes_gives_the_built_models_logits(
     family, tiny_model_dir, tiny_processor, load_tiny_model
 ):

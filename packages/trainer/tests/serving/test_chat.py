@@ -1,5 +1,5 @@
 """`/v1/chat/completions`: rendered by the server's renderer, images through the same contract, answers
-in OpenAI's shape (logprobs, tool calls, usage) and consistent with `/v1/generate`."""
+in OpenAI's shape (logprobs and their alternatives, tool calls, usage) and consistent with `/v1/generate`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ from PIL import Image
 
 from foveal.renderers.contract import encode_mmraw
 from foveal.renderers.factory import load_renderer
-from foveal.renderers.inference.openai import ChatCompletionRequest, ChatCompletionResponse
+from foveal.renderers.inference.openai import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionResponse,
+    TopLogprob,
+)
 from foveal.renderers.inference.wire import Completion
 from foveal.renderers.rendering import Renderer
 from foveal.renderers.tiny import build_tiny_processor
@@ -36,6 +42,18 @@ def data_url(image: Image.Image) -> str:
 
 def chat(server: RunningServer, **body: Any) -> httpx.Response:
     return httpx.post(f"{server.url}/v1/chat/completions", json={"model": MODEL, **body}, timeout=60)
+
+
+def streamed(server: RunningServer, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON events of a streamed answer, up to `[DONE]`."""
+    events = []
+    request = {"model": MODEL, **body, "stream": True}
+    with httpx.stream("POST", f"{server.url}{path}", json=request, timeout=60) as answer:
+        assert answer.status_code == 200
+        for line in answer.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                events.append(json.loads(line.removeprefix("data: ")))
+    return events
 
 
 def user_turn(image: Image.Image, text: str) -> list[dict[str, Any]]:
@@ -89,7 +107,8 @@ def test_n_choices_with_a_seed_are_reproducible(server: RunningServer) -> None:
     [
         ({"model": "someone-else"}, 404, "model"),
         ({"stream_options": {"include_usage": True}}, 400, "stream_options"),
-        ({"top_logprobs": 3}, 400, "top_logprobs"),
+        ({"top_logprobs": 3}, 400, "top_logprobs"),  # without logprobs: true
+        ({"logprobs": True, "top_logprobs": 21}, 400, "top_logprobs"),
         ({"presence_penalty": 0.5}, 400, "presence_penalty"),
         ({"tool_choice": "required"}, 400, "tool_choice"),
         ({"messages": []}, 400, "messages"),
@@ -145,3 +164,49 @@ def test_the_served_model_name_is_accepted_listed_and_named_when_wrong(server: R
     body = listed.json()
     assert body["object"] == "list" and [card["id"] for card in body["data"]] == [MODEL, ALIAS]
     assert all(card["object"] == "model" and card["owned_by"] == "foveal" for card in body["data"])
+
+
+def test_chat_top_logprobs_are_the_raw_alternatives_whole_and_streamed(server: RunningServer) -> None:
+    body = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 6, "temperature": 0.0,
+            "logprobs": True, "top_logprobs": 3, "return_token_ids": True}  # fmt: skip
+    answer = chat(server, **body)
+    assert answer.status_code == 200, answer.text
+    whole = ChatCompletionResponse.model_validate(answer.json())
+    content = whole.choices[0].logprobs.content or ()  # type: ignore[union-attr]
+    assert whole.usage is not None and len(content) == whole.usage.completion_tokens
+    for entry in content:
+        values = [top.logprob for top in entry.top_logprobs]
+        assert len(values) == 3 and values == sorted(values, reverse=True)
+        assert entry.top_logprobs[0] == TopLogprob(token=entry.token, logprob=entry.logprob, bytes=entry.bytes)
+    chunks = [ChatCompletionChunk.model_validate(event) for event in streamed(server, "/v1/chat/completions", body)]
+    reported = [c.choices[0].logprobs for c in chunks if c.choices and c.choices[0].logprobs]
+    assert [entry for part in reported for entry in part.content or ()] == list(content)
+    generated = httpx.post(
+        f"{server.url}/v1/generate",
+        json={"prompt_token_ids": list(whole.prompt_token_ids or ()),
+              "sampling": {"temperature": 0.0, "max_tokens": 6, "top_logprobs": 3}},
+        timeout=60,
+    ).json()["completions"][0]  # fmt: skip
+    assert [[value for _, value in top] for top in generated["top_logprobs"]] == [
+        [top.logprob for top in entry.top_logprobs] for entry in content
+    ]
+    without = chat(server, **{**body, "top_logprobs": 0}).json()["choices"][0]["logprobs"]["content"]
+    assert [entry["token"] for entry in without] == [entry.token for entry in content]
+    assert all(entry["top_logprobs"] == [] for entry in without)
+
+
+def test_text_completion_logprobs_n_add_legacy_top_logprobs_whole_and_streamed(server: RunningServer) -> None:
+    body = {"prompt": [5, 17, 42], "max_tokens": 5, "temperature": 0.0, "logprobs": 2}
+    answer = httpx.post(f"{server.url}/v1/completions", json={"model": MODEL, **body}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    logprobs = CompletionResponse.model_validate(answer.json()).choices[0].logprobs
+    assert logprobs is not None and logprobs.top_logprobs is not None
+    assert len(logprobs.top_logprobs) == len(logprobs.tokens) == 5
+    for token, value, top in zip(logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs, strict=True):
+        assert 1 <= len(top) <= 2 and list(top.values()) == sorted(top.values(), reverse=True)
+        assert top[token] == value  # greedy: the sampled token is the most likely
+    chunks = [CompletionResponse.model_validate(event) for event in streamed(server, "/v1/completions", body)]
+    parts = [c.choices[0].logprobs for c in chunks if c.choices and c.choices[0].logprobs]
+    assert [top for part in parts for top in part.top_logprobs or ()] == list(logprobs.top_logprobs)
+    plain = httpx.post(f"{server.url}/v1/completions", json={"model": MODEL, **body, "logprobs": 0}, timeout=60)
+    assert "top_logprobs" not in plain.json()["choices"][0]["logprobs"]

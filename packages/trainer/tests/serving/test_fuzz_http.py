@@ -78,10 +78,11 @@ def mutated(body: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
 
 
 SAMPLING_KEYS = ["sampling." + name for name in ("temperature", "top_p", "top_k", "max_tokens", "stop",
-                 "stop_token_ids", "seed", "n", "logprobs", "ignore_eos")]  # fmt: skip
+                 "stop_token_ids", "seed", "n", "logprobs", "top_logprobs", "ignore_eos")]  # fmt: skip
 FIELDS = {
     "/v1/generate": ["prompt_token_ids", "image_refs", "sampling", "request_id", "extra", *SAMPLING_KEYS],
-    "/v1/chat/completions": ["model", "messages", "tools", "temperature", "max_tokens", "stop", "n", "logprobs"],
+    "/v1/chat/completions": ["model", "messages", "tools", "temperature", "max_tokens", "stop", "n", "logprobs",
+                             "top_logprobs"],  # fmt: skip
     "/v1/completions": ["model", "prompt", "max_tokens", "temperature", "stop", "n", "logprobs", "stream"],
     "/v1/tokenize": ["text", "extra"],
     "/v1/detokenize": ["token_ids", "extra"],

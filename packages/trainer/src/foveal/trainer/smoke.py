@@ -11,6 +11,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image, ImageDraw
@@ -63,12 +64,20 @@ def run_smoke(family: str = SMOKE_FAMILY, cache_root: Path | None = None) -> Smo
     return SmokeResult(
         family=family,
         folder=folder,
-        image_grid_thw=tuple(batch["image_grid_thw"][0].tolist()),
+        image_grid_thw=_image_grid(batch, int(placeholders.sum())),
         placeholder_tokens=int(placeholders.sum()),
         logits_shape=tuple(output.logits.shape),
         loss=float(output.loss),
         seconds=time.perf_counter() - start,
     )
+
+
+def _image_grid(batch: dict[str, Any], placeholders: int) -> tuple[int, int, int]:
+    """The processor's patch grid (Qwen-VL); for Gemma 3, which reports none, its square grid of soft tokens."""
+    if "image_grid_thw" in batch:
+        return tuple(batch["image_grid_thw"][0].tolist())  # type: ignore[return-value]
+    side = math.isqrt(placeholders)
+    return (1, side, side)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -77,7 +86,8 @@ def main(args: argparse.Namespace) -> int:
     result = run_smoke(args.family, args.cache_root)
     print(f"family        {result.family}")
     print(f"folder        {result.folder}")
-    print(f"image grid    {list(result.image_grid_thw)} (t, h, w patches)")
+    unit = "patches" if result.placeholder_tokens != math.prod(result.image_grid_thw) else "tokens"
+    print(f"image grid    {list(result.image_grid_thw)} (t, h, w {unit})")
     print(f"placeholders  {result.placeholder_tokens}")
     print(f"logits        {list(result.logits_shape)}")
     print(f"loss          {result.loss:.4f}")

@@ -244,6 +244,14 @@ def test_final_outputs_become_completions_in_sample_order() -> None:
     assert len(greedy) == 3 and len(set(greedy)) == 1
     (without,) = completions(request_output(completion(0, [5], "length", None)), WireSampling(logprobs=False), str)
     assert without.logprobs is None
+    assert first.top_logprobs is None
+
+
+def test_top_logprobs_ask_vllm_for_them_and_come_back_per_token_best_first() -> None:
+    wire = WireSampling(top_logprobs=2)
+    assert engine_sampling(wire, (STOP,)).logprobs == 2
+    (answer,) = completions(request_output(completion(0, [5, 6], "length")), wire, str)
+    assert answer.top_logprobs == (((5, -0.5), (6, -9.0)), ((6, -1.0), (7, -9.0)))
 
 
 def test_an_aborted_completion_is_a_retryable_503() -> None:

@@ -2,24 +2,27 @@
 evals and outside tools such as the official `openai` client.
 
 Requests are strict (unknown fields are a 400 naming them, and settings the servers cannot honour, such as
-penalties or alternative logprobs, are refused rather than ignored); responses are lenient (extra fields
-ignored), so the same models parse answers from other OpenAI-compatible servers. Two vLLM-style extensions
-serve RL: `top_k`, and `return_token_ids`, which adds the prompt's and each choice's token ids to the
-response so a caller can train on exactly what was sampled. Images are `image_url` parts holding a `data:`
-URL or a location the server's `[multimodal]` rules allow; the server renders messages with its own
-renderer. `stream: true` answers with server-sent events of the `*Chunk` models, then `data: [DONE]`.
+penalties, are refused rather than ignored); responses are lenient (extra fields ignored), so the same models
+parse answers from other OpenAI-compatible servers. Two vLLM-style extensions serve RL: `top_k`, and
+`return_token_ids`, which adds the prompt's and each choice's token ids to the response so a caller can train
+on exactly what was sampled. Images are `image_url` parts holding a `data:` URL or a location the server's
+`[multimodal]` rules allow; the server renders messages with its own renderer. Logprobs, and up to
+`MAX_TOP_LOGPROBS` alternatives per token (chat `top_logprobs`, completions `logprobs: N`), are under the raw
+model distribution, before temperature or top-k/top-p. `stream: true` answers with server-sent events of the
+`*Chunk` models, then `data: [DONE]`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator
 
 from foveal.renderers.inference.wire import (
     MAX_SAMPLES_PER_REQUEST,
     MAX_STOP_STRINGS,
     MAX_TOKENIZE_CHARS,
+    MAX_TOP_LOGPROBS,
     Endpoints,
     FinishReason,
     TokenId,
@@ -120,6 +123,10 @@ class SamplingRequest(_Strict):
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
 
+    def alternatives(self) -> int:
+        """How many most likely tokens each sampled token reports (`wire.SamplingParams.top_logprobs`)."""
+        return 0
+
 
 class ChatCompletionRequest(SamplingRequest):
     """A chat completion request."""
@@ -131,7 +138,19 @@ class ChatCompletionRequest(SamplingRequest):
     max_tokens: int | None = Field(default=None, ge=1, description="None: up to the model's context.")
     max_completion_tokens: int | None = Field(default=None, ge=1, description="Wins over max_tokens.")
     logprobs: bool = False
-    top_logprobs: Literal[0] | None = Field(default=None, description="Alternatives are not returned.")
+    top_logprobs: StrictInt | None = Field(
+        default=None, ge=0, le=MAX_TOP_LOGPROBS, description="With logprobs: this many most likely tokens per token."
+    )
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs > 0 needs logprobs: true")  # OpenAI refuses it too
+        return value
+
+    def alternatives(self) -> int:
+        return self.top_logprobs or 0
 
 
 PromptText = Annotated[str, Field(min_length=1, max_length=MAX_TOKENIZE_CHARS)]
@@ -145,17 +164,35 @@ class CompletionRequest(SamplingRequest):
         description="One prompt; lists of prompts are not taken (send one request each)."
     )
     max_tokens: int = Field(default=16, ge=1, description="OpenAI's default, 16.")
-    logprobs: Literal[0] | None = Field(default=None, description="0: the sampled tokens' logprobs, no alternatives.")
+    logprobs: StrictInt | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="The sampled tokens' logprobs, and this many most likely tokens at each position (0: none).",
+    )
     echo: Literal[False] = Field(default=False, description="The prompt is not echoed.")
     best_of: Literal[1] | None = None
     suffix: None = Field(default=None, description="Insertion is not supported.")
 
+    def alternatives(self) -> int:
+        return self.logprobs or 0
 
-class TokenLogprob(_Lenient):
+
+class TopLogprob(_Lenient):
+    """One of the most likely tokens at a position: its text, logprob and UTF-8 bytes."""
+
     token: str
     logprob: float
     bytes: tuple[int, ...] | None = None
-    top_logprobs: tuple[dict[str, object], ...] = ()
+
+
+class TokenLogprob(_Lenient):
+    """A sampled token of a chat completion; `top_logprobs` are its position's most likely tokens, best first."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] | None = None
+    top_logprobs: tuple[TopLogprob, ...] = ()
 
 
 class ChoiceLogprobs(_Lenient):
@@ -249,7 +286,8 @@ class ChatCompletionChunk(_Lenient):
 
 
 class CompletionLogprobs(_Lenient):
-    """Logprobs of a text completion (OpenAI's legacy shape); `top_logprobs` stays None: no alternatives."""
+    """Logprobs of a text completion (OpenAI's legacy shape); with `logprobs: N`, `top_logprobs` holds one
+    {token text: logprob} per sampled token, its position's N most likely tokens."""
 
     tokens: tuple[str, ...] = ()
     token_logprobs: tuple[float, ...] = ()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator
 
 MAX_STOP_STRINGS = 16
 MAX_STOP_STRING_CHARS = 256
@@ -19,10 +19,14 @@ MAX_SAMPLES_PER_REQUEST = 64
 MAX_TOKENIZE_CHARS = 131_072
 """Text one tokenize call takes: tokenization costs CPU and memory per character on the server."""
 MAX_DETOKENIZE_IDS = 131_072
+MAX_TOP_LOGPROBS = 20
+"""Most alternatives a sampled token reports (OpenAI's limit for `top_logprobs`)."""
 
 TokenId = StrictInt
 """A token id is a JSON integer: not `true`, not `"5"`, not `5.0` (its range is the served vocabulary's)."""
 StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_STRING_CHARS)]
+Alternative = tuple[int, float]
+"""One of the most likely tokens at a sampled position: (token id, logprob under the raw model distribution)."""
 
 
 class WireModel(BaseModel):
@@ -53,6 +57,19 @@ class SamplingParams(WireModel):
     seed: int | None = Field(default=None, ge=0, description="Makes sampling reproducible per request.")
     n: int = Field(default=1, ge=1, le=MAX_SAMPLES_PER_REQUEST, description="Completions sampled per prompt.")
     logprobs: bool = Field(default=True, description="Return the logprob of each sampled token.")
+    top_logprobs: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="Also return, per sampled token, this many most likely tokens of the raw distribution.",
+    )
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _alternatives_need_logprobs(cls, value: int, info: ValidationInfo) -> int:
+        if value > 0 and not info.data.get("logprobs", True):
+            raise ValueError("top_logprobs > 0 needs logprobs: true")
+        return value
 
 
 class GenerateRequest(WireModel):
@@ -74,6 +91,12 @@ class Completion(WireModel):
 
     token_ids: tuple[int, ...]
     logprobs: tuple[float, ...] | None = None
+    top_logprobs: tuple[tuple[Alternative, ...], ...] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,  # absent unless asked: older clients forbid unknown fields
+        description="With sampling.top_logprobs: per sampled token, the most likely tokens, best first "
+        "(never a suppressed placeholder; impossible tokens, logprob -inf, left out).",
+    )
     finish_reason: FinishReason
     text: str = Field(description="The completion decoded, special tokens kept.")
 

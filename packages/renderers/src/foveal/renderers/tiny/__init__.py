@@ -9,6 +9,7 @@ from foveal.renderers.tiny.chat_templates import TEMPLATE_NAMES, chat_template
 from foveal.renderers.tiny.families import (
     FAMILIES,
     FAMILY_SPECS,
+    QWEN_VL_FAMILIES,
     VLM_FAMILIES,
     FamilySpec,
     Gemma3VisionSpec,
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_CACHE_ROOT",
     "FAMILIES",
     "FAMILY_SPECS",
+    "QWEN_VL_FAMILIES",
     "TEMPLATE_NAMES",
     "VLM_FAMILIES",
     "FamilySpec",

@@ -276,9 +276,11 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
     ),
 }
 FAMILIES = tuple(FAMILY_SPECS)
-VLM_FAMILIES = tuple(name for name, spec in FAMILY_SPECS.items() if isinstance(spec.vision, VisionSpec))
-"""The families with a Qwen-VL image layout, the ones Foveal trains and serves with images (`foveal smoke`).
-Gemma 3 has a vision tower too (`is_vlm`) but no trainer adapter yet, so it is not listed here."""
+QWEN_VL_FAMILIES = tuple(name for name, spec in FAMILY_SPECS.items() if isinstance(spec.vision, VisionSpec))
+"""The families with a Qwen-VL image layout (patch grid, 2x2 merge, `<|image_pad|>`)."""
+VLM_FAMILIES = tuple(name for name, spec in FAMILY_SPECS.items() if spec.is_vlm)
+"""The families with a vision tower, the ones Foveal trains and serves with images (`foveal smoke`): the Qwen-VL
+families and Gemma 3."""
 
 
 def family_spec(family: str) -> FamilySpec:

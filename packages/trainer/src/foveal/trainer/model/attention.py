@@ -33,6 +33,17 @@ on CPU, so training with it needs CUDA. Both the kernel and the mask builder com
 builder, `flex_document_mask`, gives a row of one sample the same mask function as a packed row, so it does not
 compile a second time at the same length.
 
+Gemma 3 (`IMAGE_BLOCK_MODELS`) attends both ways inside each image: its forward takes `token_type_ids` (1 on the
+image's soft tokens, `foveal.trainer.model.forward.image_block_inputs`) and transformers'
+`create_masks_for_vision_model` ORs "same image" (`blockwise_overlay`, one block per run of image tokens) into
+the causal mask, then ANDs the sliding window (sliding layers) and the packed samples found from the position
+row: `((causal AND same sample) OR same image)` on global layers, `(causal OR same image) AND window AND same
+sample` on sliding ones. An image lies inside one sample, so this is each sample's own mask, and the window
+compares distances, which packing does not change. eager and sdpa take that mask as a tensor, flex as a
+`BlockMask` (the composed mask function). The varlen kernel (causal or not, per document) and
+flash_attention_2 (transformers builds no mask for it) cannot express it, so `set_attention` and
+`packed_inputs` refuse them for these models (`UnsupportedAttention`), and `auto` on CUDA gives them sdpa.
+
 Varlen attention (`[model].attn_implementation = "varlen"`): `foveal.trainer.model.varlen` registered under
 `VARLEN_ATTENTION` for the text model and the vision tower alike, one kernel call per layer over all documents
 (text: cut where the position row restarts; vision: the tower's own window/image lengths). transformers cannot
@@ -48,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from foveal.configs.errors import RunError
 from foveal.renderers.errors import ContractError
 from foveal.trainer.model.varlen import VARLEN_ATTENTION, varlen_attention_forward
 
@@ -67,6 +79,14 @@ VARLEN_SETTING = "varlen"
 # installed on none of our machines).
 PACKED_ATTENTION = frozenset({"eager", "sdpa", "flash_attention_2", FLEX_ATTENTION, VARLEN_ATTENTION})
 NO_CPU_BACKWARD = frozenset({FLEX_ATTENTION})
+IMAGE_BLOCK_MODELS = frozenset({"gemma3"})
+"""`config.model_type`s whose images attend to themselves both ways (their forward takes `token_type_ids`)."""
+IMAGE_BLOCK_ATTENTION = frozenset({"eager", "sdpa", FLEX_ATTENTION})
+"""The text-model kernels that take transformers' image-block mask (tested in tests/model/test_gemma3_packed.py)."""
+
+
+class UnsupportedAttention(ContractError, RunError):
+    """An attention setting the model's attention rule cannot be expressed in (e.g. varlen for Gemma 3's images)."""
 MROPE_ROWS = 4  # text row + temporal, height, width
 
 
@@ -97,6 +117,8 @@ def set_attention(model: torch.nn.Module, setting: str) -> None:
     method does after its checks), since the checks would try to import `VARLEN_ATTENTION` as a flash kernel.
     """
     implementation = attention_implementation(setting, model.config)
+    text = implementation.get("text_config", setting) if isinstance(implementation, dict) else implementation
+    check_image_block_attention(model.config, text, setting)
     if implementation != VARLEN_ATTENTION:
         model.set_attn_implementation(implementation)
         return
@@ -146,6 +168,24 @@ def attention_implementation(setting: str, config: object) -> str | dict[str, st
     if getattr(config, "vision_config", None) is None:
         return FLEX_ATTENTION
     return {"text_config": FLEX_ATTENTION, "vision_config": "sdpa"}
+
+
+def has_image_blocks(config: object) -> bool:
+    """Whether a (top-level) model config's images attend to themselves both ways (`IMAGE_BLOCK_MODELS`)."""
+    return getattr(config, "model_type", None) in IMAGE_BLOCK_MODELS
+
+
+def check_image_block_attention(config: object, implementation: object, setting: object | None = None) -> None:
+    """Refuse a text-model kernel that cannot express a model's bidirectional image blocks (`setting`: the
+    `[model].attn_implementation` value it came from, named in the error)."""
+    if has_image_blocks(config) and implementation not in IMAGE_BLOCK_ATTENTION:
+        name = getattr(config, "model_type", None)
+        expected = (
+            f"sdpa, eager or flex_attention for {name}: its images attend to themselves both ways, which "
+            f"{implementation} cannot express"
+        )
+        value = implementation if setting is None else setting
+        raise UnsupportedAttention("model.attn_implementation", value, expected)
 
 
 def check_packed_attention(config: object, device: torch.device | None = None, backward: bool = False) -> None:

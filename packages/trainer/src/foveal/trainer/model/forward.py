@@ -4,9 +4,10 @@
 attention inside samples (no attention mask, no KV cache, the boundary row present; see
 `foveal.trainer.model.attention`) hold for every caller. Labels never go to the model: its built-in loss
 shifts over the whole row and would make each sample's first token a target of the previous sample; the
-caller scores `batch.labels` (`foveal.trainer.training.loss`). Under flex attention the row is padded to its length
-bucket here (`foveal.trainer.model.flex_padding`) and only the real tokens' logits come back, so SFT, RL
-and the Tinker service get the padding without knowing of it. `packed_hidden` runs the same forward but
+caller scores `batch.labels` (`foveal.trainer.training.loss`). Gemma 3 also gets `token_type_ids`, so each
+image attends to itself both ways as in its own forward (`image_block_inputs`). Under flex attention the row is
+padded to its length bucket here (`foveal.trainer.model.flex_padding`) and only the real tokens' logits come
+back, so SFT, RL and the Tinker service get the padding without knowing of it. `packed_hidden` runs the same forward but
 returns the real tokens' final hidden states instead, for the chunked loss (`foveal.trainer.training.chunked_ce`).
 """
 
@@ -14,8 +15,14 @@ from __future__ import annotations
 
 import torch
 
+from foveal.renderers.errors import ContractError
 from foveal.trainer.data.collate import PackedBatch
-from foveal.trainer.model.attention import check_boundaries, check_packed_attention
+from foveal.trainer.model.attention import (
+    check_boundaries,
+    check_image_block_attention,
+    check_packed_attention,
+    has_image_blocks,
+)
 from foveal.trainer.model.flex_padding import pad_row, pad_token_id, row_length
 
 
@@ -26,7 +33,9 @@ def packed_inputs(model: torch.nn.Module, batch: PackedBatch) -> dict[str, torch
     for those only, so no logits are computed for the padding.
     """
     device = batch.input_ids.device
-    check_packed_attention(model.config.get_text_config(), device, backward=torch.is_grad_enabled())
+    text_config = model.config.get_text_config()
+    check_packed_attention(text_config, device, backward=torch.is_grad_enabled())
+    check_image_block_attention(model.config, text_config._attn_implementation)
     check_boundaries(batch.position_ids, batch.cu_seqlens)
     length = row_length(model, batch.num_tokens, device)
     input_ids, position_ids = pad_row(batch.input_ids, batch.position_ids, length, pad_token_id(model))
@@ -35,10 +44,33 @@ def packed_inputs(model: torch.nn.Module, batch: PackedBatch) -> dict[str, torch
         "position_ids": position_ids,
         "attention_mask": None,
         "use_cache": False,
+        **image_block_inputs(model, input_ids, batch.cu_seqlens),
     }
     if length > batch.num_tokens:
         inputs["logits_to_keep"] = torch.arange(batch.num_tokens, device=device)
     return inputs | dict(batch.pixel_kwargs)
+
+
+def image_block_inputs(
+    model: torch.nn.Module, input_ids: torch.Tensor, cu_seqlens: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """`token_type_ids` (1 on image placeholders) for a model whose images attend both ways (Gemma 3), else nothing.
+
+    transformers makes one bidirectional block of each run of image tokens (`get_block_sequence_ids_for_mask`), so
+    a run that went on across a sample boundary of a packed row (`cu_seqlens`) would join two samples' images:
+    such a row is refused.
+    """
+    if not has_image_blocks(model.config):
+        return {}
+    is_image = input_ids == model.config.image_token_id
+    if cu_seqlens is not None and len(cu_seqlens) > 2:
+        starts = cu_seqlens[1:-1].to(device=input_ids.device, dtype=torch.long)
+        joined = is_image[..., starts - 1] & is_image[..., starts]
+        if bool(joined.any()):
+            where = int(starts[joined.view(-1, len(starts)).any(0)][0])
+            expected = "a text token on one side of every sample boundary (each image its own bidirectional block)"
+            raise ContractError("input_ids", f"image placeholders on both sides of token {where}", expected)
+    return {"token_type_ids": is_image.long()}
 
 
 def packed_logits(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
@@ -56,6 +88,10 @@ def packed_hidden(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
     the LM head keeps the head's input and hands the head an empty slice instead. The caller applies the
     head itself (`foveal.trainer.training.chunked_ce`).
     """
+    softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    if softcap is not None:  # Gemma 2 style: tanh-capped logits, which the head alone does not give
+        expected = "None: the chunked loss applies the LM head alone; set [trainer].loss_chunk_tokens = 0 for it"
+        raise ContractError("final_logit_softcapping", softcap, expected)
     kept: list[torch.Tensor] = []
 
     def keep_input(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

@@ -24,7 +24,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageText
 
 from foveal.configs.errors import RunError
 from foveal.configs.model import ModelConfig
-from foveal.trainer.model.attention import FLEX_SETTING, VARLEN_SETTING, set_attention
+from foveal.trainer.model.attention import FLEX_SETTING, VARLEN_SETTING, has_image_blocks, set_attention
 from foveal.trainer.model.checkpointing import set_activation_checkpointing
 from foveal.trainer.model.flex_padding import set_flex_bucket
 from foveal.trainer.model.fused_kernels import apply_kernels
@@ -114,7 +114,7 @@ def load_model(config: ModelConfig, source: str, device: torch.device, training:
     auto = AutoModelForImageTextToText if vision else AutoModelForCausalLM
     with quiet_progress():
         model = auto.from_pretrained(source, dtype=_DTYPES[config.dtype], trust_remote_code=config.trust_remote_code)
-    attention = training_attention(config.attn_implementation, device)
+    attention = training_attention(config.attn_implementation, device, hf_config)
     set_attention(model, attention if training else generation_attention(attention))
     set_flex_bucket(model, config.flex_bucket_tokens)
     if training:
@@ -123,12 +123,13 @@ def load_model(config: ModelConfig, source: str, device: torch.device, training:
     return model.to(device).train()
 
 
-def training_attention(setting: str, device: torch.device) -> str:
+def training_attention(setting: str, device: torch.device, hf_config: object = None) -> str:
     """`[model].attn_implementation` on `device`: auto is varlen on CUDA (one kernel call per layer over the
-    packed samples and the vision windows) and sdpa elsewhere (varlen there runs sdpa once per sample)."""
+    packed samples and the vision windows) and sdpa elsewhere (varlen there runs sdpa once per sample), and sdpa
+    for a model whose images attend both ways (Gemma 3), which varlen cannot express."""
     if setting != AUTO:
         return setting
-    return VARLEN_SETTING if device.type == "cuda" else "sdpa"
+    return VARLEN_SETTING if device.type == "cuda" and not has_image_blocks(hf_config) else "sdpa"
 
 
 def generation_attention(setting: str) -> str:

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from foveal.renderers.errors import ContractError
-from foveal.renderers.layout import LayoutSpec
+from foveal.renderers.layout import AnyLayoutSpec
 
 Grid = tuple[int, int, int]
 PixelKwargs = Mapping[str, torch.Tensor]
@@ -54,7 +54,7 @@ class ImageAdapter(Protocol):
     """One family's adapter, bound to one loaded processor and the run's `[multimodal]` settings."""
 
     family: str
-    spec: LayoutSpec
+    spec: AnyLayoutSpec
     """The layout settings the processor runs with (pixel-bound overrides applied); its fingerprint must
     equal every descriptor's."""
     image_token_id: int

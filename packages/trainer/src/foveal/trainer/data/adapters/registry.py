@@ -14,6 +14,8 @@ import torch
 from foveal.configs.multimodal import MultimodalConfig
 from foveal.renderers.errors import UnknownFamily
 from foveal.trainer.data.adapters.base import ImageAdapter, PositionScheme
+from foveal.trainer.data.adapters.fixed_tokens import gemma3_positions
+from foveal.trainer.data.adapters.gemma3 import gemma3_adapter
 from foveal.trainer.data.adapters.mrope import mrope_positions
 from foveal.trainer.data.adapters.qwen2_vl import qwen2_vl_adapter
 from foveal.trainer.data.adapters.qwen3_vl import qwen3_vl_adapter
@@ -22,12 +24,18 @@ AdapterFactory = Callable[[Any, MultimodalConfig], ImageAdapter]
 SchemeFactory = Callable[[torch.nn.Module], PositionScheme]
 
 ADAPTERS: MappingProxyType[str, AdapterFactory] = MappingProxyType(
-    {"qwen2_vl": qwen2_vl_adapter, "qwen3_vl": qwen3_vl_adapter}
+    {"qwen2_vl": qwen2_vl_adapter, "qwen3_vl": qwen3_vl_adapter, "gemma3": gemma3_adapter}
 )
 POSITION_SCHEMES: MappingProxyType[str, SchemeFactory] = MappingProxyType(
-    {"qwen2_vl": mrope_positions, "qwen2_5_vl": mrope_positions, "qwen3_vl": mrope_positions}
+    {
+        "qwen2_vl": mrope_positions,
+        "qwen2_5_vl": mrope_positions,
+        "qwen3_vl": mrope_positions,
+        "gemma3": gemma3_positions,
+    }
 )
-"""`config.model_type` -> the scheme of a loaded model whose forward takes more than 1-D positions."""
+"""`config.model_type` -> the scheme of a loaded vision model: its rope rows (Qwen-VL's mrope) and the check of its
+images against its placeholders (Gemma 3: 1-D positions, a fixed run per image)."""
 
 
 def image_adapter(family: str, processor: Any, config: MultimodalConfig) -> ImageAdapter:

@@ -3,7 +3,8 @@
 Messages are rendered by the server's own renderer (images stored and laid out under the server's
 `[multimodal]` rules), the rendered images travel as `mmraw:` refs through the same checks as any
 `/v1/generate` request, and each completion is parsed back by the renderer (content, reasoning, tool
-calls). Logprobs, when asked for, are the raw-model logprobs of the sampled tokens, as on `/v1/generate`.
+calls). Logprobs, when asked for, are the raw-model logprobs of the sampled tokens, as on `/v1/generate`, with
+each position's `top_logprobs` most likely tokens of the same distribution.
 With `stream: true` the answer is server-sent `chat.completion.chunk` events (`chat_stream`).
 """
 
@@ -27,6 +28,7 @@ from foveal.renderers.rendering import RenderedConversation, Renderer
 from foveal.trainer.serving.app.chat_stream import chat_chunks
 from foveal.trainer.serving.app.openai_common import (
     AnswerHead,
+    ReportedTokens,
     chat_finish_reason,
     check_model,
     sampling_params,
@@ -83,11 +85,11 @@ def _choice(index: int, completion: Completion, renderer: Renderer, request: Cha
     reply = AssistantReply(
         content=message.text(), reasoning_content=message.reasoning_content, tool_calls=calls or None
     )
-    logprobs = completion.logprobs or ()
+    tokens = ReportedTokens.of_completion(completion)
     return ChatChoice(
         index=index,
         message=reply,
         finish_reason=chat_finish_reason(calls, completion.finish_reason),
-        logprobs=token_logprobs(completion.token_ids, logprobs, renderer) if request.logprobs else None,
+        logprobs=token_logprobs(tokens, renderer) if request.logprobs else None,
         token_ids=completion.token_ids if request.return_token_ids else None,
     )

@@ -2,9 +2,9 @@
 
 First a chunk for each choice with `role: assistant` and empty content; then content (and reasoning) deltas as
 the tokens settle them (`deltas.partial_reply`); the last chunk of a choice carries the rest of its final
-parse, its tool calls (each whole, in one delta) and its `finish_reason`. With logprobs or
-`return_token_ids`, every token is reported in the chunk that follows it, even when it added no text. With
-`stream_options.include_usage`, a last chunk has no choices and the usage.
+parse, its tool calls (each whole, in one delta) and its `finish_reason`. With logprobs (and their
+`top_logprobs`) or `return_token_ids`, every token is reported in the chunk that follows it, even when it
+added no text. With `stream_options.include_usage`, a last chunk has no choices and the usage.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from foveal.renderers.rendering import Renderer
 from foveal.trainer.serving.app.deltas import IncrementalDecoder, SentText, partial_reply
 from foveal.trainer.serving.app.openai_common import (
     AnswerHead,
+    ReportedTokens,
     chat_finish_reason,
     token_logprobs,
     tool_calls,
@@ -89,15 +90,14 @@ class ChatChoiceStream:
         return self._choice(delta, chat_finish_reason(calls, finish_reason))
 
     def _choice(self, delta: ChatDelta, finish_reason: str | None) -> ChatChunkChoice:
-        ids = tuple(event.token_id for event in self.unreported)
-        logprobs = tuple(event.logprob for event in self.unreported)
+        tokens = ReportedTokens.of_events(self.unreported)
         self.unreported = []
         return ChatChunkChoice(
             index=self.index,
             delta=delta,
             finish_reason=finish_reason,
-            logprobs=token_logprobs(ids, logprobs, self.renderer) if self.request.logprobs else None,
-            token_ids=ids if self.request.return_token_ids else None,
+            logprobs=token_logprobs(tokens, self.renderer) if self.request.logprobs else None,
+            token_ids=tokens.ids if self.request.return_token_ids else None,
         )
 
 

@@ -1,10 +1,11 @@
 """`/v1/completions`: OpenAI's text completions over the token-in/token-out path (no chat template).
 
-The prompt is text (tokenized without special tokens) or token ids; images are not taken here. A
-completion's `text` is its sampled tokens decoded (special tokens kept) without the stop token that ended
-it and cut before the first stop string, as OpenAI returns it; `token_ids` and logprobs (`logprobs: 0`) still
-cover every sampled token, for RL. With `stream: true` the answer is server-sent `text_completion` chunks,
-each choice's text settled token by token (`deltas`), then `[DONE]`.
+The prompt is text (tokenized without special tokens) or token ids; images are not taken here. A completion's
+`text` is its sampled tokens decoded (special tokens kept) without the stop token that ended it and cut before
+the first stop string, as OpenAI returns it; `token_ids` and logprobs (`logprobs: 0`) still cover every
+sampled token, for RL. `logprobs: N` adds OpenAI's legacy `top_logprobs`: per token, a {text: logprob} of its
+position's N most likely tokens under the raw model distribution. With `stream: true` the answer is
+server-sent `text_completion` chunks, each choice's text settled token by token (`deltas`), then `[DONE]`.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from foveal.renderers.inference.openai import (
     CompletionResponse,
     Usage,
 )
-from foveal.renderers.inference.wire import GenerateRequest, TokenizeRequest
+from foveal.renderers.inference.wire import Alternative, GenerateRequest, TokenizeRequest
 from foveal.trainer.serving.app.deltas import IncrementalDecoder, SentText, completion_text, settled_completion_text
-from foveal.trainer.serving.app.openai_common import AnswerHead, check_model, sampling_params, usage
+from foveal.trainer.serving.app.openai_common import AnswerHead, ReportedTokens, check_model, sampling_params, usage
 from foveal.trainer.serving.app.streaming import event_stream, token_events
 from foveal.trainer.serving.backends.base import InferenceBackend
 from foveal.trainer.serving.engine.requests import TokenEvent, TokenStream
@@ -54,7 +55,7 @@ def completion_routes(backend: InferenceBackend, guard: Callable[[Request], None
             return event_stream(completion_chunks(events, head, request, texts, len(prompt)))
         answer = await backend.generate(generate)
         choices = tuple(
-            _choice(i, c.token_ids, c.logprobs or (), c.finish_reason, texts, request)
+            _choice(i, ReportedTokens.of_completion(c), c.finish_reason, texts, request)
             for i, c in enumerate(answer.completions)
         )
         response = CompletionResponse(
@@ -128,10 +129,10 @@ class TextChoiceStream:
             delta = self.sent.advance(self.texts.text(self.token_ids))
         if not delta and event.finish_reason is None and not self.reports_tokens:
             return None
-        ids, logprobs = [e.token_id for e in self.unreported], [e.logprob for e in self.unreported]
+        tokens = ReportedTokens.of_events(self.unreported)
         self.unreported = []
         finish = event.finish_reason
-        choice = _choice(self.index, ids, logprobs, finish, self.texts, self.request, delta, self.reported_chars)
+        choice = _choice(self.index, tokens, finish, self.texts, self.request, delta, self.reported_chars)
         if choice.logprobs is not None:
             self.reported_chars += sum(len(token) for token in choice.logprobs.tokens)
         return choice
@@ -139,29 +140,43 @@ class TextChoiceStream:
 
 def _choice(
     index: int,
-    token_ids: Sequence[int],
-    logprobs: Sequence[float],
+    tokens: ReportedTokens,
     finish_reason: str | None,
     texts: TextRule,
     request: CompletionRequest,
     text: str | None = None,
     offset: int = 0,
 ) -> CompletionChoice:
-    """A choice of `token_ids`; its text is theirs unless given (a stream's delta, its tokens' texts from `offset`)."""
+    """A choice of `tokens`; its text is theirs unless given (a stream's delta, its tokens' texts from `offset`)."""
+    reported = None if request.logprobs is None else _logprobs(tokens, texts.decode, offset, request.logprobs > 0)
     return CompletionChoice(
         index=index,
-        text=texts.text(token_ids) if text is None else text,
+        text=texts.text(tokens.ids) if text is None else text,
         finish_reason=finish_reason,
-        logprobs=_logprobs(token_ids, logprobs, texts.decode, offset) if request.logprobs is not None else None,
-        token_ids=tuple(token_ids) if request.return_token_ids else None,
+        logprobs=reported,
+        token_ids=tokens.ids if request.return_token_ids else None,
     )
 
 
-def _logprobs(token_ids: Sequence[int], logprobs: Sequence[float], decode: Decode, start: int) -> CompletionLogprobs:
-    """OpenAI's legacy logprobs: each token's text, its logprob, and where it starts (the tokens' texts joined)."""
-    tokens = [decode([token_id]) for token_id in token_ids]
-    offsets = [start + sum(len(token) for token in tokens[:i]) for i in range(len(tokens))]
-    return CompletionLogprobs(tokens=tuple(tokens), token_logprobs=tuple(logprobs), text_offset=tuple(offsets))
+def _logprobs(tokens: ReportedTokens, decode: Decode, start: int, with_top: bool) -> CompletionLogprobs:
+    """OpenAI's legacy logprobs: each token's text, its logprob, where it starts (the tokens' texts joined), and
+    with `with_top` its position's most likely tokens."""
+    texts = [decode([token_id]) for token_id in tokens.ids]
+    offsets = [start + sum(len(text) for text in texts[:i]) for i in range(len(texts))]
+    return CompletionLogprobs(
+        tokens=tuple(texts),
+        token_logprobs=tokens.logprobs,
+        text_offset=tuple(offsets),
+        top_logprobs=tuple(_by_text(top, decode) for top in tokens.alternatives) if with_top else None,
+    )
+
+
+def _by_text(alternatives: Sequence[Alternative], decode: Decode) -> dict[str, float]:
+    """{text: logprob}, best first; two ids of the same text keep the likelier one (the legacy shape has no ids)."""
+    top: dict[str, float] = {}
+    for token_id, logprob in alternatives:
+        top.setdefault(decode([token_id]), logprob)
+    return top
 
 
 async def _prompt_ids(backend: InferenceBackend, request: CompletionRequest) -> tuple[int, ...]:

@@ -17,12 +17,33 @@ from foveal.renderers.inference.openai import (
     FunctionCall,
     SamplingRequest,
     TokenLogprob,
+    TopLogprob,
     Usage,
 )
-from foveal.renderers.inference.wire import SamplingParams, ServerInfo
+from foveal.renderers.inference.wire import Alternative, Completion, SamplingParams, ServerInfo
 from foveal.renderers.messages import AssistantMessage, ToolCall
 from foveal.renderers.rendering import Renderer
+from foveal.trainer.serving.engine.requests import TokenEvent
 from foveal.trainer.serving.errors import RequestError, invalid, too_long
+
+
+@dataclass(frozen=True)
+class ReportedTokens:
+    """Sampled tokens as an answer reports them: ids, raw logprobs, and each one's alternatives (`()` if not asked)."""
+
+    ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    alternatives: tuple[tuple[Alternative, ...], ...]
+
+    @classmethod
+    def of_completion(cls, completion: Completion) -> ReportedTokens:
+        ids = completion.token_ids
+        return cls(ids, completion.logprobs or (), completion.top_logprobs or ((),) * len(ids))
+
+    @classmethod
+    def of_events(cls, events: Sequence[TokenEvent]) -> ReportedTokens:
+        ids = tuple(event.token_id for event in events)
+        return cls(ids, tuple(e.logprob for e in events), tuple(e.top_logprobs for e in events))
 
 
 @dataclass(frozen=True)
@@ -61,6 +82,7 @@ def sampling_params(
             seed=request.seed,
             n=request.n,
             logprobs=True,
+            top_logprobs=request.alternatives(),
         )
     except ValidationError as error:
         first = error.errors()[0]
@@ -75,13 +97,24 @@ def usage(prompt_tokens: int, completion_tokens: int) -> Usage:
     )
 
 
-def token_logprobs(token_ids: Sequence[int], logprobs: Sequence[float], renderer: Renderer) -> ChoiceLogprobs:
-    """Chat logprobs of sampled tokens: each token's own text (special tokens kept) and its bytes."""
-    tokens = []
-    for token_id, logprob in zip(token_ids, logprobs, strict=True):
-        text = renderer.tokenizer.decode([token_id], skip_special_tokens=False)
-        tokens.append(TokenLogprob(token=text, logprob=logprob, bytes=tuple(text.encode("utf-8"))))
-    return ChoiceLogprobs(content=tuple(tokens))
+def token_logprobs(tokens: ReportedTokens, renderer: Renderer) -> ChoiceLogprobs:
+    """Chat logprobs of sampled tokens: each token's own text (special tokens kept), its bytes, its alternatives."""
+    content = []
+    for token_id, logprob, alternatives in zip(tokens.ids, tokens.logprobs, tokens.alternatives, strict=True):
+        text = token_text(renderer, token_id)
+        top = tuple(_top_logprob(renderer, *alternative) for alternative in alternatives)
+        content.append(TokenLogprob(token=text, logprob=logprob, bytes=tuple(text.encode("utf-8")), top_logprobs=top))
+    return ChoiceLogprobs(content=tuple(content))
+
+
+def token_text(renderer: Renderer, token_id: int) -> str:
+    """One token's own text, special tokens kept (as OpenAI reports a token)."""
+    return renderer.tokenizer.decode([token_id], skip_special_tokens=False)
+
+
+def _top_logprob(renderer: Renderer, token_id: int, logprob: float) -> TopLogprob:
+    text = token_text(renderer, token_id)
+    return TopLogprob(token=text, logprob=logprob, bytes=tuple(text.encode("utf-8")))
 
 
 def tool_calls(message: AssistantMessage) -> tuple[ChatToolCall, ...]:

@@ -74,5 +74,8 @@ async def _replayed(response: GenerateResponse) -> TokenStream:
     for index, completion in enumerate(response.completions):
         assert completion.logprobs is not None, "the OpenAI routes always sample with logprobs"
         last = len(completion.token_ids) - 1
-        for position, (token_id, logprob) in enumerate(zip(completion.token_ids, completion.logprobs, strict=True)):
-            yield TokenEvent(index, token_id, logprob, completion.finish_reason if position == last else None)
+        top = completion.top_logprobs or ((),) * len(completion.token_ids)
+        tokens = zip(completion.token_ids, completion.logprobs, top, strict=True)
+        for position, (token_id, logprob, alternatives) in enumerate(tokens):
+            finish = completion.finish_reason if position == last else None
+            yield TokenEvent(index, token_id, logprob, finish, alternatives)

@@ -196,6 +196,7 @@ class TransformersBackend:
             Completion(
                 token_ids=sampled.token_ids,
                 logprobs=sampled.logprobs if request.sampling.logprobs else None,
+                top_logprobs=sampled.top_logprobs if request.sampling.top_logprobs else None,
                 finish_reason=sampled.finish_reason,
                 text=self._decode(sampled.token_ids),
             )

@@ -72,6 +72,8 @@ class RunningBatch:
 def sample_rows(sequences: Seq[Sequence], logits: torch.Tensor, decode: Decode, suppressed: tuple[int, ...]) -> None:
     """One token per row, each with its sequence's own settings and generator; logprobs from the raw model."""
     params = [seq.owner.request.sampling for seq in sequences]
-    tokens, logprobs = sample_batch(logits, params, [seq.generator for seq in sequences], suppressed)
-    for seq, token, logprob in zip(sequences, tokens, logprobs, strict=True):
-        seq.append(token, logprob, decode)
+    sampled = sample_batch(logits, params, [seq.generator for seq in sequences], suppressed)
+    for seq, token, logprob, alternatives in zip(
+        sequences, sampled.tokens, sampled.logprobs, sampled.alternatives, strict=True
+    ):
+        seq.append(token, logprob, decode, alternatives)

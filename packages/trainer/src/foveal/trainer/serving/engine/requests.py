@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from foveal.renderers.inference.wire import FinishReason, SamplingParams
+from foveal.renderers.inference.wire import Alternative, FinishReason, SamplingParams
 
 
 class EngineError(RuntimeError):
@@ -62,6 +62,8 @@ class SampledCompletion:
     token_ids: tuple[int, ...]
     logprobs: tuple[float, ...]
     finish_reason: FinishReason
+    top_logprobs: tuple[tuple[Alternative, ...], ...] = ()
+    """Per sampled token, its position's most likely tokens (each `()` unless the request asked for them)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class TokenEvent:
     token_id: int
     logprob: float
     finish_reason: FinishReason | None
+    top_logprobs: tuple[Alternative, ...] = ()
+    """The position's most likely tokens, best first, when the request asked for them."""
 
 
 TokenStream = AsyncGenerator[TokenEvent, None]

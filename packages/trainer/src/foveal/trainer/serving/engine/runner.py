@@ -6,6 +6,13 @@ prompt's positions come from the trainer's own scheme (`foveal.trainer.data.posi
 the model family's), so sampling and training number tokens identically. After the prompt, every new token
 of a sequence takes the next position on all rope rows, as in the model's own `generate`. The rows of a
 batch are left-padded; the attention mask hides the padding.
+
+Every prompt starts a plain `DynamicCache()`: full-attention layers only, even for a model with sliding-window
+layers (Gemma 3), whose own cache would keep only the window and could not be left-padded and joined
+(`foveal.trainer.serving.engine.kv`). The window is still honoured: transformers' sliding-window mask limits
+those layers to the last `sliding_window` positions, whatever the cache holds. A model whose images attend both
+ways gets their `token_type_ids` at prefill, as in training (`foveal.trainer.model.forward.image_block_inputs`)
+and in its own `generate`; decoded tokens are text.
 """
 
 from __future__ import annotations
@@ -14,8 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+from transformers.cache_utils import DynamicCache
 
 from foveal.trainer.data.positions import PositionScheme, position_scheme
+from foveal.trainer.model.forward import image_block_inputs
 from foveal.trainer.serving.engine.kv import PaddedCache
 
 
@@ -46,13 +55,16 @@ class ModelRunner:
         rope = positions.view(-1, len(prompt_ids))[-self.scheme.rope_rows :].to(self.device)
         images = {name: tensor.to(self.device) for name, tensor in pixel_kwargs.items()}
         mask = torch.ones(1, len(prompt_ids), dtype=torch.long, device=self.device)
+        ids = input_ids.view(1, -1).to(self.device)
         out = self.model(
-            input_ids=input_ids.view(1, -1).to(self.device),
+            input_ids=ids,
             attention_mask=mask,
             position_ids=self._batched(rope.unsqueeze(-2)),
+            past_key_values=DynamicCache(),
             use_cache=True,
             logits_to_keep=1,
             **images,
+            **image_block_inputs(self.model, ids),
         )
         return Prefill(PaddedCache(out.past_key_values, mask), out.logits[0, -1].float(), int(rope.max()) + 1)
 

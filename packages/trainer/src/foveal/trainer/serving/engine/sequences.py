@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from foveal.renderers.inference.wire import FinishReason
+from foveal.renderers.inference.wire import Alternative, FinishReason
 from foveal.trainer.serving.engine.requests import (
     EngineError,
     EngineRequest,
@@ -82,21 +82,24 @@ class Sequence:
     next_position: int
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[tuple[Alternative, ...]] = field(default_factory=list)
     finish_reason: FinishReason | None = None
 
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
 
-    def append(self, token: int, logprob: float, decode: Decode) -> None:
-        """Record a sampled token and decide whether the completion ends with it."""
+    def append(self, token: int, logprob: float, decode: Decode, alternatives: tuple[Alternative, ...] = ()) -> None:
+        """Record a sampled token (and its position's alternatives) and decide whether the completion ends with it."""
         self.token_ids.append(token)
         self.logprobs.append(logprob)
+        self.top_logprobs.append(alternatives)
         self.next_position += 1
         self.finish_reason = self.owner.stop.finish_reason(self.token_ids, decode)
         if self.owner.on_token is not None:
-            self.owner.on_token(TokenEvent(self.index, token, logprob, self.finish_reason))
+            self.owner.on_token(TokenEvent(self.index, token, logprob, self.finish_reason, alternatives))
 
     def completion(self) -> SampledCompletion:
         assert self.finish_reason is not None
-        return SampledCompletion(tuple(self.token_ids), tuple(self.logprobs), self.finish_reason)
+        top = tuple(self.top_logprobs)
+        return SampledCompletion(tuple(self.token_ids), tuple(self.logprobs), self.finish_reason, top)

@@ -17,7 +17,7 @@ from vllm.config import WeightTransferConfig
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.v1.engine.async_llm import AsyncLLM
 
-from foveal.renderers.layout import LayoutSpec
+from foveal.renderers.layout import AnyLayoutSpec, LayoutSpec
 from foveal.trainer.serving.backends.vllm.worker_extension import WORKER_EXTENSION
 from foveal.trainer.serving.config import ServeConfig
 from foveal.trainer.serving.weights import checkpoint_files
@@ -49,7 +49,7 @@ def check_vllm_loadable(folder: Path) -> None:
         raise ModelLoadError("model.name_or_path", f"{folder} (with {', '.join(extra)})", expected)
 
 
-def engine_args(config: ServeConfig, model_folder: Path, layout: LayoutSpec | None) -> AsyncEngineArgs:
+def engine_args(config: ServeConfig, model_folder: Path, layout: AnyLayoutSpec | None) -> AsyncEngineArgs:
     """vLLM's arguments for serving `model_folder` under `config`; `layout` is the served image layout, if any."""
     inference = config.inference
     return AsyncEngineArgs(
@@ -75,11 +75,20 @@ def start_engine(args: AsyncEngineArgs) -> AsyncLLM:
     return AsyncLLM.from_engine_args(args)
 
 
-def _multimodal_args(config: ServeConfig, layout: LayoutSpec | None) -> dict[str, object]:
+def _multimodal_args(config: ServeConfig, layout: AnyLayoutSpec | None) -> dict[str, object]:
     """Pixel bounds equal to the checked layout's, and room (and profiling) for only as many images as a
-    sample may carry; nothing for a text-only model."""
+    sample may carry; nothing for a text-only model.
+
+    Only the Qwen-VL layouts: the prompt form handed to vLLM (`mm_inputs.collapse_placeholders`, one placeholder
+    per image that vLLM's prompt update expands again) is theirs. vLLM's Gemma 3 update replaces
+    `<start_of_image>` with the blank lines, soft tokens and end-of-image around it, which that form does not
+    give it, so Gemma 3 is refused here, before the engine starts, and served by the transformers backend.
+    """
     if layout is None:
         return {}
+    if not isinstance(layout, LayoutSpec):
+        expected = f"transformers: the vLLM backend serves the Qwen-VL image layouts, not {layout.family}"
+        raise ModelLoadError("inference.backend", "vllm", expected)
     return {
         "mm_processor_kwargs": {"size": {"shortest_edge": layout.min_pixels, "longest_edge": layout.max_pixels}},
         "limit_mm_per_prompt": {"image": config.renderer.max_images_per_sample, "video": 0},

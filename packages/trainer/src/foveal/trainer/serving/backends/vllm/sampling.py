@@ -1,13 +1,14 @@
 """Our wire sampling settings -> vLLM's `SamplingParams`, and vLLM's final `RequestOutput` -> our completions.
 
-The settings mean what they mean on the transformers backend: the server's stop tokens (the model's end
-tokens and the renderer's end-of-turn tokens) end a completion unless `ignore_eos`; a stop string ends
-it with the token that completed it kept in the ids; logprobs are those of the sampled tokens under the
-raw model distribution, before temperature or top-k/top-p (`logprobs_mode="raw_logprobs"`, pinned in
-`launch.engine_args`); completion text is decoded by the caller with special tokens kept. Only the final
-output is requested (`FINAL_ONLY`), so `n` completions arrive together in one `RequestOutput`. vLLM
-refuses `n > 1` with greedy sampling; greedy completions are all the argmax path, so one is sampled and
-repeated `n` times, as the transformers backend would produce them.
+The settings mean what they mean on the transformers backend: the server's stop tokens (the model's end tokens
+and the renderer's end-of-turn tokens) end a completion unless `ignore_eos`; a stop string ends it with the
+token that completed it kept in the ids; logprobs are those of the sampled tokens under the raw model
+distribution, before temperature or top-k/top-p (`logprobs_mode="raw_logprobs"`, pinned in
+`launch.engine_args`), with each position's `top_logprobs` most likely tokens when asked (`logprobs`);
+completion text is decoded by the caller with special tokens kept. Only the final output is requested
+(`FINAL_ONLY`), so `n` completions arrive together in one `RequestOutput`. vLLM refuses `n > 1` with greedy
+sampling; greedy completions are all the argmax path, so one is sampled and repeated `n` times, as the
+transformers backend would produce them.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from collections.abc import Callable, Sequence
 
 from vllm import RequestOutput
 from vllm import SamplingParams as EngineSamplingParams
-from vllm.logprobs import SampleLogprobs
 from vllm.outputs import CompletionOutput
 from vllm.sampling_params import RequestOutputKind
 
 from foveal.renderers.inference.wire import Completion, FinishReason, SamplingParams
+from foveal.trainer.serving.backends.vllm.logprobs import sampled_logprobs, top_logprobs
 from foveal.trainer.serving.engine.requests import Aborted, EngineError
 
 _FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length"}
@@ -40,7 +41,7 @@ def engine_sampling(params: SamplingParams, server_stop_ids: Sequence[int]) -> E
         stop_token_ids=list(dict.fromkeys((*own_stops, *params.stop_token_ids))),
         ignore_eos=params.ignore_eos,
         include_stop_str_in_output=True,
-        logprobs=0 if params.logprobs else None,  # 0: only the sampled token's logprob
+        logprobs=params.top_logprobs if params.logprobs else None,  # the sampled token's, and N more
         flat_logprobs=True,
         detokenize=bool(params.stop),  # vLLM matches stop strings on its own detokenized text
         skip_special_tokens=False,
@@ -61,15 +62,17 @@ def completions(
     if not output.finished or len(output.outputs) != sampled:
         raise EngineError(f"vLLM returned {len(output.outputs)} of {sampled} completions (finished={output.finished})")
     ordered = sorted(output.outputs, key=lambda completion: completion.index)
-    converted = tuple(_completion(completion, params.logprobs, decode) for completion in ordered)
+    converted = tuple(_completion(completion, params, decode) for completion in ordered)
     return converted * (params.n // sampled)
 
 
-def _completion(output: CompletionOutput, with_logprobs: bool, decode: Callable[[Sequence[int]], str]) -> Completion:
+def _completion(output: CompletionOutput, params: SamplingParams, decode: Callable[[Sequence[int]], str]) -> Completion:
     token_ids = tuple(output.token_ids)
+    logprobs = sampled_logprobs(token_ids, output.logprobs) if params.logprobs else None  # checks every position
     return Completion(
         token_ids=token_ids,
-        logprobs=sampled_logprobs(token_ids, output.logprobs) if with_logprobs else None,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs(output.logprobs or (), params.top_logprobs) if params.top_logprobs else None,
         finish_reason=finish_reason(output.finish_reason),
         text=decode(token_ids),
     )
@@ -82,17 +85,3 @@ def finish_reason(reason: str | None) -> FinishReason:
     if reason not in _FINISH_REASONS:
         raise EngineError(f"vLLM ended a completion with finish reason {reason!r}")
     return _FINISH_REASONS[reason]
-
-
-def sampled_logprobs(token_ids: Sequence[int], logprobs: SampleLogprobs | None) -> tuple[float, ...]:
-    """The logprob of each sampled token, from vLLM's per-position {token id: Logprob} entries."""
-    if logprobs is None or len(logprobs) != len(token_ids):
-        count = "none" if logprobs is None else len(logprobs)
-        raise EngineError(f"vLLM returned logprobs for {count} of {len(token_ids)} sampled tokens")
-    values = []
-    for position, (token_id, candidates) in enumerate(zip(token_ids, logprobs, strict=True)):
-        entry = candidates.get(token_id)
-        if entry is None:
-            raise EngineError(f"vLLM returned no logprob for sampled token {token_id} at position {position}")
-        values.append(float(entry.logprob))
-    return tuple(values)
