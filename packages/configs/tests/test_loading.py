@@ -173,3 +173,8 @@ def test_environment_variables_never_change_the_config(monkeypatch: pytest.Monke
 )
 def test_space_and_equals_forms_of_an_override_parse_the_same(key: str, value: str) -> None:
     assert parse_overrides([f"--{key}", value]) == parse_overrides([f"--{key}={value}"])
+
+
+def test_glm4v_is_a_model_and_renderer_family() -> None:
+    loaded = load_config(RLConfig, overrides=["--model.family", "glm4v", "--renderer.family", "glm4v"])
+    assert (loaded.model.family, loaded.renderer.family) == ("glm4v", "glm4v")

@@ -81,6 +81,14 @@ def gemma3_processor() -> Any:
     return AutoProcessor.from_pretrained(build_tiny_processor("gemma3"))
 
 
+@functools.cache
+def glm4v_processor() -> Any:
+    """The tiny glm4v folder's full Glm4vProcessor, loaded with AutoProcessor as users load it."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(build_tiny_processor("glm4v"))
+
+
 def load_pool_image(source: Any) -> Image.Image:
     """A message's image source opened as the reference renderers open it (memoized)."""
     return _load_pool_image(source)

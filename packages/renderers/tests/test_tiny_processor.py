@@ -48,6 +48,8 @@ def test_tokenizer_has_the_real_special_tokens_eos_and_pad(family, tiny_tokenize
     expected = ("<|im_end|>", "<|endoftext|>", None)
     if family == "llama3":
         expected = ("<|eot_id|>", "<|finetune_right_pad_id|>", "<|begin_of_text|>")
+    if family == "glm4v":
+        expected = ("<|endoftext|>", "<|endoftext|>", None)
     assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token) == expected
     assert tokenizer.eos_token_id == ids.eos_id and tokenizer.pad_token_id == ids.pad_id
     assert tokenizer.bos_token_id == ids.bos_id

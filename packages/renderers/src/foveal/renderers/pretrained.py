@@ -21,6 +21,7 @@ from foveal.renderers.errors import UnknownFamily
 from foveal.renderers.families.base import FamilyAdapter
 from foveal.renderers.families.gemma3 import Gemma3Family
 from foveal.renderers.families.generic import GenericFamily
+from foveal.renderers.families.glm4v import Glm4vFamily
 from foveal.renderers.families.image_refs import ImageResolver
 from foveal.renderers.families.llama3 import Llama3Family
 from foveal.renderers.families.probes import Probe, first_mismatch, keeps_earlier_turns
@@ -31,13 +32,13 @@ from foveal.renderers.layout import AnyLayoutSpec, spec_from_image_processor, wi
 from foveal.renderers.messages import InvalidMessage
 from foveal.renderers.store import ImageStore
 
-HAND_WRITTEN = ("qwen2_vl", "qwen3_vl", "qwen3", "llama3", "gemma3")
+HAND_WRITTEN = ("qwen2_vl", "qwen3_vl", "qwen3", "llama3", "gemma3", "glm4v")
 FAMILY_NAMES = (*HAND_WRITTEN, "generic")
 _HINTS = {
     "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_vl", "Qwen2VLProcessor": "qwen2_vl",
     "Qwen2_5_VLProcessor": "qwen2_vl", "qwen3_vl": "qwen3_vl", "qwen3_vl_moe": "qwen3_vl",
     "Qwen3VLProcessor": "qwen3_vl", "qwen3": "qwen3", "qwen3_moe": "qwen3", "gemma3": "gemma3",
-    "Gemma3Processor": "gemma3",
+    "Gemma3Processor": "gemma3", "glm4v": "glm4v", "Glm4vProcessor": "glm4v",
 }  # fmt: skip
 TINY_PREFIX = "tiny:"
 
@@ -116,6 +117,8 @@ def _hand_written(name: str, enable_thinking: bool | None) -> FamilyAdapter:
         return Llama3Family()
     if name == "gemma3":
         return Gemma3Family()
+    if name == "glm4v":
+        return Glm4vFamily()
     raise UnknownFamily("family", name, f"one of {list(FAMILY_NAMES)}")
 
 

@@ -3,6 +3,7 @@
 from foveal.renderers.families.base import FamilyAdapter
 from foveal.renderers.families.gemma3 import Gemma3Family
 from foveal.renderers.families.generic import GenericFamily
+from foveal.renderers.families.glm4v import Glm4vFamily
 from foveal.renderers.families.llama3 import Llama3Family
 from foveal.renderers.families.qwen2_vl import Qwen2VLFamily
 from foveal.renderers.families.qwen3 import Qwen3Family
@@ -13,6 +14,7 @@ __all__ = [
     "FamilyAdapter",
     "Gemma3Family",
     "GenericFamily",
+    "Glm4vFamily",
     "Llama3Family",
     "Qwen2VLFamily",
     "Qwen3Family",

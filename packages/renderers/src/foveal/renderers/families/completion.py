@@ -30,6 +30,9 @@ class CompletionFormat:
     tool_calls: bool
     tool_call_style: Literal["tagged", "json"] = "tagged"
     """"tagged": `<tool_call>` blocks after the content (Qwen); "json": the turn is one bare JSON call (Llama 3.1)."""
+    reasoning_split: Literal["newlines", "verbatim"] = "newlines"
+    """"newlines": Qwen's `<think>\\nR\\n</think>\\n\\n` (newlines around the block dropped); "verbatim": a turn that
+    starts with `<think>` splits into exactly the text inside the block and the text after it (GLM-4.1V)."""
 
 
 JSON_CALL_START = '{"name"'
@@ -41,7 +44,8 @@ def parse_assistant_text(text: str, fmt: CompletionFormat) -> AssistantMessage:
     """Split sampled text into reasoning, content and tool calls the way the family's template joins them."""
     if fmt.tool_calls and fmt.tool_call_style == "json":
         return _parse_json_call(text)
-    reasoning, rest = _split_reasoning(text) if fmt.reasoning else (None, text)
+    split = _split_verbatim if fmt.reasoning_split == "verbatim" else _split_reasoning
+    reasoning, rest = split(text) if fmt.reasoning else (None, text)
     if not fmt.tool_calls or CALL_OPEN not in rest:
         return AssistantMessage(content=rest, reasoning_content=reasoning)
     head, _, _ = rest.partition(CALL_OPEN)
@@ -83,6 +87,14 @@ def _split_reasoning(text: str) -> tuple[str | None, str]:
     if text.lstrip("\n").startswith(THINK_OPEN):
         return text.split(THINK_OPEN, 1)[1].strip("\n"), ""
     return None, text
+
+
+def _split_verbatim(text: str) -> tuple[str | None, str]:
+    """`<think>R</think>C` -> (R, C) exactly; an unclosed `<think>R` -> (R, ""); text not starting so: no reasoning."""
+    if not text.startswith(THINK_OPEN):
+        return None, text
+    reasoning, closed, after = text[len(THINK_OPEN) :].partition(THINK_CLOSE)
+    return reasoning, after if closed else ""
 
 
 def _parse_calls(region: str) -> tuple[str, list[ToolCall], list[ToolCallError]]:

@@ -57,6 +57,15 @@ tokenizer_config.json / chat_template.json):
     "<start_of_image>" (Gemma3Processor replaces it by "\n\n<start_of_image>" + image_seq_length x
     "<image_soft_token>" + "<end_of_image>\n\n"); tools, tool_calls and reasoning_content are not printed;
   - add_generation_prompt appends "<start_of_turn>model\n".
+glm4v (GLM-4.1V-9B-Thinking; from its published chat_template.jinja's behaviour, rendered as transformers renders
+templates, trim_blocks and lstrip_blocks on):
+  - "[gMASK]<sop>" first, once; then every message in order, no separator and no end-of-turn token;
+  - system "<|system|>\n{content}", assistant "<|assistant|>\n{content}" (content printed as is: a list would
+    print its Python repr; "<|assistant|>{metadata}\n{content}" when a message has `metadata`), user
+    "<|user|>\n" then a string as is, or per part: video -> "<|begin_of_video|><|video|><|end_of_video|>", image
+    -> "<|begin_of_image|><|image|><|end_of_image|>", text -> its text; any other role prints nothing;
+  - no tools, tool calls or reasoning handling: earlier assistant turns keep whatever `<think>` they hold;
+  - add_generation_prompt appends "<|assistant|>\n".
 Not reproduced: video timestamps, the Qwen3-VL "Thinking" variants, and Llama's builtin_tools (<|python_tag|>
 calls ending in <|eom_id|>).
 """
@@ -74,6 +83,7 @@ _PARTS = {
     "qwen3": ("tools", "qwen3"),
     "llama3": ("llama3",),
     "gemma3": ("gemma3",),
+    "glm4v": ("glm4v",),
 }
 TEMPLATE_NAMES = tuple(_PARTS)
 

@@ -102,6 +102,29 @@ _GEMMA3_TOKENS = (
     "<image_soft_token>",
 )
 
+# GLM-4.1V: the added tokens from <|endoftext|> (151329 in the real vocabulary) in the real order, up to <|video|>
+# (151344), then the thinking tokens. The real tokenizer marks <think> / </think> as not special.
+_GLM4V_TOKENS = (
+    "<|endoftext|>",
+    "[MASK]",
+    "[gMASK]",
+    "[sMASK]",
+    "<sop>",
+    "<eop>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|observation|>",
+    "<|begin_of_image|>",
+    "<|end_of_image|>",
+    "<|begin_of_video|>",
+    "<|end_of_video|>",
+    "<|image|>",
+    "<|video|>",
+    "<think>",
+    "</think>",
+)
+
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -247,6 +270,21 @@ _QWEN3_VL_VISION = VisionSpec(
     size_keys=True,
 )
 
+# GLM-4.1V: the real patch 14 / merge 2 / temporal 2 and `size` keys (12544 .. 47040000 in the released file);
+# the tiny upper bound is 256 merged tokens counted as two frames (GLM's resize compares 2 * H * W with it).
+_GLM4V_VISION = VisionSpec(
+    processor_class="Glm4vProcessor",
+    image_processor_type="Glm4vImageProcessor",
+    patch_size=14,
+    merge_size=2,
+    temporal_patch_size=2,
+    min_pixels=112 * 112,
+    max_pixels=2 * 256 * 28 * 28,
+    image_mean=_CLIP_MEAN,
+    image_std=_CLIP_STD,
+    size_keys=True,
+)
+
 FAMILY_SPECS: dict[str, FamilySpec] = {
     "qwen2_vl": FamilySpec("qwen2_vl", _QWEN2_VL_TOKENS, "qwen2_vl", 32768, _qwen2_vision("Qwen2VLProcessor")),
     "qwen2_5_vl": FamilySpec("qwen2_5_vl", _QWEN2_5_TOKENS, "qwen2_vl", 131072, _qwen2_vision("Qwen2_5_VLProcessor")),
@@ -274,11 +312,27 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
         pad_token="<pad>",
         bos_token="<bos>",
     ),
+    "glm4v": FamilySpec(
+        "glm4v",
+        _GLM4V_TOKENS,
+        "glm4v",
+        65536,
+        _GLM4V_VISION,
+        tokenizer_class="PreTrainedTokenizerFast",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    ),
 }
+RENDERER_ONLY_FAMILIES = ("glm4v",)
+"""Families with a renderer and a tiny model but no trainer/serving support yet (not in `VLM_FAMILIES`)."""
 FAMILIES = tuple(FAMILY_SPECS)
-QWEN_VL_FAMILIES = tuple(name for name, spec in FAMILY_SPECS.items() if isinstance(spec.vision, VisionSpec))
+QWEN_VL_FAMILIES = tuple(
+    name
+    for name, spec in FAMILY_SPECS.items()
+    if isinstance(spec.vision, VisionSpec) and spec.vision.image_processor_type.startswith("Qwen2VL")
+)
 """The families with a Qwen-VL image layout (patch grid, 2x2 merge, `<|image_pad|>`)."""
-VLM_FAMILIES = tuple(name for name, spec in FAMILY_SPECS.items() if spec.is_vlm)
+VLM_FAMILIES = tuple(name for name, spec in FAMILY_SPECS.items() if spec.is_vlm and name not in RENDERER_ONLY_FAMILIES)
 """The families with a vision tower, the ones Foveal trains and serves with images (`foveal smoke`): the Qwen-VL
 families and Gemma 3."""
 

@@ -58,7 +58,7 @@ def tokenizer_config(spec: FamilySpec) -> dict[str, Any]:
     if spec.tokenizer_class == GEMMA_TOKENIZER:
         return _gemma_tokenizer_config(spec)
     if spec.tokenizer_class == "PreTrainedTokenizerFast":
-        return {
+        fast: dict[str, Any] = {
             "tokenizer_class": spec.tokenizer_class,
             "bos_token": spec.bos_token,
             "eos_token": spec.eos_token,
@@ -67,6 +67,10 @@ def tokenizer_config(spec: FamilySpec) -> dict[str, Any]:
             "model_input_names": ["input_ids", "attention_mask"],
             "model_max_length": spec.model_max_length,
         }
+        if spec.vision:  # GLM-4.1V: the same generic fast tokenizer, its processor named as in the hub file
+            fast["padding_side"] = "left"
+            fast["processor_class"] = spec.vision.processor_class
+        return fast
     config: dict[str, Any] = {
         "tokenizer_class": spec.tokenizer_class,
         "bos_token": spec.bos_token,
