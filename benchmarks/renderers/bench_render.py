@@ -22,6 +22,11 @@ both. Wall time is what a caller waits; CPU time counts every thread (the HF pat
 
     uv run --locked python benchmarks/renderers/bench_render.py                  # 1,000 conversations
     uv run --locked python benchmarks/renderers/bench_render.py --quick          # smoke test, seconds
+    uv run --locked python benchmarks/renderers/bench_render.py --family all --n 200 --max-side 768  # every family
+
+`--family all` runs every family with a tiny processor (`foveal.renderers.tiny.FAMILIES`) one after the other in
+one process, each against its own HF baseline; text-only families (qwen3, llama3) get the same conversations
+without their images, and their baseline is the tokenizer's `apply_chat_template(..., tokenize=True)`.
 """
 
 from __future__ import annotations
@@ -29,13 +34,15 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import json
 import platform
 import shlex
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -54,13 +61,12 @@ from foveal.renderers.factory import build_renderer  # noqa: E402
 from foveal.renderers.images import load_image_bytes  # noqa: E402
 from foveal.renderers.rendering import Renderer  # noqa: E402
 from foveal.renderers.store import ImageStore  # noqa: E402
-from foveal.renderers.tiny import build_tiny_processor  # noqa: E402
+from foveal.renderers.tiny import FAMILIES, build_tiny_processor, family_spec  # noqa: E402
 from foveal.renderers.verbatim import verbatim_image  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 COMMAND = ("uv", "run", "--locked", "python", "benchmarks/renderers/bench_render.py")
-FAMILIES = ("qwen2_5_vl", "qwen2_vl")
-"""Tiny VLM folders AutoProcessor loads as they are; qwen3_vl's lacks the video processor config it asks for."""
+ALL = "all"
 PASSES = ("first_sight", "repeat", "repeat_new_renderer")
 SPEEDUP_TARGET = 20.0
 DESCRIPTOR_TARGET_BYTES = 1024
@@ -100,24 +106,49 @@ class Sample:
 class HFPipeline:
     """What a transformers user writes: chat template to text, then the processor on text and images."""
 
-    def __init__(self, folder: Path, min_pixels: int, max_pixels: int | None) -> None:
+    def __init__(self, folder: Path, bounds: dict[str, int]) -> None:
         from transformers import AutoProcessor
         from transformers.image_utils import load_image
 
-        bounds = {} if max_pixels is None else {"min_pixels": min_pixels, "max_pixels": max_pixels}
         self.processor = AutoProcessor.from_pretrained(folder, **bounds)
         self.load_image = load_image  # open, EXIF-transpose, RGB: HF's own loader
 
     def __call__(self, messages: list[dict[str, Any]], images: list[str], add_generation_prompt: bool) -> Any:
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
         pictures = [self.load_image(path) for path in images] or None
-        return self.processor(text=[text], images=pictures, return_tensors="np")
+        # The template writes any BOS itself (Gemma 3's <bos>); the processor must not add a second one.
+        return self.processor(text=[text], images=pictures, return_tensors="np", add_special_tokens=False)
+
+
+class HFTextPipeline:
+    """A text-only model's baseline: the tokenizer's own `apply_chat_template(..., tokenize=True)`."""
+
+    def __init__(self, folder: Path) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+
+    def __call__(self, messages: list[dict[str, Any]], images: list[str], add_generation_prompt: bool) -> Any:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=True, add_generation_prompt=add_generation_prompt, return_dict=True, return_tensors="np"
+        )
+
+
+def hf_model_folder(family: str, processor_dir: Path, workdir: Path) -> Path:
+    """The tiny processor folder plus the `config.json` a released model has: AutoProcessor reads its
+    `model_type` to pick the video processor (Qwen3-VL's), which a processor-only folder does not name."""
+    folder = workdir / f"hf-{family}"
+    if not folder.exists():
+        shutil.copytree(processor_dir, folder)
+        (folder / "config.json").write_text(json.dumps({"model_type": family}))
+    return folder
 
 
 def run_benchmark(config: BenchConfig, workdir: Path, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Generate the workload under `workdir`, time the three passes and return the JSON-ready report."""
     if config.family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {config.family!r}")
+    vlm = family_spec(config.family).is_vlm
     load_at_start = os.getloadavg()[0]
     folders = {name: workdir / name for name in ("images", "warmup", "assets")}
     for folder in folders.values():
@@ -125,6 +156,8 @@ def run_benchmark(config: BenchConfig, workdir: Path, log: Callable[[str], None]
     log(f"drawing {config.n} conversations' images into {folders['images']} ...")
     conversations = make_workload(config.n, config.seed, folders["images"], config.max_side)
     warmup = [c for c in make_workload(4, config.seed + 1, folders["warmup"], config.max_side) if c.images]
+    if not vlm:  # the same conversations without their images
+        conversations, warmup = [c.text_only() for c in conversations], [c.text_only() for c in warmup]
     multimodal = MultimodalConfig(
         allowed_image_roots=[folders["images"], folders["warmup"]], max_pixels=config.max_pixels
     )
@@ -136,7 +169,15 @@ def run_benchmark(config: BenchConfig, workdir: Path, log: Callable[[str], None]
         return build_renderer(model_dir, RendererConfig(), store=store, multimodal=multimodal)
 
     renderer = new_renderer()
-    hf = HFPipeline(model_dir, renderer.images.spec.min_pixels, config.max_pixels)
+    if vlm:
+        hf_folder = hf_model_folder(config.family, model_dir, workdir)
+        spec = renderer.images.spec  # Qwen-VL layouts have pixel bounds; Gemma 3's fixed square has none
+        bounds = {}
+        if config.max_pixels is not None and hasattr(spec, "min_pixels"):
+            bounds = {"min_pixels": spec.min_pixels, "max_pixels": config.max_pixels}
+        hf: HFPipeline | HFTextPipeline = HFPipeline(hf_folder, bounds)
+    else:
+        hf = HFTextPipeline(model_dir)
     for conversation in warmup:  # first calls load lazily built state on both sides
         _measure(renderer, hf, conversation, 0)
     passes = {}
@@ -148,14 +189,16 @@ def run_benchmark(config: BenchConfig, workdir: Path, log: Callable[[str], None]
         passes[name] = [_measure(renderer, hf, c, i) for i, c in enumerate(conversations)]
     images = [path for c in conversations for path in c.images][:BREAKDOWN_IMAGES]
     report = _report(config, conversations, passes)
-    report["first_sight_breakdown"] = _breakdown(images, multimodal, hf)
+    report["first_sight_breakdown"] = _breakdown(images, multimodal, hf) if isinstance(hf, HFPipeline) else None
     report["environment"] = _environment(load_at_start)
     return report
 
 
-def _measure(renderer: Renderer, hf: HFPipeline, conversation: Conversation, index: int) -> Sample:
+def _measure(renderer: Renderer, hf: HFPipeline | HFTextPipeline, conversation: Conversation, index: int) -> Sample:
     """Both paths on one conversation, alternating which runs first so neither always gets warm caches."""
     ours_messages, hf_messages = conversation.foveal_messages(), conversation.hf_messages()
+    if isinstance(hf, HFTextPipeline):
+        ours_messages = hf_messages = conversation.text_messages()
     paths, prompt = [str(path) for path in conversation.images], conversation.add_generation_prompt
 
     def ours() -> Any:
@@ -178,10 +221,12 @@ def _measure(renderer: Renderer, hf: HFPipeline, conversation: Conversation, ind
         descriptor_bytes=[len(canonical_json(image.descriptor)) for image in rendered.images],
         mmraw_bytes=[len(encode_mmraw(image.descriptor)) for image in rendered.images],
     )
-    if conversation.images:
+    if conversation.images and "image_grid_thw" in out:  # Qwen-VL, GLM-4.1V: one row per patch
         pixels = out["pixel_values"]
         row_bytes = pixels.shape[1] * pixels.itemsize
         sample.pixel_bytes = [int(np.prod(grid)) * row_bytes for grid in out["image_grid_thw"]]
+    elif conversation.images:  # Gemma 3: one fixed-size image per picture
+        sample.pixel_bytes = [int(image.nbytes) for image in out["pixel_values"]]
     return sample
 
 
@@ -264,7 +309,7 @@ def _report(config: BenchConfig, conversations: list[Conversation], passes: dict
                               "met": {k: v >= SPEEDUP_TARGET for k, v in image_rows.items()}},
             "descriptor_bytes_per_image": {"target": DESCRIPTOR_TARGET_BYTES,
                                            "measured_max": max(descriptor, default=None),
-                                           "met": bool(descriptor) and max(descriptor) <= DESCRIPTOR_TARGET_BYTES},
+                                           "met": max(descriptor) <= DESCRIPTOR_TARGET_BYTES if descriptor else None},
         },
     }  # fmt: skip
 
@@ -359,12 +404,50 @@ def format_table(report: dict[str, Any]) -> str:
         )
     t, p = report["targets"], report["parity"]
     met = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in t["image_speedup"]["met"].items())
+    if w["images"]:
+        lines.append(
+            f"targets: image speed-up >= {t['image_speedup']['target']:.0f}x: {met}; "
+            f"descriptor <= {t['descriptor_bytes_per_image']['target']} B: "
+            f"{'yes' if t['descriptor_bytes_per_image']['met'] else 'no'}"
+        )
     lines += [
-        f"targets: image speed-up >= {t['image_speedup']['target']:.0f}x: {met}; "
-        f"descriptor <= {t['descriptor_bytes_per_image']['target']} B: "
-        f"{'yes' if t['descriptor_bytes_per_image']['met'] else 'no'}",
         f"parity: {p['checked'] - p['mismatches']}/{p['checked']} renders gave the HF path's exact token ids",
     ]
+    return "\n".join(lines)
+
+
+def run_all_families(config: BenchConfig, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Every family in turn, each with its own workload folder and store (so each first sight is a first sight)."""
+    reports = {}
+    for family in FAMILIES:
+        log(f"family {family} ...")
+        reports[family] = run_benchmark(replace(config, family=family), workdir / family, log)
+    return {
+        "benchmark": "renderers/bench_render",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": {**asdict(config), "family": ALL},
+        "summary": [{"family": family, **row} for family, r in reports.items() for row in r["passes"]],
+        "parity": {key: sum(r["parity"][key] for r in reports.values()) for key in ("checked", "mismatches")},
+        "families": reports,
+    }
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """One line per family, pass and kind: the speed-ups against each family's own HF baseline."""
+    lines = [
+        f"{'family':<12}{'pass':<22}{'kind':<7}{'convs':>6}{'ours/s':>10}{'HF/s':>9}{'speed-up':>10}"
+        f"{'ours CPU ms':>13}{'HF CPU ms':>11}{'CPU ratio':>11}{'parity':>9}",
+    ]
+    for r in report["summary"]:
+        if not r["conversations"]:
+            continue
+        parity = report["families"][r["family"]]["parity"]
+        lines.append(
+            f"{r['family']:<12}{r['pass']:<22}{r['kind']:<7}{r['conversations']:>6}{r['ours_samples_per_s']:>10.1f}"
+            f"{r['hf_samples_per_s']:>9.1f}{r['speedup']:>9.1f}x{r['ours_cpu_ms_per_sample']:>13.2f}"
+            f"{r['hf_cpu_ms_per_sample']:>11.2f}{r['cpu_speedup'] or float('nan'):>10.1f}x"
+            f"{parity['checked'] - parity['mismatches']:>5}/{parity['checked']}"
+        )
     return "\n".join(lines)
 
 
@@ -372,8 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=None, help=f"conversations (default {BenchConfig.n}; --quick: 12)")
     parser.add_argument("--seed", type=int, default=BenchConfig.seed)
-    parser.add_argument("--family", choices=FAMILIES, default=BenchConfig.family)
+    parser.add_argument("--family", choices=(*FAMILIES, ALL), default=BenchConfig.family, help=f"{ALL}: each in turn")
     parser.add_argument("--max-pixels", type=int, default=None, help="override max_pixels in both paths")
+    parser.add_argument("--max-side", type=int, default=None, help="longest image side drawn (default 2048)")
     parser.add_argument("--durable", action="store_true", help="fsync each new store file")
     parser.add_argument("--quick", action="store_true", help="smoke test: 12 conversations, images <= 384 px")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
@@ -383,17 +467,25 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         family=args.family,
         max_pixels=args.max_pixels,
-        max_side=384 if args.quick else BenchConfig.max_side,
+        max_side=args.max_side or (384 if args.quick else BenchConfig.max_side),
         durable=args.durable,
     )
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="foveal-bench-render-") as workdir:
-        report = run_benchmark(config, Path(workdir), log=lambda line: print(line, file=sys.stderr, flush=True))
+        if config.family == ALL:
+            report = run_all_families(config, Path(workdir), log)
+        else:
+            report = run_benchmark(config, Path(workdir), log=log)
     arguments = sys.argv[1:] if argv is None else argv
     report["command"] = shlex.join([*COMMAND, *arguments])
     out = args.out or RESULTS_DIR / f"renderers-{config.family}-n{config.n}-{datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
-    print(format_table(report))
+    if config.family == ALL:
+        print("\n\n".join(format_table(r) for r in report["families"].values()))
+        print("\nper family, against its own HF baseline:\n" + format_summary(report))
+    else:
+        print(format_table(report))
     print(f"\nJSON: {out}")
     return 0 if report["parity"]["mismatches"] == 0 else 1  # different token ids: the two paths did different work
 

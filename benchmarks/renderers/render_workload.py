@@ -60,13 +60,23 @@ class Conversation:
             for role, text, paths in self.turns
         ]
 
+    def text_only(self) -> Conversation:
+        """The same turns without their images, for a text-only family."""
+        return Conversation(tuple((role, text, ()) for role, text, _ in self.turns), self.add_generation_prompt)
+
+    def text_messages(self) -> list[dict[str, Any]]:
+        """Plain-string messages, as text-only chat templates (Llama 3's) take them; both paths get these."""
+        return [{"role": role, "content": text} for role, text, _ in self.turns]
+
     def hf_messages(self) -> list[dict[str, Any]]:
         """The messages `processor.apply_chat_template` takes: image parts are bare `{"type": "image"}`."""
         return [_message(role, text, [{"type": "image"} for _ in paths]) for role, text, paths in self.turns]
 
 
 def _message(role: str, text: str, image_parts: list[dict[str, Any]]) -> dict[str, Any]:
-    if role == "assistant":
+    """User turns as content parts; system and assistant turns as plain text (GLM-4.1V's template prints a
+    system message's content as it is, so a list of parts would show up as its Python repr)."""
+    if role != "user":
         return {"role": role, "content": text}
     return {"role": role, "content": [*image_parts, {"type": "text", "text": text}]}
 

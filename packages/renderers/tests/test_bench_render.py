@@ -58,3 +58,32 @@ def test_quick_run_writes_a_complete_sane_report(
     printed = capsys.readouterr().out
     assert all(name in printed for name in bench.PASSES)
     assert str(out) in printed
+
+
+def test_all_families_run_each_against_its_own_baseline_with_parity(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from foveal.renderers.tiny import FAMILIES, family_spec
+
+    out = tmp_path / "all.json"
+    assert bench.main(["--family", "all", "--quick", "--n", "4", "--seed", "5", "--out", str(out)]) == 0
+    report = orjson.loads(out.read_bytes())
+
+    assert list(report["families"]) == list(FAMILIES)
+    assert {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3", "llama3", "gemma3"} <= set(FAMILIES)
+    assert report["parity"] == {"checked": 3 * 4 * len(FAMILIES), "mismatches": 0}
+    for family, family_report in report["families"].items():
+        assert family_report["config"]["family"] == family
+        assert family_report["parity"] == {"checked": 3 * 4, "mismatches": 0}, family
+        workload = family_report["workload"]
+        assert workload["conversations"] == 4
+        if not family_spec(family).is_vlm:  # the same conversations without their images
+            assert workload["images"] == 0 and family_report["first_sight_breakdown"] is None
+            assert family_report["targets"]["descriptor_bytes_per_image"]["met"] is None  # no image, no target
+        rows = [row for row in report["summary"] if row["family"] == family]
+        assert {(row["pass"], row["kind"]) for row in rows} == {(p, k) for p in bench.PASSES for k in ("image", "text")}
+        assert all(row["speedup"] > 0 for row in rows if row["conversations"])
+
+    printed = capsys.readouterr().out
+    assert "per family, against its own HF baseline" in printed
+    assert all(f"renderers benchmark: family {family}," in printed for family in FAMILIES)

@@ -55,13 +55,14 @@ def answer_logprobs(model: torch.nn.Module, row: PackedBatch) -> dict[str, float
     return {name: float(weighted[a:b].sum()) for name, a, b in zip(row.sample_ids, bounds[:-1], bounds[1:])}
 
 
+@pytest.mark.parametrize("family", ["qwen3", "llama3"])  # tied embeddings; untied with llama3 rope scaling
 @pytest.mark.parametrize("chunk_tokens", [0, 8], ids=["full-logits", "chunked-head"])
 @pytest.mark.parametrize("kind", RL_LOSS_KINDS)
 def test_one_step_raises_the_positive_answer_and_lowers_the_negative_one(
-    kind: str, chunk_tokens: int, load_tiny_model: Callable[[str], PreTrainedModel]
+    kind: str, chunk_tokens: int, family: str, load_tiny_model: Callable[[str], PreTrainedModel]
 ) -> None:
     """The trainer's step on one micro-batch: token scores on either head path, `rl_nll_loss`, backward, AdamW."""
-    model = load_tiny_model("qwen3").train()
+    model = load_tiny_model(family).train()
     row = two_answers_row(model)
     before = answer_logprobs(model, row)
     optimizer = build_optimizer(model, OptimConfig(lr=1e-4))

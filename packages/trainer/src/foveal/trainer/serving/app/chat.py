@@ -11,7 +11,9 @@ With `stream: true` the answer is server-sent `chat.completion.chunk` events (`c
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -75,8 +77,21 @@ def chat_routes(backend: InferenceBackend, guard: Callable[[Request], None]) -> 
 
 
 def _render(renderer: Renderer, request: ChatCompletionRequest) -> RenderedConversation:
-    messages = [message.model_dump(exclude_none=True) for message in request.messages]
+    messages = [_decoded_arguments(message.model_dump(exclude_none=True)) for message in request.messages]
     return renderer.render(messages, request.tools, add_generation_prompt=True)
+
+
+def _decoded_arguments(message: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI sends a call's arguments as JSON text; templates are written for the object (as vLLM passes it):
+    Llama 3's `tojson` would quote the text. Text that is not a JSON object stays text, for the template to write."""
+    for call in message.get("tool_calls", ()):
+        try:
+            arguments = json.loads(call["function"]["arguments"])
+        except json.JSONDecodeError:
+            continue
+        if isinstance(arguments, dict):
+            call["function"]["arguments"] = arguments
+    return message
 
 
 def _choice(index: int, completion: Completion, renderer: Renderer, request: ChatCompletionRequest) -> ChatChoice:
