@@ -140,7 +140,8 @@ def hf_model_folder(family: str, processor_dir: Path, workdir: Path) -> Path:
     folder = workdir / f"hf-{family}"
     if not folder.exists():
         shutil.copytree(processor_dir, folder)
-        (folder / "config.json").write_text(json.dumps({"model_type": family}))
+        model_type = {"qwen3_vl_thinking": "qwen3_vl"}.get(family, family)  # the Thinking models' config says qwen3_vl
+        (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
     return folder
 
 

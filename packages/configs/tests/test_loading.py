@@ -178,3 +178,8 @@ def test_space_and_equals_forms_of_an_override_parse_the_same(key: str, value: s
 def test_glm4v_is_a_model_and_renderer_family() -> None:
     loaded = load_config(RLConfig, overrides=["--model.family", "glm4v", "--renderer.family", "glm4v"])
     assert (loaded.model.family, loaded.renderer.family) == ("glm4v", "glm4v")
+
+
+def test_internvl_is_a_model_and_renderer_family() -> None:
+    loaded = load_config(RLConfig, overrides=["--model.family", "internvl", "--renderer.family", "internvl"])
+    assert (loaded.model.family, loaded.renderer.family) == ("internvl", "internvl")

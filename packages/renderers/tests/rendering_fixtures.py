@@ -200,3 +200,11 @@ TEXTS = st.one_of(
 Never `<|...|>` special-token markup: hypothesis also draws string constants it finds in the code under test
 (such as "<|image_pad|>"), and the renderer refuses placeholder tokens inside message text by design
 (`test_render.py::test_placeholder_tokens_inside_text_are_refused`)."""
+
+
+@functools.cache
+def internvl_processor() -> Any:
+    """The tiny internvl folder's full InternVLProcessor, loaded with AutoProcessor as users load it."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(build_tiny_processor("internvl"))

@@ -348,6 +348,22 @@ def test_descriptor_nested_in_another_model_maps_to_dotted_contract_error() -> N
         assert error.field == field
 
 
+def test_a_re_rooted_error_keeps_its_value_and_expectation_and_a_rootless_one_names_the_descriptor() -> None:
+    from foveal.renderers.contract import contract_error_from_validation, known_families
+
+    class Sample(BaseModel):
+        image: RawImageDescriptor
+
+    with pytest.raises(ValidationError) as info:
+        Sample.model_validate({"image": _obj(family="nope")})
+    error = contract_error_from_validation(info.value, prefix="sample")
+    assert (error.field, error.value, error.expected) == (
+        "sample.image.family", "nope", f"one of {sorted(known_families())}")  # fmt: skip
+    with pytest.raises(ValidationError) as info:
+        RawImageDescriptor.model_validate("not an object")
+    assert contract_error_from_validation(info.value).field == "descriptor"
+
+
 def test_every_decode_error_is_a_contract_error_with_an_http_status() -> None:
     refs = ["x", "mmraw:abc", _raw_ref(b"[]"), _ref(_obj(family="nope")), _ref(_obj(raw_image_uri="http://a/b"))]
     for ref in refs:

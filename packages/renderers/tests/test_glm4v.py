@@ -223,5 +223,5 @@ def test_detection_picks_glm4v_and_other_families_are_refused_for_its_template()
             rf.renderer(source, family)
 
 
-def test_glm4v_is_not_a_trained_family_yet() -> None:
-    assert "glm4v" not in VLM_FAMILIES
+def test_glm4v_is_a_trained_and_served_family() -> None:
+    assert "glm4v" in VLM_FAMILIES

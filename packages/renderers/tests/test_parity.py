@@ -86,17 +86,21 @@ def qwen2_vl_conversations(draw: st.DrawFn) -> tuple[list[dict[str, Any]], None,
 
 
 @st.composite
-def qwen3_conversations(draw: st.DrawFn, vision: bool) -> tuple[list[dict[str, Any]], Any, bool, str]:
-    """Qwen3 / Qwen3-VL: tools, tool calls, runs of tool responses; reasoning and later systems for qwen3."""
+def qwen3_conversations(
+    draw: st.DrawFn, vision: bool, thinking: bool = False
+) -> tuple[list[dict[str, Any]], Any, bool, str]:
+    """Qwen3 / Qwen3-VL: tools, tool calls, runs of tool responses; reasoning and later systems for qwen3;
+    reasoning (as `reasoning_content` or inline `</think>`) and tool-response echoes as queries with `thinking`."""
     messages: list[dict[str, Any]] = []
     if draw(st.booleans()):
         messages.append({"role": "system", "content": draw(TEXT_CONTENT if vision else rf.TEXTS)})
     for _ in range(draw(st.integers(1, 3))):
         if not vision and draw(st.integers(0, 6)) == 0:
             messages.append({"role": "system", "content": draw(rf.TEXTS)})
-        messages.append({"role": "user", "content": draw(MEDIA_CONTENT if vision else QWEN3_USER)})
+        user = st.one_of(MEDIA_CONTENT, st.just(_TOOL_ECHO)) if thinking else MEDIA_CONTENT if vision else QWEN3_USER
+        messages.append({"role": "user", "content": draw(user)})
         for _ in range(draw(st.integers(0, 2))):
-            messages.append(_assistant(draw, vision))
+            messages.append(_assistant(draw, vision and not thinking))
             for _ in range(draw(st.integers(0, 2))):
                 messages.append({"role": "tool", "content": draw(MEDIA_TOOL_CONTENT if vision else rf.TEXTS)})
     return messages, draw(TOOL_LISTS), draw(st.booleans()), draw(st.sampled_from(LOSS_MODES))
@@ -244,6 +248,12 @@ def test_qwen3_vl_matches_template_and_processor(conversation: tuple[Any, ...]) 
 
 
 @rf.PARITY
+@given(conversation=qwen3_conversations(vision=True, thinking=True))
+def test_qwen3_vl_thinking_matches_template_and_processor(conversation: tuple[Any, ...]) -> None:
+    check_parity("qwen3_vl_thinking", conversation)
+
+
+@rf.PARITY
 @given(conversation=qwen3_conversations(vision=False))
 def test_qwen3_matches_template(conversation: tuple[Any, ...]) -> None:
     check_parity("qwen3", conversation)
@@ -345,7 +355,7 @@ def test_gemma3_edge_cases_match(case: int) -> None:
         assert (list(ours.token_ids), list(ours.loss_mask)) == gemma3_expected(conversation)
 
 
-@pytest.mark.parametrize("source", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3", "llama3"])
+@pytest.mark.parametrize("source", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_thinking", "qwen3", "llama3"])
 @pytest.mark.parametrize("case", range(6))
 def test_hand_written_edge_cases_match(source: str, case: int) -> None:
     image = {"type": "image", "image": rf.image_source(0, "pil")}

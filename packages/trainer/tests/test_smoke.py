@@ -49,6 +49,13 @@ def test_smoke_runs_gemma3_whose_grid_is_its_square_of_soft_tokens(tiny_cache_ro
     assert math.isfinite(float(lines["loss"]))
 
 
+def test_smoke_runs_glm4v(tiny_cache_root, capsys):
+    assert command.run(parse("--family", "glm4v", "--cache-root", str(tiny_cache_root))) == 0
+    lines = dict(line.split(maxsplit=1) for line in capsys.readouterr().out.splitlines())
+    assert lines["image"].startswith("grid    [1, 14, 22]") and lines["placeholders"] == str(14 * 22 // 4)
+    assert math.isfinite(float(lines["loss"]))
+
+
 def test_smoke_rejects_a_text_only_family():
     with pytest.raises(SystemExit):
         parse("--family", "qwen3")

@@ -29,6 +29,7 @@ CLASS_NAMES = {
     "qwen3": "Qwen3ForCausalLM",
     "llama3": "LlamaForCausalLM",
     "gemma3": "Gemma3ForConditionalGeneration",
+    "glm4v": "Glm4vForConditionalGeneration",
 }
 TEXT_FAMILIES = ("qwen3", "llama3")
 
@@ -212,6 +213,68 @@ def test_gemma3_reload_through_auto_classes_gives_the_built_models_logits(
     batch = gemma3_batch(tiny_processor("gemma3"))
     with torch.no_grad():
         assert torch.equal(built(**batch).logits, load_tiny_model("gemma3").eval()(**batch).logits)
+
+
+def glm4v_batch(processor, size=(320, 200)):
+    """GLM-4.1V through its own processor and template (as Gemma 3's): `<|image|>` expanded to grid / 4 tokens."""
+    return gemma3_batch(processor, size)
+
+
+def test_glm4v_forward_backward_with_an_image_on_cpu(tiny_processor, load_tiny_model):
+    processor = tiny_processor("glm4v")
+    batch = glm4v_batch(processor)
+    model = load_tiny_model("glm4v").train()
+    assert type(model).__name__ == CLASS_NAMES["glm4v"]
+    image_token = model.config.image_token_id
+    assert image_token == processor.image_token_id == processor.tokenizer.convert_tokens_to_ids("<|image|>")
+    grid = batch["image_grid_thw"][0]
+    assert grid.tolist() == [1, 14, 22] and batch["pixel_values"].shape == (14 * 22, 3 * 2 * 14 * 14)
+    ids = batch["input_ids"][0].tolist()
+    assert ids.count(image_token) == int(grid.prod()) // 4
+    assert batch["mm_token_type_ids"][0].tolist() == [int(token == image_token) for token in ids]
+    output = model(**batch, labels=labels_without_placeholders(batch, image_token))
+    output.loss.backward()
+    assert math.isfinite(output.loss.item())
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    assert all(g is not None for g in grads.values())
+    assert any(g.abs().sum() > 0 for name, g in grads.items() if name.startswith("model.visual.blocks."))
+    assert any(g.abs().sum() > 0 for name, g in grads.items() if ".language_model." in name)
+
+
+def test_glm4v_config_uses_the_tokenizers_ids_and_the_real_shapes(tiny_model_dir, load_tiny_model):
+    folder = tiny_model_dir("glm4v")
+    tokenizer, ids = AutoTokenizer.from_pretrained(folder), TinyTokenIds.from_folder(folder)
+    model = load_tiny_model("glm4v")
+    config, text, vision = model.config, model.config.text_config, model.config.vision_config
+    assert text.vocab_size == len(tokenizer) == ids.vocab_size
+    stops = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|user|>", "<|observation|>"])
+    assert (text.eos_token_id, text.pad_token_id) == (stops, tokenizer.pad_token_id)
+    assert model.generation_config.eos_token_id == stops and tokenizer.eos_token_id in stops
+    markers = ["<|image|>", "<|video|>", "<|begin_of_image|>", "<|end_of_image|>"]
+    assert [config.image_token_id, config.video_token_id, config.image_start_token_id, config.image_end_token_id] == (
+        tokenizer.convert_tokens_to_ids(markers)
+    )
+    spec = family_spec("glm4v").vision
+    assert (vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size) == (
+        spec.patch_size,
+        spec.merge_size,
+        spec.temporal_patch_size,
+    )
+    assert vision.out_hidden_size == text.hidden_size and vision.depth == 2
+    # Rope on half of each head, the mrope sections covering exactly its rotary pairs (real: [8, 12, 12] of 32).
+    rope = text.rope_parameters
+    head_dim = text.hidden_size // text.num_attention_heads
+    assert sum(rope["mrope_section"]) == int(head_dim * rope["partial_rotary_factor"]) // 2
+    assert model.lm_head.weight is not model.model.language_model.embed_tokens.weight  # untied, as the 9B
+
+
+def test_glm4v_reload_through_auto_classes_gives_the_built_models_logits(
+    tiny_model_dir, tiny_processor, load_tiny_model
+):
+    built = init_tiny_model(family_spec("glm4v"), TinyTokenIds.from_folder(tiny_model_dir("glm4v")))
+    batch = glm4v_batch(tiny_processor("glm4v"))
+    with torch.no_grad():
+        assert torch.equal(built(**batch).logits, load_tiny_model("glm4v").eval()(**batch).logits)
 
 
 def test_building_again_elsewhere_gives_identical_files(tmp_path, tiny_model_dir):

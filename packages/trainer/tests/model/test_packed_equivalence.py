@@ -40,6 +40,8 @@ CASES = [
     ("qwen2_5_vl", "sdpa"),
     ("qwen2_5_vl", "eager"),
     ("qwen3_vl", "sdpa"),
+    ("glm4v", "sdpa"),
+    ("glm4v", "eager"),
     ("qwen3", "sdpa"),
     ("qwen3", "eager"),
 ]
@@ -194,6 +196,7 @@ DROPPED_BOUNDARIES: list[tuple[str, Callable[[PackedBatch], dict[str, object]]]]
     ("qwen2_5_vl", _with_2d_mask),
     ("qwen2_5_vl", _without_text_row),
     ("qwen3_vl", _with_cache),
+    ("glm4v", _without_text_row),
     ("qwen3", _with_2d_mask),
 ]
 

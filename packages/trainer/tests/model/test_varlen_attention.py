@@ -88,7 +88,7 @@ def _per_sample(batch: PackedBatch, row: torch.Tensor) -> Iterator[torch.Tensor]
         yield row[0, start : end - 1]
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "glm4v", "qwen3"])
 def test_packed_row_under_varlen_equals_sdpa_and_each_sample_alone(family: str, setup: Setup) -> None:
     model, singles, batch = setup(family, "cpu", "float32")
     with torch.no_grad():

@@ -31,6 +31,15 @@ class RenderedConversation:
     which message wrote each token: an index into `messages`; `len(messages)` for the generation prompt
     (the header of the turn the model writes next); -1 for tokens no message wrote (a system turn the
     template adds for tools, or a render of Tinker chunks, which carry no messages).
+
+    `content_mask` is 1 on tokens the message itself wrote and 0 on what the template wrote around it. Content:
+    a message's text (as the template prints it, e.g. trimmed), an assistant turn's body (its `<think>` block,
+    text and tool calls, up to but not including the stop token), a tool result's text, and each image's whole
+    block (vision markers and placeholders). Template: role headers, turn markers and separators, BOS, tool
+    preambles and default system turns, the generation prompt (also a `<think>\n` it opens), and the tokens
+    `bridge` adds to close a turn. Sampled ids from `append_completion` are content except a final stop token.
+    Like the other masks, a token is content when its last character is. The `generic` family (the template
+    run as Jinja) cannot tell and marks nothing; Tinker chunk renders carry no messages and mark nothing.
     """
 
     token_ids: tuple[int, ...]
@@ -41,9 +50,10 @@ class RenderedConversation:
     family: str = ""
     awaiting_completion: bool = False
     message_indices: tuple[int, ...] = ()
+    content_mask: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("loss_mask", "message_indices"):
+        for name in ("loss_mask", "message_indices", "content_mask"):
             if len(getattr(self, name)) != len(self.token_ids):
                 raise InvalidMessage(name, len(getattr(self, name)), f"{len(self.token_ids)} entries, one per token")
 
@@ -54,6 +64,10 @@ class RenderedConversation:
         """The role of the message that wrote each token; "assistant" for the generation prompt, "" for none."""
         roles = [message.role for message in self.messages] + ["assistant"]
         return tuple(roles[index] if index >= 0 else "" for index in self.message_indices)
+
+    def content_of(self, index: int) -> tuple[int, ...]:
+        """0/1 per token: 1 on the content tokens of message `index` (see `content_mask`)."""
+        return tuple(int(bit == 1 and owner == index) for bit, owner in zip(self.content_mask, self.message_indices))
 
     def loss_mask_where(self, keep: Callable[[int, Message], bool]) -> tuple[int, ...]:
         """The loss mask kept only on tokens of messages where `keep(index, message)` holds.

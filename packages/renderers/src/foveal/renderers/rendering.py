@@ -44,6 +44,8 @@ class _Rendered:
     images: list[RenderedImage] = field(default_factory=list)
     owners: list[int] = field(default_factory=list)
     """The message index of each token (see `RenderedConversation.message_indices`)."""
+    content: list[int] = field(default_factory=list)
+    """1 where the message itself wrote the token (see `RenderedConversation.content_mask`)."""
 
 
 class Renderer:
@@ -172,7 +174,11 @@ class Renderer:
             raise InvalidMessage("prompt.awaiting_completion", False, "a prompt rendered with add_generation_prompt")
         reply = message if message is not None else self.parse_completion(completion_ids)
         owner = len(prompt.messages)
-        sampled = _Rendered(list(completion_ids), [1] * len(completion_ids), [], [owner] * len(completion_ids))
+        count = len(completion_ids)
+        content = [1] * count
+        if count and completion_ids[-1] in self.stop_token_ids:
+            content[-1] = 0  # the stop token closes the turn: template, as in a render
+        sampled = _Rendered(list(completion_ids), [1] * count, [], [owner] * count, content)
         return self._extend(prompt, sampled, (reply,), False, self.loss_on)
 
     def bridge(
@@ -202,7 +208,8 @@ class Renderer:
         mode = loss_on or self.loss_on
         out = self._assemble(fresh, parts, _mask_rule(mode, typed), offset)
         owners = [first_new - 1] * len(joint) + out.owners  # the joint closes the previous last turn
-        closed = _Rendered(joint + out.ids, [0] * len(joint) + out.mask, out.images, owners)
+        content = [0] * len(joint) + out.content
+        closed = _Rendered(joint + out.ids, [0] * len(joint) + out.mask, out.images, owners, content)
         return self._extend(previous, closed, new, add_generation_prompt, mode)
 
     def bridge_exact(
@@ -227,7 +234,8 @@ class Renderer:
     def render_model_input(self, model_input: ModelInput) -> RenderedConversation:
         """Token ids, descriptors and spans for a Tinker-shaped ModelInput (loss mask all zero)."""
         ids, images = render_chunks(model_input, self)
-        return self._finish(_Rendered(ids, [0] * len(ids), images, [-1] * len(ids)), (), (), False)
+        zeros = [0] * len(ids)
+        return self._finish(_Rendered(ids, zeros, images, [-1] * len(ids), list(zeros)), (), (), False)
 
     def to_model_input(self, rendered: RenderedConversation) -> ModelInput:
         """`rendered` as Tinker-shaped chunks: text chunks and asset pointers to the stored images."""
@@ -263,7 +271,7 @@ class Renderer:
             RenderedImage(resolved[slot].descriptor, offset + start, n)
             for slot, (start, n) in zip(slots, out.spans, strict=True)
         ]
-        return _Rendered(out.token_ids, out.loss_mask, images, out.messages)
+        return _Rendered(out.token_ids, out.loss_mask, images, out.messages, out.content)
 
     def _joint(self, previous: RenderedConversation, last_pieces: list[Piece]) -> list[int]:
         """Tokens that close the previous conversation's last turn as the template would."""
@@ -296,6 +304,7 @@ class Renderer:
             old_mask + added.mask,
             [*previous.images, *added.images],
             [*previous.message_indices, *added.owners],
+            [*previous.content_mask, *added.content],
         )
         return self._finish(joined, previous.messages + messages, previous.tools, awaiting)
 
@@ -303,7 +312,9 @@ class Renderer:
         self, out: _Rendered, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...], awaiting: bool
     ) -> RenderedConversation:
         ids, mask, owners = tuple(out.ids), tuple(out.mask), tuple(out.owners)
-        rendered = RenderedConversation(ids, mask, tuple(out.images), messages, tools, self.family, awaiting, owners)
+        rendered = RenderedConversation(
+            ids, mask, tuple(out.images), messages, tools, self.family, awaiting, owners, tuple(out.content)
+        )
         check_spans(rendered.token_ids, rendered.images, self._image_token_id, self._markers)
         return rendered
 

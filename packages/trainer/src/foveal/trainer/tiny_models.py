@@ -5,7 +5,8 @@
 `AutoProcessor` and `AutoModelForImageTextToText` / `AutoModelForCausalLM` load it offline. The shapes keep
 what the training code depends on (mrope sections summing to head_dim/2, GQA, the 2x2 patch merge, Qwen3-VL
 deepstack, Qwen2.5-VL window attention, Llama 3's rope scaling, Gemma 3's sliding/global layers and 4x4
-pooling of SigLIP patches) at a size that builds and runs a step in well under a second on CPU.
+pooling of SigLIP patches, GLM-4.1V's half-rotary mrope and interpolated vision position table) at a size that
+builds and runs a step in well under a second on CPU.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from transformers import (
     Gemma3Config,
     Gemma3ForConditionalGeneration,
     GenerationConfig,
+    Glm4vConfig,
+    Glm4vForConditionalGeneration,
+    InternVLConfig,
+    InternVLForConditionalGeneration,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedConfig,
@@ -37,6 +42,7 @@ from transformers import (
 from foveal.renderers.tiny import (
     FamilySpec,
     Gemma3VisionSpec,
+    InternVLVisionSpec,
     TinyTokenIds,
     family_spec,
     materialize,
@@ -148,6 +154,41 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         },
         "tie_word_embeddings": True,
     },
+    # GLM-4.1V (9B-Thinking): rope on half of each head (partial_rotary_factor 0.5) split by mrope sections
+    # (real [8, 12, 12] of 32 rotary pairs; tiny 4 pairs -> [2, 1, 1], height = width as the real ones), theta
+    # 1e4, untied embeddings. Vision tower: its position table is `image_size / patch_size` patches a side,
+    # interpolated to every image's grid (real 336 / 14 = 24; tiny 112 / 14 = 8); merger width 64.
+    "glm4v": {
+        "text": {
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1e4,
+                "partial_rotary_factor": 0.5,
+                "mrope_section": [2, 1, 1],
+            },
+        },
+        "vision": {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "image_size": 112,
+        },
+        "tie_word_embeddings": False,
+    },
+}
+# InternVL 3.5 (1B-class: InternViT-300M + Qwen3-0.6B, tied embeddings): InternViT tower whose tile and patch size
+# come from the processor spec (real 448 / 14 = 32 patches a side, tiny 28 / 7 = 4), pixel-shuffled by 0.5 into
+# `image_seq_length` tokens a tile (real 256, tiny 4); a Qwen3 decoder. Renderer-only family: not trained or served.
+ARCHITECTURES["internvl"] = {
+    "text": {
+        "model_type": "qwen3",
+        "head_dim": HEAD_DIM,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6},
+    },
+    "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
+    "tie_word_embeddings": True,
 }
 _CLASSES: dict[str, tuple[type[PreTrainedConfig], type[PreTrainedModel]]] = {
     "qwen2_vl": (Qwen2VLConfig, Qwen2VLForConditionalGeneration),
@@ -156,10 +197,17 @@ _CLASSES: dict[str, tuple[type[PreTrainedConfig], type[PreTrainedModel]]] = {
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
     "llama3": (LlamaConfig, LlamaForCausalLM),
     "gemma3": (Gemma3Config, Gemma3ForConditionalGeneration),
+    "glm4v": (Glm4vConfig, Glm4vForConditionalGeneration),
+    "internvl": (InternVLConfig, InternVLForConditionalGeneration),
 }
 # The families whose config lists several stop tokens as eos: Llama 3.1 (config.json and generation_config.json
-# list all three) and Gemma 3 (<eos> and <end_of_turn>, ids 1 and 106 in the real files).
-_STOPS = {"llama3": ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"), "gemma3": ("<eos>", "<end_of_turn>")}
+# list all three), Gemma 3 (<eos> and <end_of_turn>, ids 1 and 106 in the real files) and GLM-4.1V
+# (<|endoftext|>, <|user|>, <|observation|>: 151329, 151336, 151338 in the released generation_config.json).
+_STOPS = {
+    "llama3": ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"),
+    "gemma3": ("<eos>", "<end_of_turn>"),
+    "glm4v": ("<|endoftext|>", "<|user|>", "<|observation|>"),
+}
 
 
 def build_tiny_model(family: str, cache_root: Path | None = None) -> Path:
@@ -192,6 +240,10 @@ def tiny_config(spec: FamilySpec, ids: TinyTokenIds) -> PreTrainedConfig:
         return config_class(**text, tie_word_embeddings=tie)
     if isinstance(spec.vision, Gemma3VisionSpec):
         return _gemma3_config(spec.vision, ids, text, architecture)
+    if isinstance(spec.vision, InternVLVisionSpec):
+        return _internvl_config(spec.vision, ids, text, architecture)
+    if spec.name == "glm4v":
+        return _glm4v_config(spec, ids, text, architecture)
     vision = {
         **architecture["vision"],
         "patch_size": spec.vision.patch_size,
@@ -226,7 +278,49 @@ def _gemma3_config(
     )
 
 
+def _glm4v_config(
+    spec: FamilySpec, ids: TinyTokenIds, text: dict[str, Any], architecture: dict[str, Any]
+) -> PreTrainedConfig:
+    """Glm4vConfig: `<|image|>` / `<|video|>` and their begin / end markers from the tokenizer."""
+    assert spec.vision is not None
+    vision = {
+        **architecture["vision"],
+        "patch_size": spec.vision.patch_size,
+        "spatial_merge_size": spec.vision.merge_size,
+        "temporal_patch_size": spec.vision.temporal_patch_size,
+    }
+    return Glm4vConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids.id_of("<|image|>"),
+        video_token_id=ids.id_of("<|video|>"),
+        image_start_token_id=ids.id_of("<|begin_of_image|>"),
+        image_end_token_id=ids.id_of("<|end_of_image|>"),
+        video_start_token_id=ids.id_of("<|begin_of_video|>"),
+        video_end_token_id=ids.id_of("<|end_of_video|>"),
+        tie_word_embeddings=architecture["tie_word_embeddings"],
+    )
+
+
+def _internvl_config(
+    vision: InternVLVisionSpec, ids: TinyTokenIds, text: dict[str, Any], architecture: dict[str, Any]
+) -> PreTrainedConfig:
+    """InternVLConfig: `<IMG_CONTEXT>` from the tokenizer; (tile / patch)^2 * 0.5^2 = the processor's tokens a tile."""
+    side = vision.tile_size // vision.patch_size
+    assert side * side // 4 == vision.tokens_per_tile, "pixel shuffle 0.5 must give image_seq_length tokens a tile"
+    return InternVLConfig(
+        text_config=text,
+        vision_config={**architecture["vision"], "image_size": vision.tile_size, "patch_size": vision.patch_size},
+        image_token_id=ids.id_of("<IMG_CONTEXT>"),
+        image_seq_length=vision.tokens_per_tile,
+        downsample_ratio=0.5,
+        tie_word_embeddings=architecture["tie_word_embeddings"],
+    )
+
+
 def _special_ids(spec: FamilySpec, ids: TinyTokenIds) -> dict[str, Any]:
+    if spec.name == "glm4v":  # no BOS; every stop token as eos; pad <|endoftext|>, as the released files
+        return {"bos_token_id": None, "eos_token_id": _stop_ids(spec, ids), "pad_token_id": ids.pad_id}
     if ids.bos_id is None:  # Qwen, as the real configs: bos = pad = <|endoftext|>, eos = <|im_end|>.
         return {"bos_token_id": ids.pad_id, "eos_token_id": ids.eos_id, "pad_token_id": ids.pad_id}
     # Llama 3.1: bos <|begin_of_text|>, every stop token as eos; pad <|finetune_right_pad_id|> (the tokenizer's).

@@ -4,7 +4,8 @@ Consecutive text pieces are joined and encoded as one stretch (cuts only next to
 ids equal the template string's). A token is trained when its last character comes from a trained piece:
 where BPE merges a header's `\\n` with the first characters of assistant content, the merged token carries
 assistant text and is trained. Image slots expand to `lengths[i]` copies of the image token. Each token is
-attributed to a message by the same rule: the message whose piece holds the token's last character.
+attributed to a message by the same rule: the message whose piece holds the token's last character; and it is
+content (see `RenderedConversation.content_mask`) when that piece is a content piece. Placeholders are content.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from foveal.renderers.families.pieces import Piece, Text, Token
 
 @dataclass(frozen=True, slots=True)
 class Assembled:
-    """Token ids, a 0/1 loss mask and the message index of each token, and each image's `(offset, length)`."""
+    """Token ids, a 0/1 loss mask, the message index and 0/1 content bit of each token, and each image's
+    `(offset, length)`."""
 
     token_ids: list[int]
     loss_mask: list[int]
     spans: list[tuple[int, int]]
     messages: list[int]
+    content: list[int]
 
 
 class _Builder:
@@ -38,6 +41,7 @@ class _Builder:
         self.mask: list[int] = []
         self.spans: list[tuple[int, int]] = []
         self.messages: list[int] = []
+        self.content: list[int] = []
         self.pending: list[Text] = []
 
     def flush(self) -> None:
@@ -51,13 +55,15 @@ class _Builder:
         owners = _piece_by_end(self.pending, ends)
         self.mask.extend(int(piece.trained) for piece in owners)
         self.messages.extend(piece.message for piece in owners)
+        self.content.extend(int(piece.content) for piece in owners)
         self.pending = []
 
-    def add_token(self, token_id: int, trained: bool, message: int) -> None:
+    def add_token(self, token_id: int, trained: bool, message: int, content: bool) -> None:
         self.flush()
         self.ids.append(token_id)
         self.mask.append(int(trained))
         self.messages.append(message)
+        self.content.append(int(content))
 
     def add_image(self, length: int, message: int) -> None:
         self.flush()
@@ -65,6 +71,7 @@ class _Builder:
         self.ids.extend([self.image_token_id] * length)
         self.mask.extend([0] * length)
         self.messages.extend([message] * length)
+        self.content.extend([1] * length)
 
 
 def _piece_by_end(runs: Sequence[Text], ends: Sequence[int]) -> list[Text]:
@@ -94,10 +101,10 @@ def assemble(
     for piece in pieces:
         if isinstance(piece, Text):
             if piece.text:
-                builder.pending.append(Text(piece.text, piece.message, trained(piece)))
+                builder.pending.append(Text(piece.text, piece.message, trained(piece), content=piece.content))
         elif isinstance(piece, Token):
-            builder.add_token(encoder.token_id(piece.token), trained(piece), piece.message)
+            builder.add_token(encoder.token_id(piece.token), trained(piece), piece.message, piece.content)
         else:
             builder.add_image(image_lengths[piece.image], piece.message)
     builder.flush()
-    return Assembled(builder.ids, builder.mask, builder.spans, builder.messages)
+    return Assembled(builder.ids, builder.mask, builder.spans, builder.messages, builder.content)

@@ -34,27 +34,28 @@ class ChatWriter:
         self.pieces: list[Piece] = []
         self.images: list[ImagePart] = []
 
-    def text(self, text: str, message: int, trained: bool = False) -> None:
-        self.pieces.append(Text(text, message, trained))
+    def text(self, text: str, message: int, trained: bool = False, content: bool = False) -> None:
+        """Text of message `message`; `content` when the message wrote it (else the template did)."""
+        self.pieces.append(Text(text, message, trained, content=content))
 
-    def token(self, token: str, message: int, trained: bool = False) -> None:
-        self.pieces.append(Token(token, message, trained))
+    def token(self, token: str, message: int, trained: bool = False, content: bool = False) -> None:
+        self.pieces.append(Token(token, message, trained, content=content))
 
     def image(self, part: ImagePart, message: int) -> None:
         """`<|vision_start|>` + the placeholder run + `<|vision_end|>`, as every Qwen-VL template writes it."""
-        self.token(VISION_START, message)
+        self.token(VISION_START, message, content=True)
         self.pieces.append(ImageSlot(len(self.images), message))
-        self.token(VISION_END, message)
+        self.token(VISION_END, message, content=True)
         self.images.append(part)
 
     def content(self, content: Content, message: int, trained: bool = False) -> None:
-        """Message content in order: text parts as text, image parts as vision blocks."""
+        """Message content in order: text parts as text, image parts as vision blocks (all content pieces)."""
         if isinstance(content, str):
-            self.text(content, message, trained)
+            self.text(content, message, trained, content=True)
             return
         for part in content:
             if isinstance(part, TextPart):
-                self.text(part.text, message, trained)
+                self.text(part.text, message, trained, content=True)
             else:
                 self.image(part, message)
 
@@ -79,11 +80,13 @@ class ChatWriter:
         if tools:
             owner = 0 if system is not None else -1
             self.open_turn("system", owner)
-            self.text((system + "\n\n" if system is not None else "") + tools_preamble(tools), owner)
+            if system is not None:
+                self.text(system, owner, content=True)
+            self.text(("\n\n" if system is not None else "") + tools_preamble(tools), owner)
             self.close_turn(owner)
         elif system is not None:
             self.open_turn("system", 0)
-            self.text(system, 0)
+            self.text(system, 0, content=True)
             self.close_turn(0)
 
     def tool_response(self, messages: Sequence[Message], index: int, media: bool) -> None:
@@ -96,7 +99,7 @@ class ChatWriter:
         if media:
             self.content(message.content, index)
         else:
-            self.text(message.text(), index)
+            self.text(message.text(), index, content=True)
         self.text("\n</tool_response>", index)
         if index == len(messages) - 1 or messages[index + 1].role != "tool":
             self.close_turn(index)

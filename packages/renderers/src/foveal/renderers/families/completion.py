@@ -33,6 +33,9 @@ class CompletionFormat:
     reasoning_split: Literal["newlines", "verbatim"] = "newlines"
     """"newlines": Qwen's `<think>\\nR\\n</think>\\n\\n` (newlines around the block dropped); "verbatim": a turn that
     starts with `<think>` splits into exactly the text inside the block and the text after it (GLM-4.1V)."""
+    reasoning_opened: bool = False
+    """The generation prompt opens `<think>` (Qwen3-VL Thinking): a reply starts inside the block, so one without
+    `</think>` is all reasoning (cut off), and one with it splits there."""
 
 
 JSON_CALL_START = '{"name"'
@@ -45,7 +48,10 @@ def parse_assistant_text(text: str, fmt: CompletionFormat) -> AssistantMessage:
     if fmt.tool_calls and fmt.tool_call_style == "json":
         return _parse_json_call(text)
     split = _split_verbatim if fmt.reasoning_split == "verbatim" else _split_reasoning
-    reasoning, rest = split(text) if fmt.reasoning else (None, text)
+    if fmt.reasoning and fmt.reasoning_opened and THINK_CLOSE not in text:
+        reasoning, rest = text.removeprefix(THINK_OPEN).strip("\n"), ""  # cut off inside the opened block
+    else:
+        reasoning, rest = split(text) if fmt.reasoning else (None, text)
     if not fmt.tool_calls or CALL_OPEN not in rest:
         return AssistantMessage(content=rest, reasoning_content=reasoning)
     head, _, _ = rest.partition(CALL_OPEN)

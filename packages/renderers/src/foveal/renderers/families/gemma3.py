@@ -86,7 +86,8 @@ class Gemma3Family(FamilyAdapter):
             out.token(START_OF_TURN, index)
             out.text(("model" if trained else message.role) + "\n", index)
             if index == first == 1:
-                out.text(messages[0].text() + SYSTEM_SEPARATOR, 0)
+                out.text(messages[0].text(), 0, content=True)
+                out.text(SYSTEM_SEPARATOR, 0)
             _content(out, message.content, index, trained)
             out.token(END_OF_TURN, index, trained)
             out.text("\n", index)
@@ -108,20 +109,20 @@ def _check_system(message: Message, family: str) -> None:
 def _content(out: ChatWriter, content: Content, message: int, trained: bool) -> None:
     """Trimmed text (each part on its own); an image as the processor's expansion of `<start_of_image>`."""
     if isinstance(content, str):
-        out.text(content.strip(), message, trained)
+        out.text(content.strip(), message, trained, content=True)
         return
     for part in content:
         if isinstance(part, ImagePart):
             _image(out, part, message)
         else:
-            out.text(part.text.strip(), message, trained)
+            out.text(part.text.strip(), message, trained, content=True)
 
 
 def _image(out: ChatWriter, part: ImagePart, message: int) -> None:
     """The processor's expansion "\\n\\n<start_of_image>", placeholders, "<end_of_image>\\n\\n": never trained."""
-    out.pieces.append(Text(IMAGE_SEPARATOR, message, expansion=True))
-    out.pieces.append(Token(START_OF_IMAGE, message, expansion=True))
+    out.pieces.append(Text(IMAGE_SEPARATOR, message, expansion=True, content=True))
+    out.pieces.append(Token(START_OF_IMAGE, message, expansion=True, content=True))
     out.pieces.append(ImageSlot(len(out.images), message))
-    out.pieces.append(Token(END_OF_IMAGE, message, expansion=True))
-    out.pieces.append(Text(IMAGE_SEPARATOR, message, expansion=True))
+    out.pieces.append(Token(END_OF_IMAGE, message, expansion=True, content=True))
+    out.pieces.append(Text(IMAGE_SEPARATOR, message, expansion=True, content=True))
     out.images.append(part)

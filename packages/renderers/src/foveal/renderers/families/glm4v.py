@@ -87,7 +87,7 @@ class Glm4vFamily(FamilyAdapter):
             if message.role == "user":
                 _user_content(out, message, index)
             else:
-                out.text(_visible_text(message), index, trained)
+                out.text(_visible_text(message), index, trained, content=True)
         if add_generation_prompt:
             out.token(ASSISTANT, len(messages))
             out.text("\n", len(messages))
@@ -104,13 +104,13 @@ def _visible_text(message: Message) -> str:
 
 def _user_content(out: ChatWriter, message: Message, index: int) -> None:
     if isinstance(message.content, str):
-        out.text(message.content, index)
+        out.text(message.content, index, content=True)
         return
     for part in message.content:
         if part.type == "image":
-            out.token(BEGIN_OF_IMAGE, index)
+            out.token(BEGIN_OF_IMAGE, index, content=True)
             out.pieces.append(ImageSlot(len(out.images), index))
-            out.token(END_OF_IMAGE, index)
+            out.token(END_OF_IMAGE, index, content=True)
             out.images.append(part)
         else:
-            out.text(part.text, index)
+            out.text(part.text, index, content=True)

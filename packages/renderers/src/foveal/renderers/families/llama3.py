@@ -98,26 +98,29 @@ class Llama3Family(TextFamilyAdapter):
         owner = 0 if first == 1 else -1
         _open_turn(out, "system", owner)
         head = (TOOLS_ENVIRONMENT if tools else "") + KNOWLEDGE_CUTOFF + f"Today Date: {self.date}\n\n"
-        out.text(head + (messages[0].text().strip() if owner == 0 else ""), owner)
+        out.text(head, owner)
+        if owner == 0:
+            out.text(messages[0].text().strip(), owner, content=True)
         out.token(EOT, owner)
         for index in range(first, len(messages)):
             message = messages[index]
             if index == first and tools:
                 _open_turn(out, "user", index)
-                out.text(USER_TOOLS_INTRO + TOOLS_FORMAT + _tool_list(tools) + message.text().strip(), index)
+                out.text(USER_TOOLS_INTRO + TOOLS_FORMAT + _tool_list(tools), index)
+                out.text(message.text().strip(), index, content=True)
                 out.token(EOT, index)
             elif isinstance(message, AssistantMessage) and message.tool_calls:
                 _open_turn(out, "assistant", index)
-                out.text(call_text(message.tool_calls[0]), index, trained=True)
+                out.text(call_text(message.tool_calls[0]), index, trained=True, content=True)
                 out.token(EOT, index, trained=True)
             elif message.role == "tool":
                 _open_turn(out, "ipython", index)
-                out.text(json.dumps(message.text(), ensure_ascii=False), index)
+                out.text(json.dumps(message.text(), ensure_ascii=False), index, content=True)
                 out.token(EOT, index)
             else:
                 trained = message.role == "assistant"
                 _open_turn(out, message.role, index)
-                out.text(message.text().strip(), index, trained)
+                out.text(message.text().strip(), index, trained, content=True)
                 out.token(EOT, index, trained)
         if add_generation_prompt:
             _open_turn(out, "assistant", len(messages))

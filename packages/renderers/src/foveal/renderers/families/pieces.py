@@ -1,8 +1,9 @@
 """What a family adapter writes: text, added tokens by id, and image slots, each tagged with its message.
 
 Adapters describe a conversation the way its chat template would print it, but as typed pieces instead of
-one string. That keeps three facts the string loses: which pieces the assistant wrote (the loss mask),
-which message wrote them (bridging appends only new messages), and where images go (the placeholder run
+one string. That keeps four facts the string loses: which pieces the assistant wrote (the loss mask),
+which message wrote them (bridging appends only new messages), which come from the message's own content
+rather than from the template (the content mask), and where images go (the placeholder run
 is expanded from the layout, never by searching the text). `template_text` joins the pieces back into the
 exact string the Jinja template renders, which is what the load-time self-check compares: pieces marked
 `expansion` are what the HF processor writes around an image when it expands the template's image marker
@@ -24,6 +25,8 @@ class Text:
     trained: bool = False
     expansion: bool = False
     """Written by the processor's image expansion, not by the chat template."""
+    content: bool = False
+    """Written from the message itself (its text, reasoning, tool calls, image blocks), not by the template."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +38,13 @@ class Token:
     trained: bool = False
     expansion: bool = False
     """Written by the processor's image expansion, not by the chat template."""
+    content: bool = False
+    """Written from the message itself (a vision marker of one of its images), not by the template."""
 
 
 @dataclass(frozen=True, slots=True)
 class ImageSlot:
-    """Where image number `image` (conversation order) puts its placeholder run."""
+    """Where image number `image` (conversation order) puts its placeholder run: always message content."""
 
     image: int
     message: int

@@ -53,7 +53,7 @@ class Qwen3Family(TextFamilyAdapter):
                 out.tool_response(messages, index, media=False)
             elif message.role == "user" or index > 0:
                 out.open_turn(message.role, index)
-                out.text(message.text(), index)
+                out.text(message.text(), index, content=True)
                 out.close_turn(index)
         if add_generation_prompt:
             out.generation_prompt(len(messages))
@@ -76,18 +76,18 @@ def _last_query_index(messages: Sequence[Message]) -> int:
 def _write_assistant(out: ChatWriter, messages: Sequence[Message], index: int, last_query: int) -> None:
     message = messages[index]
     assert isinstance(message, AssistantMessage)
-    content, reasoning = _split_reasoning(message)
+    content, reasoning = split_reasoning(message)
     is_last = index == len(messages) - 1
     out.open_turn("assistant", index)
     if index > last_query and (is_last or reasoning):
         body = f"{THINK_OPEN}\n{reasoning.strip(chr(10))}\n{THINK_CLOSE}\n\n{content.lstrip(chr(10))}"
     else:
         body = content
-    out.text(body + tool_calls_text(message.tool_calls, bool(content)), index, trained=True)
+    out.text(body + tool_calls_text(message.tool_calls, bool(content)), index, trained=True, content=True)
     out.close_turn(index, trained=True)
 
 
-def _split_reasoning(message: AssistantMessage) -> tuple[str, str]:
+def split_reasoning(message: AssistantMessage) -> tuple[str, str]:
     """(content, reasoning) as the template computes them, including `<think>` embedded in content."""
     content = message.text()
     if message.reasoning_content is not None:

@@ -52,7 +52,7 @@ class Qwen3VLFamily(FamilyAdapter):
             elif isinstance(message, AssistantMessage):
                 out.open_turn("assistant", index)
                 calls = tool_calls_text(message.tool_calls, bool(message.content))
-                out.text(message.text() + calls, index, trained=True)
+                out.text(message.text() + calls, index, trained=True, content=True)
                 out.close_turn(index, trained=True)
             elif message.role == "tool":
                 out.tool_response(messages, index, media=True)

@@ -7,6 +7,7 @@ cheaply; readers re-derive it with their real processor and compare fingerprints
 from foveal.renderers.layout.family import LayoutFamily
 from foveal.renderers.layout.gemma3 import Gemma3LayoutSpec
 from foveal.renderers.layout.image_layout import ImageLayout
+from foveal.renderers.layout.internvl import InternVLLayoutSpec
 from foveal.renderers.layout.registry import compute_layout, family_names, layout_family, spec_from_image_processor
 from foveal.renderers.layout.spec import AnyLayoutSpec, LayoutSpec, with_pixel_bounds
 
@@ -14,6 +15,7 @@ __all__ = [
     "AnyLayoutSpec",
     "Gemma3LayoutSpec",
     "ImageLayout",
+    "InternVLLayoutSpec",
     "LayoutFamily",
     "LayoutSpec",
     "compute_layout",

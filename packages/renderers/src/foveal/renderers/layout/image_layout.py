@@ -22,6 +22,8 @@ class ImageLayout:
     resized: tuple[int, int]
     image_grid_thw: tuple[int, int, int]
     num_placeholder_tokens: int
+    tile_grid: tuple[int, int] | None = None
+    """(rows, columns) of the tiles a tiling family (`internvl`) cut the image into; None for the others."""
 
     @property
     def num_patches(self) -> int:
@@ -31,7 +33,13 @@ class ImageLayout:
 
     def payload(self) -> dict[str, Any]:
         """The family-owned, JSON-safe part of the raw descriptor (docs/contract.md section 1)."""
-        return {"image_grid_thw": list(self.image_grid_thw), "num_placeholder_tokens": self.num_placeholder_tokens}
+        payload: dict[str, Any] = {
+            "image_grid_thw": list(self.image_grid_thw),
+            "num_placeholder_tokens": self.num_placeholder_tokens,
+        }
+        if self.tile_grid is not None:
+            payload["tile_grid"] = list(self.tile_grid)
+        return payload
 
 
 def image_side(name: str, value: object) -> int:

@@ -13,6 +13,7 @@ from foveal.renderers.tiny.families import (
     VLM_FAMILIES,
     FamilySpec,
     Gemma3VisionSpec,
+    InternVLVisionSpec,
     VisionSpec,
     family_spec,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "VLM_FAMILIES",
     "FamilySpec",
     "Gemma3VisionSpec",
+    "InternVLVisionSpec",
     "TinyTokenIds",
     "VisionSpec",
     "build_tiny_processor",

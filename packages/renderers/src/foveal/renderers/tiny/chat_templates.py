@@ -66,7 +66,18 @@ templates, trim_blocks and lstrip_blocks on):
     -> "<|begin_of_image|><|image|><|end_of_image|>", text -> its text; any other role prints nothing;
   - no tools, tool calls or reasoning handling: earlier assistant turns keep whatever `<think>` they hold;
   - add_generation_prompt appends "<|assistant|>\n".
-Not reproduced: video timestamps, the Qwen3-VL "Thinking" variants, and Llama's builtin_tools (<|python_tag|>
+internvl (InternVL 3.5, HF-format checkpoints such as InternVL3_5-1B-HF; from the template the HF conversion
+writes):
+  - no default system turn; every message, whatever its role, is "<|im_start|>{role}\n" + content + "<|im_end|>\n";
+  - string content as is; in a list, image -> "<IMG_CONTEXT>\n" (InternVLProcessor replaces the <IMG_CONTEXT> by
+    "<img>" + "<IMG_CONTEXT>" x (tiles * image_seq_length) + "</img>"), video -> "<video>\n", text -> its text;
+  - no tools, tool calls or reasoning handling;
+  - add_generation_prompt appends "<|im_start|>assistant\n".
+qwen3_vl_thinking (Qwen3-VL Thinking, e.g. Qwen3-VL-8B-Thinking):
+  - qwen3_vl's system/tools header, user and tool turns; assistant turns follow qwen3's reasoning rules (last
+    query found on the rendered content, images included; reasoning_content wins, else a "...</think>" prefix);
+  - add_generation_prompt appends "<|im_start|>assistant\n<think>\n".
+Not reproduced: video timestamps, and Llama's builtin_tools (<|python_tag|>
 calls ending in <|eom_id|>).
 """
 
@@ -80,10 +91,12 @@ from foveal.renderers.errors import UnknownFamily
 _PARTS = {
     "qwen2_vl": ("media", "qwen2_vl"),
     "qwen3_vl": ("media", "tools", "qwen3_vl"),
+    "qwen3_vl_thinking": ("media", "tools", "qwen3_vl_thinking"),
     "qwen3": ("tools", "qwen3"),
     "llama3": ("llama3",),
     "gemma3": ("gemma3",),
     "glm4v": ("glm4v",),
+    "internvl": ("internvl",),
 }
 TEMPLATE_NAMES = tuple(_PARTS)
 

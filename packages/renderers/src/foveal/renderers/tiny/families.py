@@ -125,6 +125,22 @@ _GLM4V_TOKENS = (
     "</think>",
 )
 
+# InternVL 3.5 (HF format, Qwen3 language models): Qwen3's added tokens, then InternVL's image and grounding tokens
+# in the order its checkpoints add them, and `<video>`, which the HF conversion adds last. All special.
+_INTERNVL_TOKENS = (
+    *_QWEN3_TOKENS,
+    "<img>",
+    "</img>",
+    "<IMG_CONTEXT>",
+    "<quad>",
+    "</quad>",
+    "<ref>",
+    "</ref>",
+    "<box>",
+    "</box>",
+    "<video>",
+)
+
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -211,6 +227,75 @@ class Gemma3VisionSpec:
 
 
 @dataclass(frozen=True)
+class InternVLVisionSpec:
+    """InternVL's tiling settings; `preprocessor_config()` / `processor_config()` use the real keys.
+
+    The released checkpoints: 448 px tiles, 1..12 tiles plus a thumbnail, InternViT patch 14 (32 a side)
+    pixel-shuffled by 0.5 to 16 x 16 = 256 tokens a tile (`image_seq_length`). The tiny one keeps the tiling
+    rule and the shuffle: 28 px tiles, patch 7 (4 a side), 2 x 2 = 4 tokens a tile.
+    """
+
+    tile_size: int
+    patch_size: int
+    """InternViT's patch size: only the model's config has it (the processor cuts tiles, not patches)."""
+    tokens_per_tile: int
+    min_patches: int = 1
+    max_patches: int = 12
+    processor_class: str = "InternVLProcessor"
+    image_processor_type: str = "GotOcr2ImageProcessor"
+
+    def preprocessor_config(self) -> dict[str, Any]:
+        """preprocessor_config.json as the InternVL3.5 HF checkpoints write it (`crop_to_patches` false there:
+        InternVLProcessor turns it on for every call)."""
+        return {
+            "crop_to_patches": False,
+            "do_convert_rgb": True,
+            "do_normalize": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": [0.485, 0.456, 0.406],
+            "image_processor_type": self.image_processor_type,
+            "image_std": [0.229, 0.224, 0.225],
+            "max_patches": self.max_patches,
+            "min_patches": self.min_patches,
+            "processor_class": self.processor_class,
+            "resample": 3,
+            "rescale_factor": 1 / 255,
+            "size": {"height": self.tile_size, "width": self.tile_size},
+        }
+
+    def processor_config(self) -> dict[str, Any]:
+        """processor_config.json: InternVLProcessor's `image_seq_length` (its default is 256)."""
+        return {"image_seq_length": self.tokens_per_tile, "processor_class": self.processor_class}
+
+    def video_preprocessor_config(self) -> dict[str, Any]:
+        """video_preprocessor_config.json: InternVLProcessor loads a video processor too (frames are single tiles)."""
+        return {
+            "do_convert_rgb": True,
+            "do_normalize": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": [0.485, 0.456, 0.406],
+            "image_std": [0.229, 0.224, 0.225],
+            "processor_class": self.processor_class,
+            "resample": 3,
+            "rescale_factor": 1 / 255,
+            "size": {"height": self.tile_size, "width": self.tile_size},
+            "video_processor_type": "InternVLVideoProcessor",
+        }
+
+    @staticmethod
+    def named_tokens() -> dict[str, str]:
+        """The tokenizer_config's named tokens InternVLProcessor reads (`tokenizer.context_image_token`, ...)."""
+        return {
+            "context_image_token": "<IMG_CONTEXT>",
+            "end_image_token": "</img>",
+            "start_image_token": "<img>",
+            "video_token": "<video>",
+        }
+
+
+@dataclass(frozen=True)
 class FamilySpec:
     """One tiny family: its tokenizer's added tokens, chat template and (for VLMs) image settings."""
 
@@ -219,7 +304,7 @@ class FamilySpec:
     chat_template: str
     """Name of the chat template in `foveal.renderers.tiny.chat_templates`."""
     model_max_length: int
-    vision: VisionSpec | Gemma3VisionSpec | None
+    vision: VisionSpec | Gemma3VisionSpec | InternVLVisionSpec | None
     tokenizer_class: str = "Qwen2Tokenizer"
     """`tokenizer_class` of the real tokenizer_config.json (it decides how transformers rebuilds the pipeline)."""
     eos_token: str = EOS_TOKEN
@@ -322,19 +407,28 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
         eos_token="<|endoftext|>",
         pad_token="<|endoftext|>",
     ),
+    "qwen3_vl_thinking": FamilySpec("qwen3_vl_thinking", _QWEN3_TOKENS, "qwen3_vl_thinking", 262144, _QWEN3_VL_VISION),
+    "internvl": FamilySpec(
+        "internvl",
+        _INTERNVL_TOKENS,
+        "internvl",
+        40960,
+        InternVLVisionSpec(tile_size=28, patch_size=7, tokens_per_tile=4),
+    ),
 }
-RENDERER_ONLY_FAMILIES = ("glm4v",)
+RENDERER_ONLY_FAMILIES: tuple[str, ...] = ("internvl", "qwen3_vl_thinking")
 """Families with a renderer and a tiny model but no trainer/serving support yet (not in `VLM_FAMILIES`)."""
 FAMILIES = tuple(FAMILY_SPECS)
 QWEN_VL_FAMILIES = tuple(
     name
     for name, spec in FAMILY_SPECS.items()
     if isinstance(spec.vision, VisionSpec) and spec.vision.image_processor_type.startswith("Qwen2VL")
+    and name not in RENDERER_ONLY_FAMILIES
 )
 """The families with a Qwen-VL image layout (patch grid, 2x2 merge, `<|image_pad|>`)."""
 VLM_FAMILIES = tuple(name for name, spec in FAMILY_SPECS.items() if spec.is_vlm and name not in RENDERER_ONLY_FAMILIES)
 """The families with a vision tower, the ones Foveal trains and serves with images (`foveal smoke`): the Qwen-VL
-families and Gemma 3."""
+families, Gemma 3 and GLM-4.1V."""
 
 
 def family_spec(family: str) -> FamilySpec:

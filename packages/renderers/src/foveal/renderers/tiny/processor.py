@@ -18,7 +18,7 @@ import orjson
 from foveal.renderers.tiny import bpe, gemma_bpe
 from foveal.renderers.tiny.cache import materialize, source_digest
 from foveal.renderers.tiny.chat_templates import chat_template
-from foveal.renderers.tiny.families import FamilySpec, Gemma3VisionSpec, family_spec
+from foveal.renderers.tiny.families import FamilySpec, Gemma3VisionSpec, InternVLVisionSpec, family_spec
 
 GEMMA_TOKENIZER = "GemmaTokenizer"
 
@@ -41,6 +41,7 @@ def processor_recipe(spec: FamilySpec) -> dict[str, Any]:
         "chat_template": chat_template(spec.chat_template),
         "preprocessor_config": spec.vision.preprocessor_config() if spec.vision else None,
         "processor_config": _processor_config(spec),
+        "video_preprocessor_config": _video_config(spec),
         "tokenizers_version": version("tokenizers"),
         "code": source_digest(__file__, bpe.__file__, gemma_bpe.__file__),
     }
@@ -85,6 +86,8 @@ def tokenizer_config(spec: FamilySpec) -> dict[str, Any]:
     }
     if spec.vision:
         config["processor_class"] = spec.vision.processor_class
+    if isinstance(spec.vision, InternVLVisionSpec):  # the named image tokens InternVLProcessor reads
+        config["extra_special_tokens"] = spec.vision.named_tokens()
     return config
 
 
@@ -114,8 +117,13 @@ def _gemma_tokenizer_config(spec: FamilySpec) -> dict[str, Any]:
 
 
 def _processor_config(spec: FamilySpec) -> dict[str, Any] | None:
-    """processor_config.json, for processors whose own settings decide the layout (Gemma 3)."""
-    return spec.vision.processor_config() if isinstance(spec.vision, Gemma3VisionSpec) else None
+    """processor_config.json, for processors whose own settings decide the layout (Gemma 3, InternVL)."""
+    return spec.vision.processor_config() if isinstance(spec.vision, (Gemma3VisionSpec, InternVLVisionSpec)) else None
+
+
+def _video_config(spec: FamilySpec) -> dict[str, Any] | None:
+    """video_preprocessor_config.json, for processors that load a video processor from its own file (InternVL)."""
+    return spec.vision.video_preprocessor_config() if isinstance(spec.vision, InternVLVisionSpec) else None
 
 
 def write_processor_files(spec: FamilySpec, folder: Path) -> None:
@@ -130,6 +138,9 @@ def write_processor_files(spec: FamilySpec, folder: Path) -> None:
     processor_config = _processor_config(spec)
     if processor_config is not None:
         _write_json(folder / "processor_config.json", processor_config)
+    video_config = _video_config(spec)
+    if video_config is not None:
+        _write_json(folder / "video_preprocessor_config.json", video_config)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

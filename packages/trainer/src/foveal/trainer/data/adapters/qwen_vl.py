@@ -1,9 +1,11 @@
-"""The image adapter shared by the Qwen-VL families, which all run transformers' `Qwen2VLImageProcessor`.
+"""The image adapter shared by the Qwen-VL families, which all run transformers' `Qwen2VLImageProcessor`, and by
+GLM-4.1V, whose `Glm4vImageProcessor` cuts the same patch grid after its own resize.
 
 The families differ in processor class and settings (patch 14 vs 16), not in mechanics: one image
 becomes `t*h*w` rows of `channels * temporal_patch * patch * patch` values and a grid, and the model
 takes `pixel_values` (rows of all images, concatenated) and `image_grid_thw` (one row per image).
-`qwen2_vl.py` and `qwen3_vl.py` name which processors belong to which family; `mrope.py` numbers the tokens.
+`qwen2_vl.py`, `qwen3_vl.py` and `glm4v.py` name which processors belong to which family; `mrope.py` numbers
+the tokens.
 """
 
 from __future__ import annotations

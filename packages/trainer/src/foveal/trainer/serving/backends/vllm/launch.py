@@ -49,6 +49,10 @@ def check_vllm_loadable(folder: Path) -> None:
         raise ModelLoadError("model.name_or_path", f"{folder} (with {', '.join(extra)})", expected)
 
 
+VLLM_LAYOUT_FAMILIES = frozenset({"qwen2_vl", "qwen3_vl"})
+"""The layout families whose prompts `mm_inputs` hands vLLM in the form its prompt update expects."""
+
+
 def engine_args(config: ServeConfig, model_folder: Path, layout: AnyLayoutSpec | None) -> AsyncEngineArgs:
     """vLLM's arguments for serving `model_folder` under `config`; `layout` is the served image layout, if any."""
     inference = config.inference
@@ -83,10 +87,12 @@ def _multimodal_args(config: ServeConfig, layout: AnyLayoutSpec | None) -> dict[
     per image that vLLM's prompt update expands again) is theirs. vLLM's Gemma 3 update replaces
     `<start_of_image>` with the blank lines, soft tokens and end-of-image around it, which that form does not
     give it, so Gemma 3 is refused here, before the engine starts, and served by the transformers backend.
+    GLM-4.1V has a Qwen-shaped spec but its own resize rule and vLLM model; that path has not been run against
+    vLLM (not installed where it was added), so it is refused the same way until it is.
     """
     if layout is None:
         return {}
-    if not isinstance(layout, LayoutSpec):
+    if not isinstance(layout, LayoutSpec) or layout.family not in VLLM_LAYOUT_FAMILIES:
         expected = f"transformers: the vLLM backend serves the Qwen-VL image layouts, not {layout.family}"
         raise ModelLoadError("inference.backend", "vllm", expected)
     return {
