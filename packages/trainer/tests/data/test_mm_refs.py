@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from foveal.renderers.contract import RawImageDescriptor
 from foveal.renderers.errors import PlaceholderMismatch
-from foveal.trainer.data.mm_refs import MMRef, build_mm_refs, check_mm_refs
+from foveal.trainer.data.mm_refs import MMRef, build_mm_refs, check_mm_refs, check_ref_layout, mm_refs_of
 
 IMAGE = 7
 TEXT = 3
@@ -136,3 +138,62 @@ def test_every_correct_layout_is_accepted_and_every_shifted_span_refused(sample,
         moved = [*images[:index], (desc, (offset + shift, length)), *images[index + 1 :]]
         with pytest.raises(PlaceholderMismatch):
             build_mm_refs(tokens, moved, IMAGE)
+
+
+def test_spans_may_start_at_the_first_token_touch_each_other_and_end_at_the_last() -> None:
+    first = MMRef(descriptor=descriptor(2, "a"), offset=0, length=2)
+    second = MMRef(descriptor=descriptor(3, "b"), offset=2, length=3)
+    check_ref_layout(5, [first, second], "s1")  # [I I | I I I]: no text around or between them, nothing overlaps
+    tokens = [IMAGE, IMAGE, TEXT, IMAGE, IMAGE]
+    refs = build_mm_refs(tokens, [(descriptor(2, "a"), (0, 2)), (descriptor(2, "b"), (3, 2))], IMAGE)
+    assert [(r.offset, r.end) for r in refs] == [(0, 2), (3, 5)]
+
+
+def test_layout_refusals_say_what_was_expected() -> None:
+    tokens, images = two_images()
+    too_long = _error(tokens[:8], images)
+    assert too_long.expected == "a span ending at or before the sample's 8 tokens"
+    overlap = _error([TEXT, *[IMAGE] * 4, TEXT], [(descriptor(4, "a"), (1, 4)), (descriptor(2, "b"), (3, 2))])
+    assert overlap.expected == ">= 5: spans in order, not overlapping the previous image's"
+    images[1] = (images[1][0], (7, 3))
+    assert _error(tokens, images).expected == "2 (payload.num_placeholder_tokens)"
+
+
+@pytest.mark.parametrize(("span", "name", "value"), [((2, 0), "length", 0), ((-1, 4), "offset", -1)])
+def test_a_span_that_is_not_a_valid_run_is_refused_naming_its_part(
+    span: tuple[int, int], name: str, value: int
+) -> None:
+    tokens, images = two_images()
+    images[0] = (images[0][0], span)
+    error = _error(tokens, images)
+    assert (error.field, error.value, error.expected) == (
+        f"sample 's1'.mm_refs[0].{name}", value, "a non-negative int (length > 0)")  # fmt: skip
+
+
+def test_an_image_whose_span_holds_no_placeholders_is_named_by_its_span() -> None:
+    error = _error([TEXT] * 8, [(descriptor(4, "a"), (2, 4))])
+    assert (error.field, error.value) == ("sample 's1'.mm_refs[0].span", "image 0 of 1")
+
+
+def test_a_sample_without_an_id_is_reported_as_question_mark() -> None:
+    tokens, images = two_images()
+    with pytest.raises(PlaceholderMismatch) as caught:
+        build_mm_refs(tokens[:8], images, IMAGE)
+    assert caught.value.field == "sample '?'.mm_refs[1].offset"
+
+
+@dataclass(frozen=True)
+class Placed:
+    descriptor: RawImageDescriptor
+    offset: int
+    length: int
+
+
+def test_mm_refs_of_placed_images_and_of_a_model_without_an_image_token() -> None:
+    tokens, images = two_images()
+    placed = [Placed(d, offset, length) for d, (offset, length) in images]
+    assert mm_refs_of(tokens, placed, IMAGE, sample_id="s1") == tuple(build_mm_refs(tokens, images, IMAGE))
+    assert mm_refs_of([1, 1, TEXT], [], None, sample_id="s1") == ()  # no image token: no id is a placeholder
+    with pytest.raises(PlaceholderMismatch) as caught:
+        mm_refs_of(tokens, placed, None, sample_id="s2")
+    assert caught.value.field == "sample 's2'.mm_refs[0].span"

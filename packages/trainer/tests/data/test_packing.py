@@ -112,16 +112,32 @@ def test_overlong_text_sample_occupies_a_whole_row_when_truncation_is_configured
 
 
 @pytest.mark.parametrize(
-    ("items", "seq_len", "policy", "field"),
+    ("items", "seq_len", "policy", "refusal"),
     [
-        ([PackItem("empty", 0, False)], SEQ_LEN, "error", "sample 'empty'.length"),
-        ([PackItem("a", 3, False)], 0, "error", "seq_len"),
-        ([PackItem("a", 3, False)], SEQ_LEN, "drop", "overlong_text"),
+        ([PackItem("empty", 0, False)], SEQ_LEN, "error", ("sample 'empty'.length", 0, "at least 1 token")),
+        ([PackItem("a", 3, False)], 0, "error", ("seq_len", 0, "a positive number of tokens")),
+        ([PackItem("a", 3, False)], SEQ_LEN, "drop", ("overlong_text", "drop", "one of error, truncate")),
     ],
 )
-def test_bad_inputs_raise_contract_errors_naming_the_field(
-    items: list[PackItem], seq_len: int, policy: str, field: str
+def test_bad_inputs_raise_contract_errors_naming_the_field_the_value_and_what_was_expected(
+    items: list[PackItem], seq_len: int, policy: str, refusal: tuple[str, object, str]
 ) -> None:
     with pytest.raises(ContractError) as error:
         plan_micro_batches(items, seq_len, overlong_text=policy)  # type: ignore[arg-type]
-    assert error.value.field == field
+    assert (error.value.field, error.value.value, error.value.expected) == refusal
+
+
+def test_a_sample_that_exactly_fills_the_first_bins_room_joins_it() -> None:
+    items = [PackItem("a", 3, False), PackItem("b", 1, False), PackItem("c", 3, False), PackItem("d", 1, False)]
+    assert plan_micro_batches(items, 4) == [[0, 1], [2, 3]]
+
+
+def test_rows_of_a_single_token_are_a_valid_setting() -> None:
+    assert plan_micro_batches([PackItem("a", 1, False), PackItem("b", 1, True)], 1) == [[0], [1]]
+
+
+def test_packed_length_rejects_overlong_text_unless_told_to_truncate() -> None:
+    item = PackItem("txt", SEQ_LEN + 1, False)
+    with pytest.raises(OverlongSample):
+        packed_length(item, SEQ_LEN)
+    assert packed_length(PackItem("fits", SEQ_LEN, False), SEQ_LEN) == SEQ_LEN

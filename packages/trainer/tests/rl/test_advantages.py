@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -64,17 +65,31 @@ def test_the_advantage_lands_on_loss_tokens_only() -> None:
     assert token_advantages(-0.5, [0.0, 0.0, 1.0, 0.5, 0.0]) == (0.0, 0.0, -0.5, -0.5, 0.0)
 
 
-def test_bad_inputs_name_the_field() -> None:
-    with pytest.raises(AdvantageError, match="rewards"):
-        group_advantages([], "group_mean")
-    with pytest.raises(AdvantageError, match=r"rewards\[1\]"):
-        group_advantages([1.0, math.nan], "group_mean")
-    with pytest.raises(AdvantageError, match="orchestrator.advantage"):
-        group_advantages([1.0], "rank")  # type: ignore[arg-type]
-    with pytest.raises(AdvantageError, match="groups"):
-        grouped_advantages([1.0, 2.0], ["a"], "none")
-    with pytest.raises(AdvantageError, match="advantage"):
-        token_advantages(math.inf, [1.0])
+@pytest.mark.parametrize(
+    ("call", "field", "value", "expected"),
+    [
+        (lambda: group_advantages([], "group_mean"), "rewards", [], "at least one reward per group"),
+        (lambda: group_advantages([1.0, math.inf], "group_mean"), "rewards[1]", math.inf, "a finite number"),
+        (lambda: group_advantages([1.0], "rank"), "orchestrator.advantage", "rank",
+         "one of ['group_mean', 'group_mean_std', 'batch_mean_std', 'none']"),
+        (lambda: grouped_advantages([1.0, 2.0], ["a"], "none"), "groups", 1, "one group key per reward (2)"),
+        (lambda: token_advantages(math.inf, [1.0]), "advantage", math.inf, "a finite number"),
+    ],
+    ids=["empty-group", "infinite-reward", "unknown-kind", "groups-short", "infinite-advantage"],
+)  # fmt: skip
+def test_bad_inputs_name_the_field_the_value_and_what_was_expected(
+    call: Callable[[], object], field: str, value: object, expected: str
+) -> None:
+    with pytest.raises(AdvantageError) as caught:
+        call()
+    assert (caught.value.field, caught.value.value, caught.value.expected) == (field, value, expected)
+    assert str(caught.value) == f"{field}: {expected} (got {value!r})"
+
+
+def test_a_nearly_constant_group_keeps_its_signs_and_eps_bounds_it() -> None:
+    """Rewards 1e-6 apart have std 5e-7; eps = 1e-6 is added to it, so each advantage is +-5e-7 / 1.5e-6 = +-1/3
+    (subtracting it would flip the signs, dropping it would give +-1)."""
+    assert group_advantages([0.0, 1e-6], "group_mean_std") == pytest.approx([-1 / 3, 1 / 3], rel=1e-6)
 
 
 def test_batch_mean_std_gives_an_all_wrong_group_negative_advantages() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -342,3 +343,108 @@ def test_batches_without_logprobs_or_advantages_and_sft_kind_are_refused() -> No
         policy_loss(trainer_logprobs=torch.zeros(1, 3), inference_logprobs=torch.zeros(1, 3),
                     advantages=torch.zeros(1, 2), weights=torch.ones(1, 3), cu_seqlens=torch.tensor([0, 3]),
                     config=LossConfig(kind="ppo"), step_loss_tokens=3)  # fmt: skip
+
+
+def row_inputs(trainer: list[float], inference: list[float], advantages: list[float]) -> dict[str, torch.Tensor]:
+    """`policy_loss` keyword arguments for one sample whose every token counts with weight 1."""
+    count = len(trainer)
+    return {"trainer_logprobs": torch.tensor([trainer]), "inference_logprobs": torch.tensor([inference]),
+            "advantages": torch.tensor([advantages]), "weights": torch.ones(1, count),
+            "cu_seqlens": torch.tensor([0, count], dtype=torch.int32)}  # fmt: skip
+
+
+def test_the_kl_penalty_is_taken_to_the_reference_logprobs_when_given() -> None:
+    """k3 of (reference - trainer) per counted token, divided by the step's tokens; without a reference, the
+    behaviour policy is the reference (here it agrees with the trainer, so its penalty alone would be 0)."""
+    inputs = row_inputs([-1.0, -2.0], [-1.0, -2.0], [0.0, 0.0])
+    reference = torch.tensor([[-1.5, -1.0]])
+    config = LossConfig(kind="ppo", kl_coef=0.5)
+    with_reference = policy_loss(**inputs, config=config, step_loss_tokens=2, reference_logprobs=reference)
+    k3 = [math.exp(d) - d - 1 for d in (-0.5, 1.0)]
+    assert with_reference.loss.item() == pytest.approx(0.5 * sum(k3) / 2, rel=1e-6)
+    assert policy_loss(**inputs, config=config, step_loss_tokens=2).loss.item() == 0.0
+
+    batch = pack(random_samples(seed=3, count=2))
+    logits, tokens = random_logits(batch, seed=4), step_tokens(batch)
+    reference = -torch.rand(1, batch.num_tokens, generator=torch.Generator().manual_seed(5))
+    through_logits = rl_loss(logits, batch, tokens, config, reference_logprobs=reference).loss
+    direct = policy_loss(trainer_logprobs=-token_nll(logits, batch.labels), inference_logprobs=batch.logprobs,
+                         advantages=batch.advantages, weights=packed_token_weights(batch),
+                         cu_seqlens=batch.cu_seqlens, config=config, step_loss_tokens=tokens,
+                         reference_logprobs=reference).loss  # fmt: skip
+    assert through_logits.item() == pytest.approx(direct.item(), rel=1e-6)
+    assert through_logits.item() != pytest.approx(rl_loss(logits, batch, tokens, config).loss.item(), rel=1e-3)
+
+
+@pytest.mark.parametrize("step_loss_tokens", [0, 1, 4])
+def test_the_loss_divides_by_the_step_tokens_and_by_one_for_a_step_without_any(step_loss_tokens: int) -> None:
+    inputs = row_inputs([-0.5], [-0.5], [2.0])  # ratio 1: the token's loss is -A * lp, or -A * r for the surrogates
+    token_loss = {"importance_sampling": 1.0, "ppo": -2.0, "gspo": -2.0}
+    for kind in KINDS:
+        loss = policy_loss(**inputs, config=LossConfig(kind=kind), step_loss_tokens=step_loss_tokens).loss
+        assert loss.item() == pytest.approx(token_loss[kind] / max(step_loss_tokens, 1)), kind
+
+
+def test_a_ratio_exactly_at_a_bound_is_not_counted_as_clipped() -> None:
+    inputs = row_inputs([-1.0, -1.0], [-1.0, -1.0], [1.0, -1.0])  # ratio exactly 1
+    tight = {
+        "importance_sampling": LossConfig(kind="importance_sampling", importance_cap=1.0),
+        "ppo low": LossConfig(kind="ppo", clip_low=0.0),
+        "ppo high": LossConfig(kind="ppo", clip_high=0.0),
+    }
+    for name, config in tight.items():
+        assert policy_loss(**inputs, config=config, step_loss_tokens=2).stats.clipped == 0, name
+
+
+def test_without_the_entropy_bonus_the_logits_path_reports_zero_entropy_and_with_it_the_policy_entropy() -> None:
+    batch = pack(random_samples(seed=6, count=2))
+    logits, tokens = random_logits(batch, seed=7), step_tokens(batch)
+    assert rl_loss(logits, batch, tokens, LossConfig(kind="ppo")).stats.entropy == 0.0
+    entropy = torch.distributions.Categorical(logits=logits.detach().float()).entropy()
+    counted = (packed_token_weights(batch) > 0).to(entropy.dtype)
+    bonus = rl_loss(logits, batch, tokens, LossConfig(kind="ppo", entropy_coef=0.01)).stats.entropy
+    assert bonus == pytest.approx(float((entropy * counted).sum()), rel=1e-5)
+
+
+def test_step_statistics_add_field_by_field_and_average_over_tokens() -> None:
+    first = PolicyStats(tokens=2, mismatch_kl=0.5, ratio=2.5, clipped=1, entropy=3.0)
+    second = PolicyStats(tokens=3, mismatch_kl=0.25, ratio=3.5, clipped=0, entropy=1.0)
+    total = first + second
+    assert total == PolicyStats(tokens=5, mismatch_kl=0.75, ratio=6.0, clipped=1, entropy=4.0)
+    assert total.as_list() == [5, 0.75, 6.0, 1, 4.0]
+    assert total.means() == pytest.approx({"mismatch_kl": 0.15, "ratio_mean": 1.2, "clip_fraction": 0.2,
+                                           "entropy": 0.8})  # fmt: skip
+    assert PolicyStats().means() == {"mismatch_kl": 0.0, "ratio_mean": 1.0, "clip_fraction": 0.0, "entropy": 0.0}
+    assert PolicyStats(tokens=1, mismatch_kl=0.5, ratio=2.0, clipped=1, entropy=0.5).means() == {
+        "mismatch_kl": 0.5, "ratio_mean": 2.0, "clip_fraction": 1.0, "entropy": 0.5}  # fmt: skip
+
+
+def contract_error(call: Callable[[], object]) -> tuple[str, object, str]:
+    with pytest.raises(ContractError) as caught:
+        call()
+    return caught.value.field, caught.value.value, caught.value.expected
+
+
+@pytest.mark.parametrize("name", ["inference_logprobs", "advantages", "weights", "reference_logprobs", "entropy"])
+def test_a_tensor_of_the_wrong_shape_is_named_with_its_shape(name: str) -> None:
+    inputs = row_inputs([-1.0, -1.0, -1.0], [-1.0, -1.0, -1.0], [1.0, 1.0, 1.0])
+    extra = {"reference_logprobs": torch.zeros(1, 3), "entropy": torch.zeros(1, 3)}
+    arguments = {**inputs, **extra, name: torch.zeros(1, 2)}
+    config = LossConfig(kind="ppo", kl_coef=0.1, entropy_coef=0.1)
+    got = contract_error(lambda: policy_loss(**arguments, config=config, step_loss_tokens=3))
+    assert got == (name, [1, 2], "the shape of the trainer logprobs [1, 3]")
+
+
+def test_refusals_name_the_field_the_value_and_what_was_expected() -> None:
+    inputs = row_inputs([-1.0], [-1.0], [1.0])
+    assert contract_error(lambda: policy_loss(**inputs, config=LossConfig(kind="ppo"), step_loss_tokens=-1)) == (
+        "step_loss_tokens", -1, "a non-negative token count")  # fmt: skip
+    assert contract_error(lambda: policy_loss(**inputs, config=LossConfig(kind="sft"), step_loss_tokens=1)) == (
+        "trainer.loss.kind", "sft", f"one of {list(RL_LOSS_KINDS)} for an RL loss")  # fmt: skip
+    cu = torch.tensor([0, 1, 2], dtype=torch.int32)
+    assert contract_error(lambda: sequence_mean(torch.zeros(1, 3), torch.ones(1, 3), cu)) == (
+        "cu_seqlens", 2, "ending at the row length 3")  # fmt: skip
+    samples = [PackSample(f"p{i}", [1, 2, 3], [0.0, 1.0, 1.0], logprobs=[0.0] * 3) for i in range(5)]
+    batch = pack(samples)
+    assert contract_error(lambda: rl_loss(random_logits(batch, 0), batch, 10, LossConfig(kind="ppo"))) == (
+        "advantages", None, "advantages on every sample of an RL batch (samples ('p0', 'p1', 'p2'))")  # fmt: skip

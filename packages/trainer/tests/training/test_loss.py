@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from foveal.trainer.training.loss import (
     sft_loss,
     token_nll,
     token_weights,
+    weighted_nll_sum,
 )
 
 VOCAB = 11
@@ -136,10 +138,25 @@ def test_a_step_without_loss_tokens_is_zero_not_nan() -> None:
     assert float(loss) == 0.0
 
 
-def test_mismatched_shapes_name_the_field() -> None:
-    with pytest.raises(ContractError, match="labels"):
-        token_nll(torch.randn(1, 4, VOCAB), torch.zeros(1, 3, dtype=torch.long))
-    with pytest.raises(ContractError, match="sample_weights"):
-        token_weights(torch.ones(1, 5), torch.ones(3), torch.tensor([0, 5], dtype=torch.int32))
-    with pytest.raises(ContractError, match="step_loss_tokens"):
-        micro_batch_loss(torch.randn(1, 2, VOCAB), torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2), -1)
+@pytest.mark.parametrize(
+    ("call", "refusal"),
+    [
+        (lambda: token_nll(torch.randn(1, 4, VOCAB), torch.zeros(1, 3, dtype=torch.long)),
+         ("labels", [1, 3], "the shape of logits without the vocabulary [1, 4]")),
+        (lambda: token_weights(torch.ones(1, 5), torch.ones(3), torch.tensor([0, 5], dtype=torch.int32)),
+         ("sample_weights", [3], "one weight per sample (1)")),
+        (lambda: token_weights(torch.ones(1, 5), torch.ones(2), torch.tensor([0, 2, 4], dtype=torch.int32)),
+         ("cu_seqlens", 4, "ending at the row length 5")),
+        (lambda: weighted_nll_sum(torch.ones(1, 3), torch.ones(1, 2)),
+         ("weights", [1, 2], "the shape of the token losses [1, 3]")),
+        (lambda: micro_batch_loss(torch.randn(1, 2, VOCAB), torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2), -1),
+         ("step_loss_tokens", -1, "a non-negative token count")),
+    ],
+    ids=["labels", "sample-weights", "cu-seqlens", "weights", "step-loss-tokens"],
+)  # fmt: skip
+def test_refusals_name_the_field_the_value_and_what_was_expected(
+    call: Callable[[], object], refusal: tuple[str, object, str]
+) -> None:
+    with pytest.raises(ContractError) as caught:
+        call()
+    assert (caught.value.field, caught.value.value, caught.value.expected) == refusal

@@ -44,14 +44,13 @@ def group_advantages(rewards: Sequence[float], kind: AdvantageKind, eps: float =
         raise AdvantageError("orchestrator.advantage", kind, f"one of {list(ADVANTAGE_KINDS)}")
     if kind == "none":
         return [float(r) for r in rewards]
-    if kind == "batch_mean_std":
-        kind = "group_mean_std"  # one group: the caller passed the whole step
     if min(rewards) == max(rewards):
         return [0.0] * len(rewards)
     mean = math.fsum(rewards) / len(rewards)
     centered = [r - mean for r in rewards]
     if kind == "group_mean":
         return centered
+    # group_mean_std, or batch_mean_std with the whole step passed as one group.
     std = math.sqrt(math.fsum(c * c for c in centered) / len(centered))
     return [c / (std + eps) for c in centered]
 
