@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import functools
+import importlib.util
 import io
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from foveal.configs.multimodal import MultimodalConfig
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -38,6 +40,12 @@ PARITY_GENERIC = settings(PARITY, max_examples=150)
 """The generic family only drives the template; its own risk is the image expansion."""
 IMAGE_SIZES = ((28, 28), (29, 300), (300, 29), (64, 48), (100, 100), (123, 77), (224, 224), (300, 300), (37, 211))
 SOURCE_KINDS = ("pil", "png_bytes", "jpeg_bytes", "data_url", "path", "file_uri")
+NEEDS_TORCH = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None,
+    reason="this family's HF processor imports torch; foveal-renderers itself does not (the workspace run has it)",
+)
+"""For parity checks against an HF processor whose module imports torch (GLM-4.1V's image processor, InternVL's
+processor): skipped only in the renderers' isolated run, which proves the renderer works without torch."""
 
 
 @functools.cache

@@ -43,6 +43,7 @@ def _ours(spec: Any, width: int, height: int) -> tuple[tuple[int, int], int] | N
     return layout.resized, layout.num_patches
 
 
+@rf.NEEDS_TORCH
 @pytest.mark.parametrize("bounds", [None, (112 * 112, 28 * 28 * 15000), (12544, 47040000), (3136, 2 * 64 * 784)])
 def test_layout_equals_the_real_processor_rule_on_1200_sizes(bounds: tuple[int, int] | None) -> None:
     size = None if bounds is None else {"shortest_edge": bounds[0], "longest_edge": bounds[1]}
@@ -140,6 +141,7 @@ def glm4v_expected(messages: list[dict[str, Any]], add_generation_prompt: bool, 
     return ids, mask
 
 
+@rf.NEEDS_TORCH
 @rf.PARITY
 @given(conversation=glm4v_conversations())
 def test_glm4v_matches_template_and_processor(conversation: tuple[Any, ...]) -> None:

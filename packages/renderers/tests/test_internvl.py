@@ -70,6 +70,7 @@ def test_tiles_equal_the_real_processor_on_real_images(backend: str) -> None:
         assert int(out["num_patches"][0]) == layout.image_grid_thw[0] == len(out["pixel_values"]), (width, height)
 
 
+@rf.NEEDS_TORCH
 def test_the_full_processor_writes_one_framed_run_of_tiles_times_seq_length() -> None:
     from PIL import Image
 
@@ -171,6 +172,7 @@ def internvl_expected(messages: list[dict[str, Any]], add_generation_prompt: boo
     return ids, mask
 
 
+@rf.NEEDS_TORCH
 @rf.PARITY
 @given(conversation=internvl_conversations())
 def test_internvl_matches_template_and_processor(conversation: tuple[Any, ...]) -> None:
