@@ -17,13 +17,11 @@ released GLM-4.1V-9B-Thinking preprocessor_config.json has 12544 and 47040000.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
-from foveal.renderers.errors import ContractError, ImageRejected
+from foveal.renderers.errors import ImageRejected
 from foveal.renderers.layout.family import LayoutFamily
 from foveal.renderers.layout.image_layout import ImageLayout
-from foveal.renderers.layout.qwen_vl import _size_entry
+from foveal.renderers.layout.qwen_vl import merged_patch_layout, read_qwen_vl_spec
 from foveal.renderers.layout.smart_resize import MAX_ASPECT_RATIO
 from foveal.renderers.layout.spec import LayoutSpec
 
@@ -62,30 +60,9 @@ def glm4v_layout(spec: LayoutSpec, width: int, height: int) -> ImageLayout:
     resized_h, resized_w = glm4v_smart_resize(
         height, width, spec.factor, spec.temporal_patch_size, spec.min_pixels, spec.max_pixels
     )
-    grid = (1, resized_h // spec.patch_size, resized_w // spec.patch_size)
-    return ImageLayout(
-        family=spec.family,
-        fingerprint=spec.fingerprint,
-        resized=(resized_h, resized_w),
-        image_grid_thw=grid,
-        num_placeholder_tokens=grid[0] * grid[1] * grid[2] // spec.merge_size**2,
-    )
+    return merged_patch_layout(spec, resized_h, resized_w)
 
 
-def read_glm4v_spec(image_processor: Any, family: str, processor_config: Mapping[str, Any] | None = None) -> LayoutSpec:
-    """Read a GLM-4.1V image processor (either backend); `processor_config` is unused."""
-    if image_processor.do_resize is not True:
-        raise ContractError(
-            "image_processor.do_resize", image_processor.do_resize, "True: the layout assumes smart_resize"
-        )
-    return LayoutSpec(
-        family=family,
-        patch_size=image_processor.patch_size,
-        merge_size=image_processor.merge_size,
-        temporal_patch_size=image_processor.temporal_patch_size,
-        min_pixels=_size_entry(image_processor.size, "shortest_edge"),
-        max_pixels=_size_entry(image_processor.size, "longest_edge"),
-    )
-
-
-GLM4V = LayoutFamily(name="glm4v", processor_classes=GLM4V_PROCESSORS, read_spec=read_glm4v_spec, compute=glm4v_layout)
+GLM4V = LayoutFamily(
+    name="glm4v", processor_classes=GLM4V_PROCESSORS, read_spec=read_qwen_vl_spec, compute=glm4v_layout
+)

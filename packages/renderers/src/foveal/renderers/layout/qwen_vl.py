@@ -25,6 +25,12 @@ QWEN_VL_PROCESSORS = frozenset({"Qwen2VLImageProcessor", "Qwen2VLImageProcessorP
 def qwen_vl_layout(spec: LayoutSpec, width: int, height: int) -> ImageLayout:
     """Resize with HF's rule, then count patches and merged placeholder tokens."""
     resized_h, resized_w = smart_resize(height, width, spec.factor, spec.min_pixels, spec.max_pixels)
+    return merged_patch_layout(spec, resized_h, resized_w)
+
+
+def merged_patch_layout(spec: LayoutSpec, resized_h: int, resized_w: int) -> ImageLayout:
+    """A single resized image as the grid (1, h/patch, w/patch) and `t*h*w / merge^2` placeholders (every family
+    that shares Qwen2-VL's patching, whatever its resize rule)."""
     grid = (1, resized_h // spec.patch_size, resized_w // spec.patch_size)
     return ImageLayout(
         family=spec.family,
