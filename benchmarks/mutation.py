@@ -6,8 +6,9 @@
 Not part of the default test run (minutes per module). For each module: a scratch folder
 `build/mutation/<module>/` holding a copy of its package's `src/` tree, that module's fast unit tests (with
 the conftest files they need) and a `[tool.mutmut]` config that mutates that one file and runs
-those tests; then `mutmut run --max-children 1` there (one worker: the machine is shared), and every mutant's
-verdict read back from mutmut's `.meta` files, with the diff of each survivor from `mutmut show`. The copied
+those tests; then `mutmut run --max-children N` there (`--max-children`, default 1: the machine is
+shared), and every mutant's verdict read back from mutmut's `.meta` files, with the diff of each survivor
+from `mutmut show`. The copied
 `foveal/<package>` comes first on sys.path, so it shadows the editable install (`foveal` is a namespace package).
 
 Score = (killed + timeout) / mutants: a mutant that makes a test hang has been noticed. mutmut only mutates
@@ -106,12 +107,13 @@ def _conftests(tests: Path, selected: Sequence[str]) -> list[str]:
     return sorted(set(found))
 
 
-def run_module(module: Module, mutmut: str) -> dict[str, Any]:
-    """Run mutmut on `module` in its scratch project; its counts, score and survivors."""
+def run_module(module: Module, mutmut: str, children: int = 1) -> dict[str, Any]:
+    """Run mutmut on `module` in its scratch project with `children` workers; its counts, score, survivors."""
     folder = prepare(module)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     started = time.perf_counter()
-    done = subprocess.run([mutmut, "run", "--max-children", "1"], cwd=folder, env=env, capture_output=True, text=True)
+    command = [mutmut, "run", "--max-children", str(children)]
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     (folder / "mutmut-run.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
@@ -161,14 +163,16 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--modules", nargs="+", choices=names, default=names, help="modules to run (default: all)")
     keep = "keep the other modules' rows of an existing result file, replacing only these"
     parser.add_argument("--update", action="store_true", help=keep)
+    parser.add_argument("--max-children", type=int, default=1, help="mutmut workers (default 1: a shared machine)")
     args = parser.parse_args(argv)
-    mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent))
+    beside = shutil.which("mutmut", path=str(Path(sys.executable).parent))
+    mutmut = beside or shutil.which("mutmut")
     if mutmut is None:
         raise SystemExit("mutmut is not installed: run with `uv run --locked --group mutation ...`")
     rows = []
     for module in (m for m in MODULES if m.name in args.modules):
         print(f"mutation: {module.name} ({', '.join(module.files)})", flush=True)
-        rows.append(run_module(module, mutmut))
+        rows.append(run_module(module, mutmut, args.max_children))
         row = rows[-1]
         print(f"  {row['killed']} killed, {row['survived']} survived, {row['timeout']} timeout of {row['mutants']} "
               f"({percent(row['score'])}) in {row['seconds']:.0f} s", flush=True)  # fmt: skip
@@ -186,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
         "below_target": [row["module"] for row in rows if row["score"] is not None and row["score"] < TARGET_SCORE],
     }
     modules = [row["module"] for row in rows]
-    settings = {"tool": f"mutmut {version('mutmut')}", "modules": modules, "max_children": 1, "hypothesis_seed": 0}
+    settings = {"tool": f"mutmut {version('mutmut')}", "modules": modules, "max_children": args.max_children,
+                "hypothesis_seed": 0}
     body = {"settings": settings, "summary": summary, "rows": rows}
     return emit(NAME, __file__, list(argv if argv is not None else sys.argv[1:]), args.out, body,
                 format_table(rows, columns))  # fmt: skip
