@@ -25,7 +25,7 @@ both. Wall time is what a caller waits; CPU time counts every thread (the HF pat
     uv run --locked python benchmarks/renderers/bench_render.py --family all --n 200 --max-side 768  # every family
 
 `--family all` runs every family with a tiny processor (`foveal.renderers.tiny.FAMILIES`) one after the other in
-one process, each against its own HF baseline; text-only families (qwen3, llama3) get the same conversations
+one process, each against its own HF baseline; text-only families (qwen3, llama3, gpt_oss) get the same conversations
 without their images, and their baseline is the tokenizer's `apply_chat_template(..., tokenize=True)`.
 """
 
@@ -200,6 +200,8 @@ def _measure(renderer: Renderer, hf: HFPipeline | HFTextPipeline, conversation: 
     ours_messages, hf_messages = conversation.foveal_messages(), conversation.hf_messages()
     if isinstance(hf, HFTextPipeline):
         ours_messages = hf_messages = conversation.text_messages()
+    elif renderer.family in PARTS_ONLY_FAMILIES:
+        hf_messages = [_as_parts(message) for message in hf_messages]
     paths, prompt = [str(path) for path in conversation.images], conversation.add_generation_prompt
 
     def ours() -> Any:
@@ -226,9 +228,22 @@ def _measure(renderer: Renderer, hf: HFPipeline | HFTextPipeline, conversation: 
         pixels = out["pixel_values"]
         row_bytes = pixels.shape[1] * pixels.itemsize
         sample.pixel_bytes = [int(np.prod(grid)) * row_bytes for grid in out["image_grid_thw"]]
+    elif conversation.images and out["pixel_values"].ndim == 5:  # SmolVLM: [1, tiles of all images, 3, H, W]
+        tile_bytes = int(out["pixel_values"][0, 0].nbytes)
+        sample.pixel_bytes = [image.descriptor.payload["image_grid_thw"][0] * tile_bytes for image in rendered.images]
     elif conversation.images:  # Gemma 3: one fixed-size image per picture
         sample.pixel_bytes = [int(image.nbytes) for image in out["pixel_values"]]
     return sample
+
+
+PARTS_ONLY_FAMILIES = ("smolvlm",)
+"""Families whose template reads content only as a list of parts (SmolVLM2's prints nothing for a plain string), so
+their users write every message, system and assistant ones too, as parts."""
+
+
+def _as_parts(message: dict[str, Any]) -> dict[str, Any]:
+    content = message["content"]
+    return dict(message, content=[{"type": "text", "text": content}]) if isinstance(content, str) else message
 
 
 def _breakdown(paths: list[Path], policy: MultimodalConfig, hf: HFPipeline) -> dict[str, Any]:

@@ -183,3 +183,8 @@ def test_glm4v_is_a_model_and_renderer_family() -> None:
 def test_internvl_is_a_model_and_renderer_family() -> None:
     loaded = load_config(RLConfig, overrides=["--model.family", "internvl", "--renderer.family", "internvl"])
     assert (loaded.model.family, loaded.renderer.family) == ("internvl", "internvl")
+
+
+def test_smolvlm_is_a_model_and_renderer_family() -> None:
+    loaded = load_config(RLConfig, overrides=["--model.family", "smolvlm", "--renderer.family", "smolvlm"])
+    assert (loaded.model.family, loaded.renderer.family) == ("smolvlm", "smolvlm")

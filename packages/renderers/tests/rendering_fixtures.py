@@ -216,3 +216,11 @@ def internvl_processor() -> Any:
     from transformers import AutoProcessor
 
     return AutoProcessor.from_pretrained(build_tiny_processor("internvl"))
+
+
+@functools.cache
+def smolvlm_processor() -> Any:
+    """The tiny smolvlm folder's full SmolVLMProcessor, loaded with AutoProcessor as users load it."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(build_tiny_processor("smolvlm"))

@@ -239,5 +239,5 @@ def test_detection_picks_internvl_and_other_families_are_refused_for_its_templat
             rf.renderer(source, family)
 
 
-def test_internvl_is_not_a_trained_family_yet() -> None:
-    assert "internvl" not in VLM_FAMILIES
+def test_internvl_is_a_trained_and_served_family() -> None:
+    assert "internvl" in VLM_FAMILIES

@@ -24,6 +24,8 @@ EXPECTED_GRIDS = {
     ("qwen2_vl", (320, 200)): (1, 14, 22),
     ("qwen2_5_vl", (320, 200)): (1, 14, 22),
     ("qwen3_vl", (320, 200)): (1, 12, 20),
+    ("qwen3_vl_thinking", (224, 224)): (1, 14, 14),  # the Qwen3-VL processor
+    ("qwen3_vl_thinking", (320, 200)): (1, 12, 20),
 }
 
 
@@ -50,6 +52,10 @@ def test_tokenizer_has_the_real_special_tokens_eos_and_pad(family, tiny_tokenize
         expected = ("<|eot_id|>", "<|finetune_right_pad_id|>", "<|begin_of_text|>")
     if family == "glm4v":
         expected = ("<|endoftext|>", "<|endoftext|>", None)
+    if family == "gpt_oss":
+        expected = ("<|return|>", "<|endoftext|>", None)
+    if family == "smolvlm":
+        expected = ("<end_of_utterance>", "<|im_end|>", None)
     assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token) == expected
     assert tokenizer.eos_token_id == ids.eos_id and tokenizer.pad_token_id == ids.pad_id
     assert tokenizer.bos_token_id == ids.bos_id

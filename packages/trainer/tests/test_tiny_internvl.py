@@ -1,4 +1,4 @@
-"""The tiny InternVL 3.5 model (renderer-only family): the real InternVLForConditionalGeneration at tiny size runs a
+"""The tiny InternVL 3.5 model: the real InternVLForConditionalGeneration at tiny size runs a
 forward and backward pass on CPU with a tiled image that Foveal's renderer laid out."""
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from foveal.renderers.factory import load_renderer
 from foveal.renderers.tiny import QWEN_VL_FAMILIES, TinyTokenIds, family_spec
 from foveal.trainer.smoke import draw_image
 from foveal.trainer.tiny_models import build_tiny_model, init_tiny_model
@@ -21,11 +22,14 @@ EXPECTED_GRIDS = {
     ("qwen2_vl", (320, 200)): [1, 14, 22],
     ("qwen2_5_vl", (320, 200)): [1, 14, 22],
     ("qwen3_vl", (320, 200)): [1, 12, 20],
+    ("qwen3_vl_thinking", (224, 224)): [1, 14, 14],  # the Qwen3-VL model and processor
+    ("qwen3_vl_thinking", (320, 200)): [1, 12, 20],
 }
 CLASS_NAMES = {
     "qwen2_vl": "Qwen2VLForConditionalGeneration",
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
     "qwen3_vl": "Qwen3VLForConditionalGeneration",
+    "qwen3_vl_thinking": "Qwen3VLForConditionalGeneration",
     "qwen3": "Qwen3ForCausalLM",
     "llama3": "LlamaForCausalLM",
     "gemma3": "Gemma3ForConditionalGeneration",
@@ -275,6 +279,17 @@ def test_glm4v_reload_through_auto_classes_gives_the_built_models_logits(
     batch = glm4v_batch(tiny_processor("glm4v"))
     with torch.no_grad():
         assert torch.equal(built(**batch).logits, load_tiny_model("glm4v").eval()(**batch).logits)
+
+
+def test_qwen3_vl_thinking_is_the_qwen3_vl_model_under_the_thinking_template(tiny_model_dir):
+    thinking, instruct = tiny_model_dir("qwen3_vl_thinking"), tiny_model_dir("qwen3_vl")
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "preprocessor_config.json"):
+        assert (thinking / name).read_bytes() == (instruct / name).read_bytes(), name
+    template = AutoTokenizer.from_pretrained(thinking).apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert template.endswith("<|im_start|>assistant\n<think>\n")
+    assert load_renderer(thinking).family == "qwen3_vl_thinking" and load_renderer(instruct).family == "qwen3_vl"
 
 
 def test_building_again_elsewhere_gives_identical_files(tmp_path, tiny_model_dir):

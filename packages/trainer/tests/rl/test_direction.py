@@ -55,7 +55,8 @@ def answer_logprobs(model: torch.nn.Module, row: PackedBatch) -> dict[str, float
     return {name: float(weighted[a:b].sum()) for name, a, b in zip(row.sample_ids, bounds[:-1], bounds[1:])}
 
 
-@pytest.mark.parametrize("family", ["qwen3", "llama3"])  # tied embeddings; untied with llama3 rope scaling
+# tied embeddings; untied with llama3 rope scaling; gpt_oss: experts, attention sinks, sliding-window layers, eager
+@pytest.mark.parametrize("family", ["qwen3", "llama3", "gpt_oss"])
 @pytest.mark.parametrize("chunk_tokens", [0, 8], ids=["full-logits", "chunked-head"])
 @pytest.mark.parametrize("kind", RL_LOSS_KINDS)
 def test_one_step_raises_the_positive_answer_and_lowers_the_negative_one(

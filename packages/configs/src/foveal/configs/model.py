@@ -7,7 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Family = Literal[
-    "qwen2_vl", "qwen3_vl", "qwen3_vl_thinking", "qwen3", "llama3", "gemma3", "glm4v", "internvl", "generic"
+    "qwen2_vl", "qwen3_vl", "qwen3_vl_thinking", "qwen3", "llama3", "gpt_oss", "gemma3", "glm4v", "internvl", "smolvlm",
+    "generic",
 ]
 ModelFamily = Literal["auto", Family]
 TINY_MODEL = "tiny:qwen2_5_vl"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
-from foveal.renderers.errors import ImageRejected, PlaceholderMismatch
+from foveal.renderers.errors import ImageRejected, PlaceholderMismatch, UnknownFamily
 from foveal.renderers.images import stored_format
 from foveal.renderers.rendered import RenderedConversation, RenderedImage
 
@@ -113,6 +113,7 @@ def render_chunks(model_input: ModelInput, renderer: ChunkRenderer) -> tuple[lis
         field = f"chunks[{index}]"
         source = _checked_data(chunk, field) if isinstance(chunk, ImageChunk) else chunk.location
         resolved = renderer.images.resolve(source, field)
+        _one_run(resolved.descriptor.payload, resolved.descriptor.family, field)
         if chunk.expected_tokens is not None and chunk.expected_tokens != resolved.num_tokens:
             expected = f"{resolved.num_tokens} (the layout of this image)"
             raise PlaceholderMismatch(f"{field}.expected_tokens", chunk.expected_tokens, expected)
@@ -129,7 +130,8 @@ def to_model_input(rendered: RenderedConversation) -> ModelInput:
     """A rendered sequence as text chunks and asset pointers (markers stay in the text chunks)."""
     chunks: list[EncodedTextChunk | ImageAssetPointerChunk] = []
     position = 0
-    for image in rendered.images:
+    for index, image in enumerate(rendered.images):
+        _one_run(image.descriptor.payload, image.descriptor.family, f"images[{index}]")
         if image.offset > position:
             chunks.append(EncodedTextChunk(tokens=rendered.token_ids[position : image.offset]))
         uri = image.descriptor.raw_image_uri
@@ -139,6 +141,13 @@ def to_model_input(rendered: RenderedConversation) -> ModelInput:
     if position < len(rendered.token_ids):
         chunks.append(EncodedTextChunk(tokens=rendered.token_ids[position:]))
     return ModelInput(chunks=tuple(chunks))
+
+
+def _one_run(payload: dict[str, Any], family: str, field: str) -> None:
+    """Chunks carry an image as one placeholder run; a tiled block (SmolVLM's, `placeholder_runs`) has no chunk form."""
+    if "placeholder_runs" in payload:
+        expected = "a family whose image is one placeholder run (a tiled block with its own tokens has no chunk form)"
+        raise UnknownFamily(f"{field}.family", family, expected)
 
 
 def _opens_with(model_input: ModelInput, index: int, token: int | None) -> bool:

@@ -22,6 +22,7 @@ from foveal.renderers.families.base import FamilyAdapter
 from foveal.renderers.families.gemma3 import Gemma3Family
 from foveal.renderers.families.generic import GenericFamily
 from foveal.renderers.families.glm4v import Glm4vFamily
+from foveal.renderers.families.gpt_oss import GptOssFamily
 from foveal.renderers.families.internvl import InternVLFamily
 from foveal.renderers.families.image_refs import ImageResolver
 from foveal.renderers.families.llama3 import Llama3Family
@@ -30,18 +31,22 @@ from foveal.renderers.families.qwen2_vl import Qwen2VLFamily
 from foveal.renderers.families.qwen3 import Qwen3Family
 from foveal.renderers.families.qwen3_vl import Qwen3VLFamily
 from foveal.renderers.families.qwen3_vl_thinking import Qwen3VLThinkingFamily
+from foveal.renderers.families.smolvlm import SmolVLMFamily
 from foveal.renderers.layout import AnyLayoutSpec, spec_from_image_processor, with_pixel_bounds
 from foveal.renderers.messages import InvalidMessage
 from foveal.renderers.store import ImageStore
 
-HAND_WRITTEN = ("qwen2_vl", "qwen3_vl", "qwen3_vl_thinking", "qwen3", "llama3", "gemma3", "glm4v", "internvl")
+HAND_WRITTEN = (
+    "qwen2_vl", "qwen3_vl", "qwen3_vl_thinking", "qwen3", "llama3", "gpt_oss", "gemma3", "glm4v", "internvl", "smolvlm",
+)  # fmt: skip
 FAMILY_NAMES = (*HAND_WRITTEN, "generic")
 _HINTS = {
     "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_vl", "Qwen2VLProcessor": "qwen2_vl",
     "Qwen2_5_VLProcessor": "qwen2_vl", "qwen3_vl": "qwen3_vl", "qwen3_vl_moe": "qwen3_vl",
     "Qwen3VLProcessor": "qwen3_vl", "qwen3": "qwen3", "qwen3_moe": "qwen3", "gemma3": "gemma3",
     "Gemma3Processor": "gemma3", "glm4v": "glm4v", "Glm4vProcessor": "glm4v",
-    "internvl": "internvl", "InternVLProcessor": "internvl",
+    "internvl": "internvl", "InternVLProcessor": "internvl", "gpt_oss": "gpt_oss",
+    "smolvlm": "smolvlm", "SmolVLMProcessor": "smolvlm",
 }  # fmt: skip
 TINY_PREFIX = "tiny:"
 
@@ -120,12 +125,16 @@ def _hand_written(name: str, enable_thinking: bool | None) -> FamilyAdapter:
         return Qwen3Family(enable_thinking=enable_thinking)
     if name == "llama3":
         return Llama3Family()
+    if name == "gpt_oss":
+        return GptOssFamily()
     if name == "gemma3":
         return Gemma3Family()
     if name == "glm4v":
         return Glm4vFamily()
     if name == "internvl":
         return InternVLFamily()
+    if name == "smolvlm":
+        return SmolVLMFamily()
     raise UnknownFamily("family", name, f"one of {list(FAMILY_NAMES)}")
 
 

@@ -265,6 +265,7 @@ class Renderer:
         slots = list(fields)
         resolved = {slot: self.images.resolve(parts[slot].image, fields[slot]) for slot in slots}
         lengths = {slot: r.num_tokens for slot, r in resolved.items()}
+        pieces = self.adapter.expand_images(pieces, {slot: r.descriptor.payload for slot, r in resolved.items()})
         image_token = -1 if self._image_token_id is None else self._image_token_id
         out: Assembled = assemble(pieces, self._encoder, lengths, image_token, rule, self._reserved)
         images = [
@@ -275,18 +276,20 @@ class Renderer:
 
     def _joint(self, previous: RenderedConversation, last_pieces: list[Piece]) -> list[int]:
         """Tokens that close the previous conversation's last turn as the template would."""
-        stop_tokens = set(self.adapter.stop_tokens)
+        stop_tokens = {*self.adapter.stop_tokens, *self.adapter.closing_tokens}
         ends = [i for i, p in enumerate(last_pieces) if isinstance(p, Token) and p.token in stop_tokens]
         if not ends:
             raise InvalidMessage("new_messages[0]", "<continues the previous turn>", "a message that starts a new turn")
         tail = assemble(last_pieces[ends[-1] + 1 :], self._encoder, {}, -1, lambda p: False).token_ids
         ids = previous.token_ids
-        if ids and ids[-1] in self.stop_token_ids:
+        closed = {*self.stop_token_ids, *(self._encoder.token_id(t) for t in self.adapter.closing_tokens)}
+        if ids and ids[-1] in closed:
             return tail  # a sampled stop token: only the separator is missing
         body = ids[: len(ids) - len(tail)]
-        if list(ids[len(body) :]) == tail and body and body[-1] in self.stop_token_ids:
+        if list(ids[len(body) :]) == tail and body and body[-1] in closed:
             return []  # already closed the way the template closes it
-        return [self._encoder.token_id(self.adapter.stop_tokens[0]), *tail]  # cut off: close it
+        closer = (*self.adapter.closing_tokens, *self.adapter.stop_tokens)[0]
+        return [self._encoder.token_id(closer), *tail]  # cut off: close it
 
     def _extend(
         self,

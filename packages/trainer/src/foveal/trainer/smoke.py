@@ -73,11 +73,14 @@ def run_smoke(family: str = SMOKE_FAMILY, cache_root: Path | None = None) -> Smo
 
 
 def _image_grid(batch: dict[str, Any], placeholders: int) -> tuple[int, int, int]:
-    """The processor's patch grid (Qwen-VL); for Gemma 3, which reports none, its square grid of soft tokens."""
+    """The processor's patch grid (Qwen-VL); for Gemma 3 and InternVL, which report none, one square grid of tokens per
+    image in `pixel_values` (Gemma 3: the image; InternVL: its tiles plus thumbnail)."""
     if "image_grid_thw" in batch:
         return tuple(batch["image_grid_thw"][0].tolist())  # type: ignore[return-value]
-    side = math.isqrt(placeholders)
-    return (1, side, side)
+    pixels = batch["pixel_values"]
+    tiles = int(pixels.shape[1] if pixels.ndim == 5 else pixels.shape[0])  # SmolVLM: [1, tiles, 3, H, W]
+    side = math.isqrt(placeholders // tiles)
+    return (tiles, side, side)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -23,6 +23,8 @@ from transformers import (
     GenerationConfig,
     Glm4vConfig,
     Glm4vForConditionalGeneration,
+    GptOssConfig,
+    GptOssForCausalLM,
     InternVLConfig,
     InternVLForConditionalGeneration,
     LlamaConfig,
@@ -37,12 +39,15 @@ from transformers import (
     Qwen3ForCausalLM,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
+    SmolVLMConfig,
+    SmolVLMForConditionalGeneration,
 )
 
 from foveal.renderers.tiny import (
     FamilySpec,
     Gemma3VisionSpec,
     InternVLVisionSpec,
+    SmolVLMVisionSpec,
     TinyTokenIds,
     family_spec,
     materialize,
@@ -180,7 +185,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 }
 # InternVL 3.5 (1B-class: InternViT-300M + Qwen3-0.6B, tied embeddings): InternViT tower whose tile and patch size
 # come from the processor spec (real 448 / 14 = 32 patches a side, tiny 28 / 7 = 4), pixel-shuffled by 0.5 into
-# `image_seq_length` tokens a tile (real 256, tiny 4); a Qwen3 decoder. Renderer-only family: not trained or served.
+# `image_seq_length` tokens a tile (real 256, tiny 4); a Qwen3 decoder.
 ARCHITECTURES["internvl"] = {
     "text": {
         "model_type": "qwen3",
@@ -200,6 +205,46 @@ _CLASSES: dict[str, tuple[type[PreTrainedConfig], type[PreTrainedModel]]] = {
     "glm4v": (Glm4vConfig, Glm4vForConditionalGeneration),
     "internvl": (InternVLConfig, InternVLForConditionalGeneration),
 }
+# Qwen3-VL Thinking is the Qwen3-VL model (same classes, shapes and processor) with its thinking chat template.
+ARCHITECTURES["qwen3_vl_thinking"] = ARCHITECTURES["qwen3_vl"]
+_CLASSES["qwen3_vl_thinking"] = _CLASSES["qwen3_vl"]
+# gpt-oss (20b-class): mixture of experts (real 32 experts, 4 per token; tiny 4, 2), attention sinks, sliding-window
+# layers (real window 128) alternating with full ones, rope theta 1.5e5 with YaRN scaling by 32 of an original 4096
+# (tiny: by 8 of 512, as Llama 3's), attention biases, untied embeddings.
+ARCHITECTURES["gpt_oss"] = {
+    "text": {
+        "head_dim": HEAD_DIM,
+        "num_local_experts": 4,
+        "num_experts_per_tok": 2,
+        "sliding_window": 64,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "rope_parameters": {
+            "rope_type": "yarn",
+            "rope_theta": 1.5e5,
+            "factor": 8.0,
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "truncate": False,
+            "original_max_position_embeddings": 512,
+        },
+    },
+    "vision": None,
+    "tie_word_embeddings": False,
+}
+_CLASSES["gpt_oss"] = (GptOssConfig, GptOssForCausalLM)
+# SmolVLM2 (2.2B-class: SigLIP + SmolLM2-1.7B, a Llama decoder): SigLIP tower whose tile and patch size come from the
+# processor spec (real 384 / 14 = 27 patches a side shuffled by 3 to 81 tokens; tiny 32 / 8 = 4 shuffled by 2 to 4),
+# rope theta 273768 as the released config, untied embeddings.
+ARCHITECTURES["smolvlm"] = {
+    "text": {
+        "model_type": "llama",
+        "head_dim": HEAD_DIM,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 273768.0},
+    },
+    "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
+    "tie_word_embeddings": False,
+}
+_CLASSES["smolvlm"] = (SmolVLMConfig, SmolVLMForConditionalGeneration)
 # The families whose config lists several stop tokens as eos: Llama 3.1 (config.json and generation_config.json
 # list all three), Gemma 3 (<eos> and <end_of_turn>, ids 1 and 106 in the real files) and GLM-4.1V
 # (<|endoftext|>, <|user|>, <|observation|>: 151329, 151336, 151338 in the released generation_config.json).
@@ -207,6 +252,8 @@ _STOPS = {
     "llama3": ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"),
     "gemma3": ("<eos>", "<end_of_turn>"),
     "glm4v": ("<|endoftext|>", "<|user|>", "<|observation|>"),
+    "gpt_oss": ("<|return|>", "<|endoftext|>", "<|call|>"),  # generation_config.json: 200002, 199999, 200012
+    "smolvlm": ("<end_of_utterance>",),
 }
 
 
@@ -242,6 +289,8 @@ def tiny_config(spec: FamilySpec, ids: TinyTokenIds) -> PreTrainedConfig:
         return _gemma3_config(spec.vision, ids, text, architecture)
     if isinstance(spec.vision, InternVLVisionSpec):
         return _internvl_config(spec.vision, ids, text, architecture)
+    if isinstance(spec.vision, SmolVLMVisionSpec):
+        return _smolvlm_config(spec.vision, ids, text, architecture)
     if spec.name == "glm4v":
         return _glm4v_config(spec, ids, text, architecture)
     vision = {
@@ -318,9 +367,30 @@ def _internvl_config(
     )
 
 
+def _smolvlm_config(
+    vision: SmolVLMVisionSpec, ids: TinyTokenIds, text: dict[str, Any], architecture: dict[str, Any]
+) -> PreTrainedConfig:
+    """SmolVLMConfig: `<image>` from the tokenizer; (tile / patch)^2 / scale_factor^2 = the processor's tokens a
+    tile (`image_seq_len`)."""
+    side = vision.tile_size // vision.patch_size
+    assert side * side // vision.scale_factor**2 == vision.tokens_per_tile, "the shuffle must give image_seq_len"
+    return SmolVLMConfig(
+        text_config=text,
+        vision_config={**architecture["vision"], "image_size": vision.tile_size, "patch_size": vision.patch_size},
+        image_token_id=ids.id_of("<image>"),
+        scale_factor=vision.scale_factor,
+        pad_token_id=ids.pad_id,
+        tie_word_embeddings=architecture["tie_word_embeddings"],
+    )
+
+
 def _special_ids(spec: FamilySpec, ids: TinyTokenIds) -> dict[str, Any]:
     if spec.name == "glm4v":  # no BOS; every stop token as eos; pad <|endoftext|>, as the released files
         return {"bos_token_id": None, "eos_token_id": _stop_ids(spec, ids), "pad_token_id": ids.pad_id}
+    if spec.name == "gpt_oss":  # config.json: bos <|startoftext|> (never written), eos <|return|>, pad <|endoftext|>
+        return {"bos_token_id": ids.id_of("<|startoftext|>"), "eos_token_id": ids.eos_id, "pad_token_id": ids.pad_id}
+    if spec.name == "smolvlm":  # bos <|im_start|> (written by the template), eos <end_of_utterance>, pad <|im_end|>
+        return {"bos_token_id": ids.id_of("<|im_start|>"), "eos_token_id": ids.eos_id, "pad_token_id": ids.pad_id}
     if ids.bos_id is None:  # Qwen, as the real configs: bos = pad = <|endoftext|>, eos = <|im_end|>.
         return {"bos_token_id": ids.pad_id, "eos_token_id": ids.eos_id, "pad_token_id": ids.pad_id}
     # Llama 3.1: bos <|begin_of_text|>, every stop token as eos; pad <|finetune_right_pad_id|> (the tokenizer's).

@@ -3,7 +3,8 @@
 Consecutive text pieces are joined and encoded as one stretch (cuts only next to added tokens, so the
 ids equal the template string's). A token is trained when its last character comes from a trained piece:
 where BPE merges a header's `\\n` with the first characters of assistant content, the merged token carries
-assistant text and is trained. Image slots expand to `lengths[i]` copies of the image token. Each token is
+assistant text and is trained. Image slots expand to `lengths[i]` copies of the image token; an image written as
+several `ImageRun`s (SmolVLM's tiles) gets one span from its first run over all its placeholders. Each token is
 attributed to a message by the same rule: the message whose piece holds the token's last character; and it is
 content (see `RenderedConversation.content_mask`) when that piece is a content piece. Placeholders are content.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from foveal.renderers.errors import PlaceholderMismatch
 from foveal.renderers.families.encoding import SegmentEncoder
-from foveal.renderers.families.pieces import Piece, Text, Token
+from foveal.renderers.families.pieces import ImageRun, Piece, Text, Token
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class _Builder:
         self.messages: list[int] = []
         self.content: list[int] = []
         self.pending: list[Text] = []
+        self.span_images: list[int] = []
 
     def flush(self) -> None:
         if not self.pending:
@@ -65,9 +67,14 @@ class _Builder:
         self.messages.append(message)
         self.content.append(int(content))
 
-    def add_image(self, length: int, message: int) -> None:
+    def add_image(self, length: int, message: int, image: int) -> None:
         self.flush()
-        self.spans.append((len(self.ids), length))
+        if self.span_images and self.span_images[-1] == image:  # a further run of the same image's block
+            start, count = self.spans[-1]
+            self.spans[-1] = (start, count + length)
+        else:
+            self.spans.append((len(self.ids), length))
+            self.span_images.append(image)
         self.ids.extend([self.image_token_id] * length)
         self.mask.extend([0] * length)
         self.messages.extend([message] * length)
@@ -104,7 +111,9 @@ def assemble(
                 builder.pending.append(Text(piece.text, piece.message, trained(piece), content=piece.content))
         elif isinstance(piece, Token):
             builder.add_token(encoder.token_id(piece.token), trained(piece), piece.message, piece.content)
+        elif isinstance(piece, ImageRun):
+            builder.add_image(piece.length, piece.message, piece.image)
         else:
-            builder.add_image(image_lengths[piece.image], piece.message)
+            builder.add_image(image_lengths[piece.image], piece.message, piece.image)
     builder.flush()
     return Assembled(builder.ids, builder.mask, builder.spans, builder.messages, builder.content)

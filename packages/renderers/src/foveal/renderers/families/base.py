@@ -9,7 +9,7 @@ tokenization, masks, bridging) is shared by the `Renderer`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from foveal.renderers.families.chatml import IMAGE_PAD, STOP_TOKENS, VIDEO_PAD, ChatWriter
@@ -31,6 +31,9 @@ class FamilyAdapter(ABC):
     """Why (not): shown to users deciding between re-rendering and `Renderer.bridge`."""
     image_token: ClassVar[str] = IMAGE_PAD
     stop_tokens: ClassVar[tuple[str, ...]] = STOP_TOKENS
+    closing_tokens: ClassVar[tuple[str, ...]] = ()
+    """Tokens besides the stop tokens that close a message in a render without ending generation (harmony's
+    `<|end|>`): `Renderer.bridge` continues after them, and closes a cut-off reply with the first of them."""
     reserved_tokens: ClassVar[tuple[str, ...]] = (IMAGE_PAD, VIDEO_PAD)
     """Added tokens that may never come out of message text (they would fake an image)."""
     vision_markers: ClassVar[tuple[str, str] | None] = None
@@ -52,6 +55,12 @@ class FamilyAdapter(ABC):
     def template_kwargs(self) -> dict[str, Any]:
         """Extra variables this adapter assumes the template was rendered with."""
         return {}
+
+    def expand_images(self, pieces: Sequence[Piece], payloads: Mapping[int, Mapping[str, Any]]) -> list[Piece]:
+        """The pieces once each image's layout is known (`payloads[i]`: image i's descriptor payload); by default
+        every image slot stays one placeholder run. A family whose processor writes a block that depends on the
+        layout (SmolVLM's tiles) replaces its slots here."""
+        return list(pieces)
 
     def template_text(self, pieces: Sequence[Piece]) -> str:
         """The string the chat template itself renders for these pieces (before any processor expansion)."""

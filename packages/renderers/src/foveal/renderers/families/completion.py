@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from foveal.renderers.families.harmony import parse_harmony
 from foveal.renderers.messages import AssistantMessage, ToolCall, ToolCallError
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -28,11 +29,15 @@ class CompletionFormat:
 
     reasoning: bool
     tool_calls: bool
-    tool_call_style: Literal["tagged", "json"] = "tagged"
-    """"tagged": `<tool_call>` blocks after the content (Qwen); "json": the turn is one bare JSON call (Llama 3.1)."""
+    tool_call_style: Literal["tagged", "json", "harmony"] = "tagged"
+    """"tagged": `<tool_call>` blocks after the content (Qwen); "json": the turn is one bare JSON call (Llama 3.1);
+    "harmony": channel messages, calls on the commentary channel to `functions.NAME` (gpt-oss, `harmony.py`)."""
     reasoning_split: Literal["newlines", "verbatim"] = "newlines"
     """"newlines": Qwen's `<think>\\nR\\n</think>\\n\\n` (newlines around the block dropped); "verbatim": a turn that
     starts with `<think>` splits into exactly the text inside the block and the text after it (GLM-4.1V)."""
+    lead: str = ""
+    """What the generation prompt leaves for the model to write before the content (SmolVLM2's prompt ends in
+    "Assistant:" while a rendered turn starts "Assistant: "): removed from a completion before it is parsed."""
     reasoning_opened: bool = False
     """The generation prompt opens `<think>` (Qwen3-VL Thinking): a reply starts inside the block, so one without
     `</think>` is all reasoning (cut off), and one with it splits there."""
@@ -45,6 +50,9 @@ PYTHON_TAG = "<|python_tag|>"
 
 def parse_assistant_text(text: str, fmt: CompletionFormat) -> AssistantMessage:
     """Split sampled text into reasoning, content and tool calls the way the family's template joins them."""
+    text = text.removeprefix(fmt.lead)
+    if fmt.tool_calls and fmt.tool_call_style == "harmony":
+        return parse_harmony(text)
     if fmt.tool_calls and fmt.tool_call_style == "json":
         return _parse_json_call(text)
     split = _split_verbatim if fmt.reasoning_split == "verbatim" else _split_reasoning

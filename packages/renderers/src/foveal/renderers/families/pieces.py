@@ -50,7 +50,19 @@ class ImageSlot:
     message: int
 
 
-Piece = Text | Token | ImageSlot
+@dataclass(frozen=True, slots=True)
+class ImageRun:
+    """One of several placeholder runs of image `image` (a tile of SmolVLM's block), `length` tokens long.
+
+    Written by `FamilyAdapter.expand_images` once the layout is known, never by `write`: the runs of one image
+    are joined into its one span (see `foveal.renderers.placeholders`)."""
+
+    image: int
+    message: int
+    length: int
+
+
+Piece = Text | Token | ImageSlot | ImageRun
 
 
 def template_text(pieces: Iterable[Piece], image_token: str) -> str:
@@ -62,6 +74,6 @@ def template_text(pieces: Iterable[Piece], image_token: str) -> str:
 def _piece_text(piece: Piece, image_token: str) -> str:
     if isinstance(piece, ImageSlot):
         return image_token
-    if piece.expansion:
+    if isinstance(piece, ImageRun) or piece.expansion:
         return ""
     return piece.text if isinstance(piece, Text) else piece.token

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from foveal.renderers.contract import RawImageDescriptor
 from foveal.renderers.errors import PlaceholderMismatch
-from foveal.renderers.placeholders import check_runs
+from foveal.renderers.placeholders import check_runs, payload_runs
 
 
 class Span(Protocol):
@@ -33,7 +33,8 @@ def check_spans(
         expected = image.descriptor.payload.get("num_placeholder_tokens")
         if image.length != expected:
             raise PlaceholderMismatch(f"images[{index}].length", image.length, f"{expected} (the descriptor's layout)")
-    check_runs(token_ids, image_token_id, [(image.offset, image.length) for image in images])
+    runs = [payload_runs(image.descriptor.payload) for image in images]
+    check_runs(token_ids, image_token_id, [(image.offset, image.length) for image in images], runs_per_image=runs)
     if markers is not None:
         for index, image in enumerate(images):
             _check_markers(token_ids, image, markers, f"images[{index}]")

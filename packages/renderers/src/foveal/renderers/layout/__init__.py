@@ -8,6 +8,7 @@ from foveal.renderers.layout.family import LayoutFamily
 from foveal.renderers.layout.gemma3 import Gemma3LayoutSpec
 from foveal.renderers.layout.image_layout import ImageLayout
 from foveal.renderers.layout.internvl import InternVLLayoutSpec
+from foveal.renderers.layout.smolvlm import SmolVLMLayoutSpec
 from foveal.renderers.layout.registry import compute_layout, family_names, layout_family, spec_from_image_processor
 from foveal.renderers.layout.spec import AnyLayoutSpec, LayoutSpec, with_pixel_bounds
 
@@ -18,6 +19,7 @@ __all__ = [
     "InternVLLayoutSpec",
     "LayoutFamily",
     "LayoutSpec",
+    "SmolVLMLayoutSpec",
     "compute_layout",
     "family_names",
     "layout_family",

@@ -23,7 +23,9 @@ class ImageLayout:
     image_grid_thw: tuple[int, int, int]
     num_placeholder_tokens: int
     tile_grid: tuple[int, int] | None = None
-    """(rows, columns) of the tiles a tiling family (`internvl`) cut the image into; None for the others."""
+    """(rows, columns) of the tiles a tiling family (`internvl`, `smolvlm`) cut the image into; None for the others."""
+    placeholder_runs: int | None = None
+    """How many separate runs the image's placeholders form (`smolvlm`: one per tile); None: one run."""
 
     @property
     def num_patches(self) -> int:
@@ -39,6 +41,8 @@ class ImageLayout:
         }
         if self.tile_grid is not None:
             payload["tile_grid"] = list(self.tile_grid)
+        if self.placeholder_runs is not None:
+            payload["placeholder_runs"] = self.placeholder_runs
         return payload
 
 

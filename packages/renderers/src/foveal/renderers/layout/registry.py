@@ -14,9 +14,12 @@ from foveal.renderers.layout.glm4v import GLM4V
 from foveal.renderers.layout.image_layout import ImageLayout, image_side
 from foveal.renderers.layout.internvl import INTERNVL
 from foveal.renderers.layout.qwen_vl import QWEN2_VL, QWEN3_VL
+from foveal.renderers.layout.smolvlm import SMOLVLM
 from foveal.renderers.layout.spec import AnyLayoutSpec
 
-_FAMILIES = MappingProxyType({family.name: family for family in (QWEN2_VL, QWEN3_VL, GEMMA3, GLM4V, INTERNVL)})
+_FAMILIES = MappingProxyType(
+    {family.name: family for family in (QWEN2_VL, QWEN3_VL, GEMMA3, GLM4V, INTERNVL, SMOLVLM)}
+)
 
 
 def family_names() -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from foveal.renderers.tiny.families import (
     FamilySpec,
     Gemma3VisionSpec,
     InternVLVisionSpec,
+    SmolVLMVisionSpec,
     VisionSpec,
     family_spec,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "FamilySpec",
     "Gemma3VisionSpec",
     "InternVLVisionSpec",
+    "SmolVLMVisionSpec",
     "TinyTokenIds",
     "VisionSpec",
     "build_tiny_processor",

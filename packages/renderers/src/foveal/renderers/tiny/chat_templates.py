@@ -77,8 +77,38 @@ qwen3_vl_thinking (Qwen3-VL Thinking, e.g. Qwen3-VL-8B-Thinking):
   - qwen3_vl's system/tools header, user and tool turns; assistant turns follow qwen3's reasoning rules (last
     query found on the rendered content, images included; reasoning_content wins, else a "...</think>" prefix);
   - add_generation_prompt appends "<|im_start|>assistant\n<think>\n".
-Not reproduced: video timestamps, and Llama's builtin_tools (<|python_tag|>
-calls ending in <|eom_id|>).
+smolvlm (SmolVLM2 Instruct, e.g. SmolVLM2-2.2B-Instruct; from its published chat template's behaviour):
+  - "<|im_start|>" first, once; then every message, whatever its role, as role | capitalize + ":" (when the first
+    content part is an image) or ": " (otherwise), each part (text -> its text, image -> "<image>", which
+    SmolVLMProcessor expands to the tiled block, video -> "<video>"), then "<end_of_utterance>\n";
+  - content is read as a list of parts: a plain string prints no text at all;
+  - no tools, tool calls or reasoning handling;
+  - add_generation_prompt appends "Assistant:" (no space).
+gpt_oss (gpt-oss-20b / 120b, harmony format; from its published chat_template.jinja's behaviour):
+  - "<|start|>system<|message|>" + model_identity (default "You are ChatGPT, a large language model trained by
+    OpenAI.") + "\nKnowledge cutoff: 2024-06\nCurrent date: " + strftime_now("%Y-%m-%d") + "\n\nReasoning: "
+    + reasoning_effort (default "medium") + "\n\n# Valid channels: analysis, commentary, final. Channel must be
+    included for every message." + (with tools) "\nCalls to these tools must go to the commentary channel:
+    'functions'." + "<|end|>", always;
+  - a leading system or developer message's content, and the tools, form "<|start|>developer<|message|>" +
+    "# Instructions\n\n{content}\n\n" (if content) + "# Tools\n\n## functions\n\nnamespace functions {\n\n"
+    + per tool "// {description}\ntype {name} = " + "(_: {\n" + per parameter ["// {description}\n"]
+    "{name}[?]: {type}[, // default: {default}],\n" + "}) => any;\n\n" (or "() => any;\n\n" without
+    properties) + "} // namespace functions" + "<|end|>"; types: string (enum as "a" | "b", | null if nullable),
+    number (also integer), boolean, arrays of those as T[], type lists joined by " | ", object, any;
+  - user "<|start|>user<|message|>{content}<|end|>"; later system messages print nothing;
+  - assistant: "<|start|>assistant<|channel|>final<|message|>{content}<|end|>"; the last message when no generation
+    prompt is added gets "<|start|>assistant<|channel|>analysis<|message|>{thinking}<|end|>" first (if it has
+    `thinking`) and ends in "<|return|>"; with tool_calls (first call only): an analysis message of its content or
+    thinking (both raise) unless a later assistant message without tool_calls exists, then "<|start|>assistant
+    to=functions.{name}<|channel|>commentary json<|message|>{arguments | tojson}<|call|>"; content holding
+    "<|channel|>analysis<|message|>" or "<|channel|>final<|message|>" raises;
+  - tool "<|start|>functions.{last call's name} to=assistant<|channel|>commentary<|message|>{content | tojson}<|end|>"
+    (no call before it since the last answer: raises);
+  - add_generation_prompt appends "<|start|>assistant".
+Not reproduced: video timestamps, Llama's builtin_tools (<|python_tag|> calls ending in <|eom_id|>), gpt-oss's
+builtin_tools (browser, python), a tool call's content_type, and its nested object and oneOf parameter types
+(the tiny template raises for those; the family refuses them).
 """
 
 from __future__ import annotations
@@ -94,9 +124,11 @@ _PARTS = {
     "qwen3_vl_thinking": ("media", "tools", "qwen3_vl_thinking"),
     "qwen3": ("tools", "qwen3"),
     "llama3": ("llama3",),
+    "gpt_oss": ("gpt_oss",),
     "gemma3": ("gemma3",),
     "glm4v": ("glm4v",),
     "internvl": ("internvl",),
+    "smolvlm": ("smolvlm",),
 }
 TEMPLATE_NAMES = tuple(_PARTS)
 

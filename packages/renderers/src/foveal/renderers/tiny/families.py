@@ -9,6 +9,11 @@ The text-only `llama3` family (Llama 3.1 / 3.2 Instruct) shares the trained BPE 
 real Llama 3 split regex differs only in grouping up to three digits); what it copies is the added tokens,
 bos/eos/pad, the BOS the tokenizer adds when encoding, and the chat template.
 
+`gpt_oss` (gpt-oss-20b / 120b, text, harmony format) shares them too (the real o200k_harmony split regex differs);
+it copies the harmony added tokens in their real order, eos <|return|>, pad <|endoftext|> and the chat template.
+The real tokenizer_config names <|startoftext|> as bos but nothing writes it (neither the template nor encoding),
+so the tiny one names no bos.
+
 `gemma3` (Gemma 3 instruction-tuned, with vision) has its own SentencePiece-style BPE (`gemma_bpe`), the real
 tokenizer_config keys (GemmaTokenizer, `boi_token` / `eoi_token` / `image_token`), and the real
 Gemma3ImageProcessor / Gemma3Processor files at a tiny fixed image size (`Gemma3VisionSpec`).
@@ -88,6 +93,28 @@ _LLAMA3_TOKENS = (
     "<|python_tag|>",
 )
 
+# gpt-oss (o200k_harmony): the added tokens from <|startoftext|> (199998 in the real vocabulary) to <|endofprompt|>
+# (200018), in id order with the reserved ones between, all special. The real list goes on with reserved tokens.
+_GPT_OSS_TOKENS = (
+    "<|startoftext|>",
+    "<|endoftext|>",
+    "<|reserved_200000|>",
+    "<|reserved_200001|>",
+    "<|return|>",
+    "<|constrain|>",
+    "<|reserved_200004|>",
+    "<|channel|>",
+    "<|start|>",
+    "<|end|>",
+    "<|message|>",
+    "<|reserved_200009|>",
+    "<|reserved_200010|>",
+    "<|reserved_200011|>",
+    "<|call|>",
+    *(f"<|reserved_{200013 + n}|>" for n in range(5)),
+    "<|endofprompt|>",
+)
+
 # Gemma 3: the added tokens a render can write, in id order (see gemma_bpe for where they sit), all special.
 _GEMMA3_TOKENS = (
     "<pad>",
@@ -138,6 +165,21 @@ _INTERNVL_TOKENS = (
     "</ref>",
     "<box>",
     "</box>",
+    "<video>",
+)
+
+# SmolVLM2 (SmolLM2 language models): SmolLM2's first added tokens, then the image tokens SmolVLM adds (the global
+# view, the 6 x 6 tile positions, the fake token around images, the image token), <end_of_utterance> (eos) and
+# <video>. All special.
+_SMOLVLM_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<global-img>",
+    *(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)),
+    "<fake_token_around_image>",
+    "<image>",
+    "<end_of_utterance>",
     "<video>",
 )
 
@@ -296,6 +338,71 @@ class InternVLVisionSpec:
 
 
 @dataclass(frozen=True)
+class SmolVLMVisionSpec:
+    """SmolVLM2's splitting settings; `preprocessor_config()` / `processor_config()` use the real keys.
+
+    The released SmolVLM2-2.2B-Instruct: longest edge resized to 1536, 384 px tiles (up to 4 x 4 plus the global
+    view), SigLIP patch 14 (27 a side) pixel-shuffled by 3 to 9 x 9 = 81 tokens a tile (`image_seq_len`); the
+    256M / 500M ones: 2048, 512 px tiles, patch 16, shuffle 4, 64 tokens. The tiny one keeps the rule: longest
+    edge 128, 32 px tiles, patch 8 (4 a side), shuffle 2, 2 x 2 = 4 tokens a tile.
+    """
+
+    longest_edge: int
+    tile_size: int
+    patch_size: int
+    """SigLIP's patch size: only the model's config has it (the processor cuts tiles, not patches)."""
+    scale_factor: int
+    """The model's pixel shuffle: (tile / patch / scale_factor)^2 tokens a tile."""
+    processor_class: str = "SmolVLMProcessor"
+    image_processor_type: str = "SmolVLMImageProcessor"
+
+    @property
+    def tokens_per_tile(self) -> int:
+        return (self.tile_size // self.patch_size // self.scale_factor) ** 2
+
+    def preprocessor_config(self) -> dict[str, Any]:
+        """preprocessor_config.json as the SmolVLM2 checkpoints write it (splitting on, padding on)."""
+        return {
+            "do_convert_rgb": True,
+            "do_image_splitting": True,
+            "do_normalize": True,
+            "do_pad": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_processor_type": self.image_processor_type,
+            "image_std": [0.5, 0.5, 0.5],
+            "max_image_size": {"longest_edge": self.tile_size},
+            "processor_class": self.processor_class,
+            "resample": 1,
+            "rescale_factor": 1 / 255,
+            "size": {"longest_edge": self.longest_edge},
+        }
+
+    def processor_config(self) -> dict[str, Any]:
+        """processor_config.json: SmolVLMProcessor's `image_seq_len` (its default is 169)."""
+        return {"image_seq_len": self.tokens_per_tile, "processor_class": self.processor_class}
+
+    def video_preprocessor_config(self) -> dict[str, Any]:
+        """video_preprocessor_config.json: SmolVLMProcessor loads a video processor too (frames are one tile each)."""
+        return {
+            "do_convert_rgb": True,
+            "do_normalize": True,
+            "do_pad": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5],
+            "max_image_size": {"longest_edge": self.tile_size},
+            "processor_class": self.processor_class,
+            "resample": 1,
+            "rescale_factor": 1 / 255,
+            "size": {"longest_edge": self.tile_size},
+            "video_processor_type": "SmolVLMVideoProcessor",
+        }
+
+
+@dataclass(frozen=True)
 class FamilySpec:
     """One tiny family: its tokenizer's added tokens, chat template and (for VLMs) image settings."""
 
@@ -304,7 +411,7 @@ class FamilySpec:
     chat_template: str
     """Name of the chat template in `foveal.renderers.tiny.chat_templates`."""
     model_max_length: int
-    vision: VisionSpec | Gemma3VisionSpec | InternVLVisionSpec | None
+    vision: VisionSpec | Gemma3VisionSpec | InternVLVisionSpec | SmolVLMVisionSpec | None
     tokenizer_class: str = "Qwen2Tokenizer"
     """`tokenizer_class` of the real tokenizer_config.json (it decides how transformers rebuilds the pipeline)."""
     eos_token: str = EOS_TOKEN
@@ -386,6 +493,16 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
         pad_token="<|finetune_right_pad_id|>",
         bos_token="<|begin_of_text|>",
     ),
+    "gpt_oss": FamilySpec(
+        "gpt_oss",
+        _GPT_OSS_TOKENS,
+        "gpt_oss",
+        131072,
+        None,
+        tokenizer_class="PreTrainedTokenizerFast",
+        eos_token="<|return|>",
+        pad_token="<|endoftext|>",
+    ),
     "gemma3": FamilySpec(
         "gemma3",
         _GEMMA3_TOKENS,
@@ -415,8 +532,18 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
         40960,
         InternVLVisionSpec(tile_size=28, patch_size=7, tokens_per_tile=4),
     ),
+    "smolvlm": FamilySpec(
+        "smolvlm",
+        _SMOLVLM_TOKENS,
+        "smolvlm",
+        8192,
+        SmolVLMVisionSpec(longest_edge=128, tile_size=32, patch_size=8, scale_factor=2),
+        tokenizer_class="PreTrainedTokenizerFast",
+        eos_token="<end_of_utterance>",
+        pad_token="<|im_end|>",
+    ),
 }
-RENDERER_ONLY_FAMILIES: tuple[str, ...] = ("internvl", "qwen3_vl_thinking")
+RENDERER_ONLY_FAMILIES: tuple[str, ...] = ()
 """Families with a renderer and a tiny model but no trainer/serving support yet (not in `VLM_FAMILIES`)."""
 FAMILIES = tuple(FAMILY_SPECS)
 QWEN_VL_FAMILIES = tuple(
@@ -428,7 +555,7 @@ QWEN_VL_FAMILIES = tuple(
 """The families with a Qwen-VL image layout (patch grid, 2x2 merge, `<|image_pad|>`)."""
 VLM_FAMILIES = tuple(name for name, spec in FAMILY_SPECS.items() if spec.is_vlm and name not in RENDERER_ONLY_FAMILIES)
 """The families with a vision tower, the ones Foveal trains and serves with images (`foveal smoke`): the Qwen-VL
-families, Gemma 3 and GLM-4.1V."""
+families (Qwen3-VL Thinking included), Gemma 3, GLM-4.1V and InternVL 3.5."""
 
 
 def family_spec(family: str) -> FamilySpec:

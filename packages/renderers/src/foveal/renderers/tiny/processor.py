@@ -18,7 +18,13 @@ import orjson
 from foveal.renderers.tiny import bpe, gemma_bpe
 from foveal.renderers.tiny.cache import materialize, source_digest
 from foveal.renderers.tiny.chat_templates import chat_template
-from foveal.renderers.tiny.families import FamilySpec, Gemma3VisionSpec, InternVLVisionSpec, family_spec
+from foveal.renderers.tiny.families import (
+    FamilySpec,
+    Gemma3VisionSpec,
+    InternVLVisionSpec,
+    SmolVLMVisionSpec,
+    family_spec,
+)
 
 GEMMA_TOKENIZER = "GemmaTokenizer"
 
@@ -117,13 +123,16 @@ def _gemma_tokenizer_config(spec: FamilySpec) -> dict[str, Any]:
 
 
 def _processor_config(spec: FamilySpec) -> dict[str, Any] | None:
-    """processor_config.json, for processors whose own settings decide the layout (Gemma 3, InternVL)."""
-    return spec.vision.processor_config() if isinstance(spec.vision, (Gemma3VisionSpec, InternVLVisionSpec)) else None
+    """processor_config.json, for processors whose own settings decide the layout (Gemma 3, InternVL, SmolVLM)."""
+    with_config = (Gemma3VisionSpec, InternVLVisionSpec, SmolVLMVisionSpec)
+    return spec.vision.processor_config() if isinstance(spec.vision, with_config) else None
 
 
 def _video_config(spec: FamilySpec) -> dict[str, Any] | None:
-    """video_preprocessor_config.json, for processors that load a video processor from its own file (InternVL)."""
-    return spec.vision.video_preprocessor_config() if isinstance(spec.vision, InternVLVisionSpec) else None
+    """video_preprocessor_config.json, for processors that load a video processor from its own file (InternVL,
+    SmolVLM)."""
+    with_video = (InternVLVisionSpec, SmolVLMVisionSpec)
+    return spec.vision.video_preprocessor_config() if isinstance(spec.vision, with_video) else None
 
 
 def write_processor_files(spec: FamilySpec, folder: Path) -> None:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from foveal.renderers.contract import RawImageDescriptor, descriptor_from_obj
 from foveal.renderers.errors import ContractError, PlaceholderMismatch
-from foveal.renderers.placeholders import RunFields, check_runs
+from foveal.renderers.placeholders import RunFields, check_runs, payload_runs
 
 ImageSpan = tuple[RawImageDescriptor, tuple[int, int]]
 """What a renderer hands over for one image: its descriptor and its placeholder run (offset, length)."""
@@ -90,7 +90,8 @@ def check_mm_refs(token_ids: Sequence[int], refs: Sequence[MMRef], image_token_i
         return ref_field(sample_id, index, "span")
 
     fields = RunFields(image=span, run=span, tokens=sample_field(sample_id, "token_ids"))
-    check_runs(token_ids, image_token_id, [(ref.offset, ref.length) for ref in refs], fields)
+    runs = [payload_runs(ref.descriptor.payload) for ref in refs]  # SmolVLM: one run per tile
+    check_runs(token_ids, image_token_id, [(ref.offset, ref.length) for ref in refs], fields, runs)
 
 
 def build_mm_refs(

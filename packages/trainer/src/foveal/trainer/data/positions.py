@@ -2,8 +2,9 @@
 
 Text models take one row per token (`[T]` per sample, `[1, T]` packed). A vision family numbers its tokens
 with the scheme it registers by model type (`foveal.trainer.data.adapters.POSITION_SCHEMES`), e.g. the
-Qwen-VL families' `[4, L]` mrope rows (`foveal.trainer.data.adapters.mrope`) or Gemma 3's 1-D row after its image
-check (`foveal.trainer.data.adapters.fixed_tokens`); `pack_positions` joins either.
+Qwen-VL families' `[4, L]` mrope rows (`foveal.trainer.data.adapters.mrope`), Gemma 3's 1-D row after its image
+check (`foveal.trainer.data.adapters.fixed_tokens`) or InternVL's after its tile check
+(`foveal.trainer.data.adapters.tiles`); `pack_positions` joins either.
 """
 
 from __future__ import annotations

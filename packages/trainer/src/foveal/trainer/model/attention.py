@@ -16,7 +16,8 @@ eager/sdpa only, and would need each backend's mask format.
 Both detections are silently skipped when a 2-D attention mask or a KV cache is present, and the Qwen-VL
 text models ignore boundaries when given only the three mrope rows. `packed_logits` never passes a mask or a
 cache, and `check_boundaries` refuses the three-row form and proves that the position row implies exactly
-our `cu_seqlens`.
+our `cu_seqlens`. gpt-oss's forward (transformers 5.19) builds its masks without the position row, so for it
+`packed_inputs` builds them with the same transformers functions and the row (`forward.positional_masks`).
 The vision towers need nothing: they attend within each image by `image_grid_thw`, packed or not.
 
 Flex attention (`[model].attn_implementation = "flex_attention"`): with the same position row,
@@ -83,6 +84,11 @@ IMAGE_BLOCK_MODELS = frozenset({"gemma3"})
 """`config.model_type`s whose images attend to themselves both ways (their forward takes `token_type_ids`)."""
 IMAGE_BLOCK_ATTENTION = frozenset({"eager", "sdpa", FLEX_ATTENTION})
 """The text-model kernels that take transformers' image-block mask (tested in tests/model/test_gemma3_packed.py)."""
+SINK_MODELS = frozenset({"gpt_oss"})
+"""`config.model_type`s whose attention has learned sinks (a per-head logit every softmax row also normalizes over)."""
+SINK_ATTENTION = frozenset({"eager", FLEX_ATTENTION})
+"""The kernels of ours and transformers' that add the sinks (`s_aux`): sdpa has no such input (transformers refuses it
+for these models) and our varlen kernel would silently leave them out."""
 
 
 class UnsupportedAttention(ContractError, RunError):
@@ -119,6 +125,7 @@ def set_attention(model: torch.nn.Module, setting: str) -> None:
     implementation = attention_implementation(setting, model.config)
     text = implementation.get("text_config", setting) if isinstance(implementation, dict) else implementation
     check_image_block_attention(model.config, text, setting)
+    check_sink_attention(model.config, text, setting)
     if implementation != VARLEN_ATTENTION:
         model.set_attn_implementation(implementation)
         return
@@ -184,6 +191,20 @@ def check_image_block_attention(config: object, implementation: object, setting:
             f"sdpa, eager or flex_attention for {name}: its images attend to themselves both ways, which "
             f"{implementation} cannot express"
         )
+        value = implementation if setting is None else setting
+        raise UnsupportedAttention("model.attn_implementation", value, expected)
+
+
+def has_attention_sinks(config: object) -> bool:
+    """Whether a model config's attention has learned sinks (`SINK_MODELS`)."""
+    return getattr(config, "model_type", None) in SINK_MODELS
+
+
+def check_sink_attention(config: object, implementation: object, setting: object | None = None) -> None:
+    """Refuse a kernel that would leave out a model's attention sinks (gpt-oss) instead of computing them."""
+    if has_attention_sinks(config) and implementation not in SINK_ATTENTION:
+        name = getattr(config, "model_type", None)
+        expected = f"eager or flex_attention for {name}: its attention sinks are not computed by {implementation}"
         value = implementation if setting is None else setting
         raise UnsupportedAttention("model.attn_implementation", value, expected)
 

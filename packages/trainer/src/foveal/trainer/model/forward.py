@@ -13,6 +13,8 @@ returns the real tokens' final hidden states instead, for the chunked loss (`fov
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from foveal.renderers.errors import ContractError
@@ -21,6 +23,7 @@ from foveal.trainer.model.attention import (
     check_boundaries,
     check_image_block_attention,
     check_packed_attention,
+    check_sink_attention,
     has_image_blocks,
 )
 from foveal.trainer.model.flex_padding import pad_row, pad_token_id, row_length
@@ -36,19 +39,45 @@ def packed_inputs(model: torch.nn.Module, batch: PackedBatch) -> dict[str, torch
     text_config = model.config.get_text_config()
     check_packed_attention(text_config, device, backward=torch.is_grad_enabled())
     check_image_block_attention(model.config, text_config._attn_implementation)
+    check_sink_attention(model.config, text_config._attn_implementation)
     check_boundaries(batch.position_ids, batch.cu_seqlens)
     length = row_length(model, batch.num_tokens, device)
     input_ids, position_ids = pad_row(batch.input_ids, batch.position_ids, length, pad_token_id(model))
     inputs: dict[str, torch.Tensor | bool | None] = {
         "input_ids": input_ids,
         "position_ids": position_ids,
-        "attention_mask": None,
+        "attention_mask": positional_masks(model, input_ids, position_ids),
         "use_cache": False,
         **image_block_inputs(model, input_ids, batch.cu_seqlens),
     }
     if length > batch.num_tokens:
         inputs["logits_to_keep"] = torch.arange(batch.num_tokens, device=device)
     return inputs | dict(batch.pixel_kwargs)
+
+
+MASKS_WITHOUT_POSITIONS = frozenset({"gpt_oss"})
+"""`config.model_type`s whose forward builds its layers' masks without the position row (gpt-oss, transformers
+5.19), so transformers would not find the packed samples there: their masks are built here instead."""
+
+
+def positional_masks(
+    model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor
+) -> dict[str, Any] | None:
+    """For `MASKS_WITHOUT_POSITIONS` models, the per-layer-type masks their forward accepts in place of
+    `attention_mask`, built by the same transformers functions it calls, given the position row as the other
+    models give it (a block-diagonal causal mask, the sliding window inside each sample); None for the others."""
+    if model.config.model_type not in MASKS_WITHOUT_POSITIONS:
+        return None
+    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+    dtype = model.get_input_embeddings().weight.dtype
+    shape_only = torch.empty((*input_ids.shape, 0), dtype=dtype, device=input_ids.device)  # batch, length, dtype
+    arguments = {"config": model.config, "inputs_embeds": shape_only, "attention_mask": None,
+                 "past_key_values": None, "position_ids": position_ids}  # fmt: skip
+    return {
+        "full_attention": create_causal_mask(**arguments),
+        "sliding_attention": create_sliding_window_causal_mask(**arguments),
+    }
 
 
 def image_block_inputs(

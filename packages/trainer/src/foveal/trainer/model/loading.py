@@ -24,7 +24,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageText
 
 from foveal.configs.errors import RunError
 from foveal.configs.model import ModelConfig
-from foveal.trainer.model.attention import FLEX_SETTING, VARLEN_SETTING, has_image_blocks, set_attention
+from foveal.trainer.model.attention import (
+    FLEX_SETTING,
+    VARLEN_SETTING,
+    has_attention_sinks,
+    has_image_blocks,
+    set_attention,
+)
 from foveal.trainer.model.checkpointing import set_activation_checkpointing
 from foveal.trainer.model.flex_padding import set_flex_bucket
 from foveal.trainer.model.fused_kernels import apply_kernels
@@ -115,7 +121,7 @@ def load_model(config: ModelConfig, source: str, device: torch.device, training:
     with quiet_progress():
         model = auto.from_pretrained(source, dtype=_DTYPES[config.dtype], trust_remote_code=config.trust_remote_code)
     attention = training_attention(config.attn_implementation, device, hf_config)
-    set_attention(model, attention if training else generation_attention(attention))
+    set_attention(model, attention if training else generation_attention(attention, hf_config))
     set_flex_bucket(model, config.flex_bucket_tokens)
     if training:
         set_activation_checkpointing(model, config.activation_checkpointing)
@@ -129,12 +135,17 @@ def training_attention(setting: str, device: torch.device, hf_config: object = N
     for a model whose images attend both ways (Gemma 3), which varlen cannot express."""
     if setting != AUTO:
         return setting
+    if has_attention_sinks(hf_config):  # gpt-oss: eager is the kernel that computes its sinks on every device
+        return "eager"
     return VARLEN_SETTING if device.type == "cuda" and not has_image_blocks(hf_config) else "sdpa"
 
 
-def generation_attention(setting: str) -> str:
-    """The kernel a model that generates runs: varlen and flex serve packed training rows, not a KV cache."""
-    return "sdpa" if setting in (VARLEN_SETTING, FLEX_SETTING) else setting
+def generation_attention(setting: str, hf_config: object = None) -> str:
+    """The kernel a model that generates runs: varlen and flex serve packed training rows, not a KV cache (eager
+    instead of sdpa for a model with attention sinks)."""
+    if setting in (VARLEN_SETTING, FLEX_SETTING):
+        return "eager" if has_attention_sinks(hf_config) else "sdpa"
+    return setting
 
 
 def load_processor(config: ModelConfig, source: str) -> Any:

@@ -20,7 +20,7 @@ import torch
 from foveal.renderers.contract import RawImageDescriptor, decode_mmraw, file_uri_to_path
 from foveal.renderers.errors import ContractError, DisallowedLocation, HashMismatch
 from foveal.renderers.locations import require_inside
-from foveal.renderers.placeholders import RunFields, pair_images
+from foveal.renderers.placeholders import RunFields, pair_images, payload_runs
 from foveal.renderers.store import ImageStore
 from foveal.trainer.data.materialize import Materializer
 from foveal.trainer.data.mm_refs import MMRef, sample_field
@@ -65,7 +65,9 @@ def materialize_images(
     """Check the images against the prompt's placeholders and the served processor, then compute pixels."""
     for index, descriptor in enumerate(descriptors):
         _check_location(descriptor, materializer.store, index)
-    spans = pair_images(prompt_ids, materializer.adapter.image_token_id, placeholder_counts(descriptors), REQUEST_RUN_FIELDS)
+    runs = [payload_runs(d.payload) for d in descriptors]  # SmolVLM: one run per tile
+    counts = placeholder_counts(descriptors)
+    spans = pair_images(prompt_ids, materializer.adapter.image_token_id, counts, REQUEST_RUN_FIELDS, runs)
     if not descriptors:
         return NO_IMAGES
     refs = [MMRef(descriptor=d, offset=start, length=n) for d, (start, n) in zip(descriptors, spans, strict=True)]

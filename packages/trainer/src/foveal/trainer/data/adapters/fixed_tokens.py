@@ -1,4 +1,5 @@
-"""1-D positions for a vision family whose every image is the same number of placeholder tokens (Gemma 3).
+"""1-D positions for a vision family whose every image (or tile) is the same number of placeholder tokens (Gemma 3,
+SmolVLM's tiles).
 
 Gemma 3 numbers image tokens like text (one rope row, 0..L-1 per sample); what is left to check is that the
 sample's placeholders are one run of `tokens_per_image` per image, in order, as many runs as images, before
@@ -23,12 +24,16 @@ class FixedTokenPositions:
 
     image_token_id: int
     tokens_per_image: int
+    """Placeholders per row of `pixel_values`: one image (Gemma 3) or one tile (SmolVLM, each tile its own run)."""
+    image_kwargs: frozenset[str] = frozenset({"pixel_values"})
+    """The image keyword arguments the model takes (SmolVLM adds `pixel_attention_mask`)."""
     rope_rows: ClassVar[int] = 1
 
     def sample_positions(self, sample_id: str, input_ids: torch.Tensor, pixel_kwargs: PixelKwargs) -> torch.Tensor:
-        extra = sorted(set(pixel_kwargs) - {"pixel_values"})
+        extra = sorted(set(pixel_kwargs) - self.image_kwargs)
         if extra:
-            raise PlaceholderMismatch(f"sample {sample_id!r}.pixel_kwargs", extra, "pixel_values only")
+            expected = " and ".join(sorted(self.image_kwargs)) + " only"
+            raise PlaceholderMismatch(f"sample {sample_id!r}.pixel_kwargs", extra, expected)
         pixels = pixel_kwargs.get("pixel_values")
         images = 0 if pixels is None else int(pixels.shape[0])
         tokens = f"sample {sample_id!r}.input_ids"
@@ -41,3 +46,13 @@ def gemma3_positions(model: torch.nn.Module) -> FixedTokenPositions:
     """The scheme of a loaded Gemma 3 model: its image token, `mm_tokens_per_image` placeholders per image."""
     config = model.config
     return FixedTokenPositions(image_token_id=config.image_token_id, tokens_per_image=config.mm_tokens_per_image)
+
+
+def smolvlm_positions(model: torch.nn.Module) -> FixedTokenPositions:
+    """The scheme of a loaded SmolVLM model: its `<image>` id, `image_seq_len` placeholders per tile (a tile's
+    (image_size / patch_size)^2 patches pixel-shuffled by `scale_factor`), one run per tile in `pixel_values`."""
+    config = model.config
+    patches = config.vision_config.image_size // config.vision_config.patch_size
+    tokens = patches * patches // (config.scale_factor * config.scale_factor)
+    kwargs = frozenset({"pixel_values", "pixel_attention_mask"})
+    return FixedTokenPositions(image_token_id=config.image_token_id, tokens_per_image=tokens, image_kwargs=kwargs)
